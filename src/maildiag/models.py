@@ -1,0 +1,260 @@
+"""The vocabulary every stage speaks: str enums and frozen dataclasses.
+
+Data flows one way (see STYLE.md):
+
+    discover() -> [Target]  ->  run() -> [Observation]  ->  diagnose() -> [Finding]  ->  Report
+
+A probe never builds advice. It records what happened in an ``Observation`` and, when something
+needs explaining, a ``Problem``: a stable ``signal`` code (``connect.refused``, ``reply`` ...),
+the server's exact words in ``text``, and ``params`` that rule titles may quote (``{port}``).
+``diagnose()`` turns problems into ``Finding`` objects through the rule base in rules/.
+
+Every enum is a ``StrEnum`` so ``json.dumps`` writes its value, and ``to_json()`` on the report
+gives the SPEC's JSON without any per-field conversion code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Service(StrEnum):
+    SMTP = "smtp"
+    IMAP = "imap"
+    POP3 = "pop3"
+
+
+class Security(StrEnum):
+    SSL = "ssl"  # implicit TLS from the first byte (465, 993, 995)
+    STARTTLS = "starttls"  # plaintext greeting, then STARTTLS / STLS
+    PLAIN = "plain"  # no TLS at all
+    AUTO = "auto"  # unknown port without a mode: detected from what the server does
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class Category(StrEnum):
+    AUTH_REQUIRED = "auth_required"
+    AUTH_FAILED = "auth_failed"
+    APP_PASSWORD_REQUIRED = "app_password_required"
+    PROTOCOL_DISABLED = "protocol_disabled"
+    SENDER_NOT_OWNED = "sender_not_owned"
+    RELAY_DENIED = "relay_denied"
+    SPAM_REJECTED = "spam_rejected"
+    SENDER_POLICY = "sender_policy"
+    IP_BLOCKLISTED = "ip_blocklisted"
+    RATE_LIMITED = "rate_limited"
+    GREYLISTED = "greylisted"
+    RECIPIENT_UNKNOWN = "recipient_unknown"
+    MAILBOX_FULL = "mailbox_full"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    TLS_REQUIRED = "tls_required"
+    TLS_MISMATCH = "tls_mismatch"
+    CERT_UNTRUSTED = "cert_untrusted"
+    CERT_EXPIRED = "cert_expired"
+    CLOCK_SKEW = "clock_skew"
+    TLS_INTERCEPTION = "tls_interception"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_TIMEOUT = "connection_timeout"
+    DNS_FAILURE = "dns_failure"
+    ACCOUNT_BLOCKED = "account_blocked"
+    OTHER = "other"
+
+
+class Source(StrEnum):
+    EXPLICIT = "explicit"
+    PROVIDER = "provider"
+    SRV = "srv"
+    AUTOCONFIG = "autoconfig"
+    MX = "mx"
+    GUESS = "guess"
+
+
+class ExitCode(IntEnum):
+    """Nagios plugin semantics, so CI and monitoring read them alike."""
+
+    OK = 0
+    WARN = 1
+    FAIL = 2
+    ERROR = 3  # the diagnosis could not run: usage error, unreadable rule base
+
+
+_STATUS_RANK = {Status.SKIP: 0, Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARN: 1, Severity.FAIL: 2}
+
+
+def status_rank(status: Status) -> int:
+    return _STATUS_RANK[status]
+
+
+def severity_rank(severity: Severity) -> int:
+    return _SEVERITY_RANK[severity]
+
+
+def severity_status(severity: Severity) -> Status:
+    """The check status a finding of this severity implies (``info`` changes nothing)."""
+    return {Severity.INFO: Status.OK, Severity.WARN: Status.WARN, Severity.FAIL: Status.FAIL}[
+        severity
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One server endpoint to check."""
+
+    service: Service
+    host: str  # as the user or discovery named it (IDN in its Unicode form is fine)
+    port: int
+    security: Security
+    source: Source = Source.EXPLICIT
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}://{self.host}:{self.port}/{self.security}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": str(self.service),
+            "host": self.host,
+            "port": self.port,
+            "security": str(self.security),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a probe saw that needs explaining; ``diagnose()`` matches it against rules.
+
+    signal: a stable code from ``maildiag.signals`` (``reply`` for a server reply to match by text)
+    text:   the server's or the library's exact words (kept verbatim: rules match on them)
+    params: values rule titles and steps may quote, e.g. ``{"port": 465, "actual": "ssl"}``
+    """
+
+    signal: str
+    text: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one check established about one target (or, for ``dns``/``clock``, about the run)."""
+
+    check: str  # stable id: "dns", "clock", "smtp.connect", "imap.tls", ...
+    status: Status
+    summary: str  # one line of facts, no advice: "TLS 1.3, certificate valid for 212 days"
+    target: Target | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+    transcript: tuple[str, ...] = ()
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A diagnosis: what is wrong and what to do, from one rule, in one language."""
+
+    rule: str
+    category: Category
+    severity: Severity
+    title: str
+    steps: tuple[str, ...]
+    check: str | None = None  # the check id it came from; None for ``explain``
+    evidence: str = ""  # the exact text that matched, or what the probe saw
+    links: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "category": str(self.category),
+            "severity": str(self.severity),
+            "check": self.check,
+            "title": self.title,
+            "steps": list(self.steps),
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """An observation after diagnosis: the unit renderers show."""
+
+    observation: Observation
+    status: Status
+    findings: tuple[Finding, ...]
+
+    @property
+    def id(self) -> str:
+        return self.observation.check
+
+    def to_json(self, *, transcript: bool = False) -> dict[str, Any]:
+        obs = self.observation
+        out: dict[str, Any] = {
+            "id": obs.check,
+            "service": str(obs.target.service) if obs.target else None,
+            "host": obs.target.host if obs.target else None,
+            "port": obs.target.port if obs.target else None,
+            "status": str(self.status),
+            "summary": obs.summary,
+            "duration_ms": obs.duration_ms,
+            "data": dict(obs.data),
+            "findings": [f.to_json() for f in self.findings],
+        }
+        if transcript:
+            out["transcript"] = list(obs.transcript)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    source: Source | None
+    provider: str | None = None
+    note: str = ""  # a fact about the discovery, e.g. "SRV _submissions._tcp.example.test"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source) if self.source else None,
+            "provider": self.provider,
+        }
+
+
+REPORT_SCHEMA = "maildiag.report/1"
+EXPLAIN_SCHEMA = "maildiag.explain/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    address: str
+    discovery: Discovery
+    servers: tuple[Target, ...]
+    checks: tuple[CheckResult, ...]
+    findings: tuple[Finding, ...]
+    status: Status
+    exit_code: ExitCode
+    duration_ms: int = 0
+    transcript: bool = False  # include each check's transcript in JSON
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": REPORT_SCHEMA,
+            "address": self.address,
+            "status": str(self.status),
+            "exit_code": int(self.exit_code),
+            "discovery": self.discovery.to_json(),
+            "servers": [t.to_json() for t in self.servers],
+            "checks": [c.to_json(transcript=self.transcript) for c in self.checks],
+            "findings": [f.to_json() for f in self.findings],
+        }
