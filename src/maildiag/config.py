@@ -1,0 +1,91 @@
+"""The frozen configuration of one run, built by the CLI from its options.
+
+The password lives here with ``repr=False`` and is handed only to the login step of a probe; it is
+never formatted into any string. Limits (timeouts, read bounds, caps) live here too, so a test can
+shrink them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from maildiag.models import Security, Service, Target
+
+LANGS = ("en", "ru")
+
+# Bounds on what a server can make us read (see the SPEC's safety section).
+MAX_LINE = 8192  # one protocol line; RFC 5321 allows 512 for replies, IMAP lines can be longer
+MAX_REPLY_LINES = 256  # one multi-line reply (EHLO, CAPA)
+MAX_REPLY_BYTES = 64 * 1024  # one whole reply
+
+
+def default_lang() -> str:
+    """``ru`` when the locale is Russian, else ``en`` (LC_ALL > LC_MESSAGES > LANG)."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = os.environ.get(var, "")
+        if value:
+            return "ru" if value.lower().startswith("ru") else "en"
+    return "en"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    login: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:  # belt and braces: never show the password
+        return f"Credentials(login={self.login!r}, password='********')"
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    address: str
+    explicit: tuple[Target, ...] = ()  # --smtp/--imap/--pop3
+    only: frozenset[Service] = frozenset(Service)
+    login: str | None = None  # --login; None: provider rules decide, else the address
+    password: str | None = field(default=None, repr=False)
+    sender: str | None = None  # --from
+    ca_file: str | None = None
+    resolver: str | None = None
+    time_server: str | None = None
+    check_clock: bool = True
+    timeout: float = 10.0
+    warn_days: int = 21
+    crit_days: int = 7
+    lang: str = "en"
+    transcript: bool = False
+    rules_dirs: tuple[str, ...] = ()
+    # Whole-run bound: discovery + the slowest dependent chain (connect, greeting, TLS,
+    # STARTTLS, capabilities, auth, sender) can each take one timeout.
+    max_per_host: int = 2  # concurrent connections to one host: mail servers ban eager clients
+
+    @property
+    def has_password(self) -> bool:
+        return self.password is not None
+
+    @property
+    def run_deadline(self) -> float:
+        return self.timeout * 12 + 5
+
+
+def explicit_security(port: int) -> Security:
+    """The mode a port implies when the user gave none (SPEC: --smtp/--imap/--pop3)."""
+    if port in (465, 993, 995):
+        return Security.SSL
+    if port in (25, 587, 2525, 143, 110):
+        return Security.STARTTLS
+    return Security.AUTO
+
+
+DEFAULT_PORTS = {
+    (Service.SMTP, Security.SSL): 465,
+    (Service.SMTP, Security.STARTTLS): 587,
+    (Service.SMTP, Security.PLAIN): 25,
+    (Service.IMAP, Security.SSL): 993,
+    (Service.IMAP, Security.STARTTLS): 143,
+    (Service.IMAP, Security.PLAIN): 143,
+    (Service.POP3, Security.SSL): 995,
+    (Service.POP3, Security.STARTTLS): 110,
+    (Service.POP3, Security.PLAIN): 110,
+}
