@@ -3,6 +3,10 @@
 ``Dns`` is passed in (never a global), so tests point it at a loopback server with
 ``Dns("127.0.0.1:5353")``. Every failure is a ``DnsError`` whose ``kind`` tells NXDOMAIN,
 "no such record", "the server did not answer" and other errors apart, because the advice differs.
+
+Each lookup method takes an optional ``lifetime`` (seconds, capped at ``timeout``): a caller with
+a deadline (discovery) passes what is left of it, so dependent lookups never add up to more than
+one timeout. Names may be given in Unicode; they go on the wire as A-labels (UTS 46).
 """
 
 from __future__ import annotations
@@ -83,12 +87,25 @@ class Dns:
         self._resolver.lifetime = timeout
         self.explicit = bool(server)
 
-    def _query(self, name: str, rdtype: str) -> Any:
+    def _lifetime(self, lifetime: float | None) -> float:
+        if lifetime is None:
+            return self.timeout
+        return max(0.05, min(lifetime, self.timeout))
+
+    def _query(self, name: str, rdtype: str, lifetime: float | None = None) -> Any:
         import dns.exception
         import dns.resolver
 
+        from maildiag.address import AddressError, to_ascii_host
+
         try:
-            return self._resolver.resolve(name, rdtype, search=False)
+            wire_name = to_ascii_host(name)
+        except AddressError as exc:
+            raise DnsError("error", name, self.label, str(exc)) from None
+        try:
+            return self._resolver.resolve(
+                wire_name, rdtype, search=False, lifetime=self._lifetime(lifetime)
+            )
         except dns.resolver.NXDOMAIN:
             raise DnsError("nxdomain", name, self.label) from None
         except dns.resolver.NoAnswer:
@@ -100,46 +117,61 @@ class Dns:
         except dns.exception.DNSException as exc:
             raise DnsError("error", name, self.label, _first_line(exc)) from None
 
-    def addresses(self, host: str) -> list[str]:
-        """A and AAAA addresses of ``host`` (IPv4 first); DnsError when it has neither."""
+    def addresses(self, host: str, lifetime: float | None = None) -> list[str]:
+        """A and AAAA addresses of ``host`` (IPv4 first); DnsError when it has neither.
+
+        A and AAAA are asked at the same time, so a silent server costs one timeout, not two.
+        """
         import ipaddress
+        from concurrent.futures import ThreadPoolExecutor
 
         try:
-            ipaddress.ip_address(host)
-            return [host]
+            ipaddress.ip_address(host.strip("[]"))
+            return [host.strip("[]")]
         except ValueError:
             pass
-        found: list[str] = []
-        first_error: DnsError | None = None
-        for rdtype in ("A", "AAAA"):
-            try:
-                found += [r.address for r in self._query(host, rdtype)]
-            except DnsError as exc:
-                if exc.kind in ("nxdomain", "timeout"):
-                    raise
-                first_error = first_error or exc
-        if not found:
-            raise first_error or DnsError("no_answer", host, self.label, "no A/AAAA record")
-        return found
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns-addr") as pool:
+            futures = [pool.submit(self._addresses_of, host, t, lifetime) for t in ("A", "AAAA")]
+            results = [f.result() for f in futures]
+        found = [ip for ips, _ in results for ip in ips]
+        errors = [err for _, err in results if err is not None]
+        if found:
+            return found
+        for kind in ("nxdomain", "timeout", "error"):  # the most telling failure wins
+            for err in errors:
+                if err.kind == kind:
+                    raise err
+        raise DnsError("no_answer", host, self.label, "no A/AAAA record")
 
-    def mx(self, domain: str) -> list[tuple[int, str]]:
+    def _addresses_of(
+        self, host: str, rdtype: str, lifetime: float | None
+    ) -> tuple[list[str], DnsError | None]:
+        try:
+            return [r.address for r in self._query(host, rdtype, lifetime)], None
+        except DnsError as exc:
+            return [], exc
+
+    def mx(self, domain: str, lifetime: float | None = None) -> list[tuple[int, str]]:
         """MX records sorted by preference; a null MX (RFC 7505, ".") gives an empty host."""
-        answer = self._query(domain, "MX")
-        records = [(r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in answer]
+        answer = self._query(domain, "MX", lifetime)
+        records = [(r.preference, _host_text(r.exchange)) for r in answer]
         return sorted(records)
 
-    def srv(self, name: str) -> list[SrvRecord]:
+    def srv(self, name: str, lifetime: float | None = None) -> list[SrvRecord]:
         """SRV records ordered by priority, then weight (highest first)."""
-        answer = self._query(name, "SRV")
-        records = [
-            SrvRecord(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True).lower())
-            for r in answer
-        ]
+        answer = self._query(name, "SRV", lifetime)
+        records = [SrvRecord(r.priority, r.weight, r.port, _host_text(r.target)) for r in answer]
         return sorted(records, key=lambda r: (r.priority, -r.weight))
 
-    def txt(self, name: str) -> list[str]:
-        answer = self._query(name, "TXT")
+    def txt(self, name: str, lifetime: float | None = None) -> list[str]:
+        answer = self._query(name, "TXT", lifetime)
         return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+
+def _host_text(name: Any) -> str:
+    """A target name as text without the final dot; the root (".") becomes ""."""
+    text: str = name.to_text(omit_final_dot=True).lower()
+    return "" if text in ("", "@", ".") else text
 
 
 def _first_line(exc: BaseException) -> str:
