@@ -1,0 +1,117 @@
+"""Observations in, diagnosed check results and findings out: the one diagnosis path.
+
+Each ``Problem`` a probe recorded is matched against the rule base (the same rules ``explain``
+uses) with its signal, protocol and provider; the best rule gives the finding's category, title
+and steps. Python supplies only facts (``params``); every word of advice comes from rules/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from maildiag.models import (
+    CheckResult,
+    ExitCode,
+    Finding,
+    Observation,
+    Problem,
+    Severity,
+    Status,
+    Target,
+    severity_rank,
+    severity_status,
+    status_rank,
+)
+
+if TYPE_CHECKING:
+    from maildiag.rulebase import RuleBase
+
+UNEXPLAINED = "unexplained"
+
+
+def finding_for(
+    problem: Problem,
+    obs: Observation,
+    rules: RuleBase,
+    *,
+    lang: str,
+    provider: str | None,
+) -> Finding:
+    protocol = str(obs.target.service) if obs.target else None
+    matches = rules.match(problem.text, signal=problem.signal, protocol=protocol,
+                          provider=provider)
+    if not matches:
+        matches = rules.match(problem.text, signal=UNEXPLAINED, protocol=protocol,
+                              provider=provider)
+    params = {"text": problem.text, **problem.params}
+    finding = rules.finding(matches[0], lang=lang, params=params, check=obs.check)
+    severity = finding.severity
+    # A rule's severity is its default; a probe that judged the same fact against the user's
+    # thresholds (expiry days, expected mode) knows better whether it is a warning or a failure.
+    if severity is not Severity.INFO and obs.status in (Status.WARN, Status.FAIL):
+        severity = Severity(str(obs.status))
+    evidence = problem.text or finding.evidence
+    return Finding(finding.rule, finding.category, severity, finding.title, finding.steps,
+                   obs.check, evidence, finding.links)
+
+
+def diagnose_one(obs: Observation, rules: RuleBase, *, lang: str,
+                 provider: str | None) -> CheckResult:
+    findings = tuple(finding_for(p, obs, rules, lang=lang, provider=provider)
+                     for p in obs.problems)
+    status = obs.status
+    if status is not Status.SKIP:
+        for f in findings:
+            implied = severity_status(f.severity)
+            if status_rank(implied) > status_rank(status):
+                status = implied
+    return CheckResult(obs, status, findings)
+
+
+def order_key(servers: Sequence[Target]) -> object:
+    """Run-level checks first, then each server in discovery order, checks in protocol order."""
+    stages = ["connect", "greeting", "tls", "capabilities", "auth", "sender"]
+
+    def key(result: CheckResult) -> tuple[int, int, int]:
+        obs = result.observation
+        if obs.target is None:
+            return (0, 0 if obs.check == "dns" else 1, 0)
+        idx = servers.index(obs.target) if obs.target in servers else len(servers)
+        stage = obs.check.split(".", 1)[1]
+        return (1, idx, stages.index(stage) if stage in stages else len(stages))
+
+    return key
+
+
+def diagnose(
+    observations: Iterable[Observation],
+    rules: RuleBase,
+    *,
+    lang: str,
+    provider: str | None,
+    servers: Sequence[Target] = (),
+) -> tuple[tuple[CheckResult, ...], tuple[Finding, ...]]:
+    results = sorted((diagnose_one(o, rules, lang=lang, provider=provider) for o in observations),
+                     key=order_key(servers))  # type: ignore[arg-type]
+    return tuple(results), merge_findings(results)
+
+
+def merge_findings(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
+    """Every finding once (same rule and title = same advice), most important first."""
+    seen: set[tuple[str, str]] = set()
+    merged: list[Finding] = []
+    for result in results:
+        for f in result.findings:
+            if (f.rule, f.title) not in seen:
+                seen.add((f.rule, f.title))
+                merged.append(f)
+    merged.sort(key=lambda f: -severity_rank(f.severity))  # stable: check order kept within
+    return tuple(merged)
+
+
+def overall(results: Iterable[CheckResult]) -> tuple[Status, ExitCode]:
+    worst = max((status_rank(r.status) for r in results), default=0)
+    status = {0: Status.OK, 1: Status.WARN, 2: Status.FAIL}[worst]
+    return status, {Status.OK: ExitCode.OK, Status.WARN: ExitCode.WARN,
+                    Status.FAIL: ExitCode.FAIL}[status]

@@ -1,0 +1,89 @@
+"""``check``: address → discovery → concurrent probes → diagnosis → Report.
+
+This is the only place the stages meet; each hands the next a value from ``models.py``.
+Dependencies (resolver, rule base, clock, observers) are arguments, so tests swap them freely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from maildiag.address import parse_address
+from maildiag.config import RunConfig
+from maildiag.diagnose import diagnose, overall
+from maildiag.models import Discovery, Observation, Report, Service, Source
+from maildiag.probes.session import Env
+from maildiag.runner import Job, run_jobs, session_job
+
+if TYPE_CHECKING:
+    from maildiag.dnsclient import Dns
+    from maildiag.rulebase import RuleBase
+
+
+def run_check(
+    config: RunConfig,
+    *,
+    rules: RuleBase,
+    dns: Dns | None = None,
+    on_observation: Callable[[Observation], None] | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> Report:
+    from maildiag.discovery import discover
+    from maildiag.dnsclient import Dns
+
+    started = time.monotonic()
+    address = parse_address(config.address)
+    if dns is None:
+        dns = Dns(config.resolver, timeout=config.timeout)
+    found = discover(address, explicit=config.explicit, only=config.only, dns=dns,
+                     timeout=config.timeout, ca_file=config.ca_file)
+    if on_observation is not None:
+        on_observation(found.dns)
+    targets = tuple(t for t in found.targets if t.service in config.only)
+    provider_id = found.provider.id if found.provider is not None else None
+
+    from maildiag.probes import auth, clock
+
+    def make_env(emit: Callable[[Observation], None]) -> Env:
+        return Env(config, emit, dns=dns, now=now,
+                   login_stage=auth.make_login_stage(config, address, found.provider))
+
+    jobs: list[Job] = [session_job(t, make_env) for t in targets]
+    jobs.append(clock.clock_job(config, now=now, provider=found.provider))
+    # The whole run is bounded: what the sessions have not said by then is reported as such.
+    remaining = max(config.run_deadline - (time.monotonic() - started), config.timeout)
+    observations = run_jobs(jobs, deadline=remaining, max_per_host=config.max_per_host,
+                            on_observation=on_observation)
+    observations = auth.cross_check([found.dns, *observations])
+    results, findings = diagnose(observations, rules, lang=config.lang, provider=provider_id,
+                                 servers=targets)
+    status, exit_code = overall(results)
+    discovery = found.discovery
+    if discovery.source is None and targets:
+        discovery = Discovery(Source.EXPLICIT, provider_id)
+    return Report(
+        address=address.original,
+        discovery=discovery,
+        servers=targets,
+        checks=results,
+        findings=findings,
+        status=status,
+        exit_code=exit_code,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        transcript=config.transcript,
+    )
+
+
+def only_services(text: str) -> frozenset[Service]:
+    """``--only smtp,imap`` → the services; ValueError names the bad item."""
+    items = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not items:
+        raise ValueError("--only needs at least one of smtp, imap, pop3")
+    bad = [i for i in items if i not in {s.value for s in Service}]
+    if bad:
+        raise ValueError(f"--only: unknown service {bad[0]!r} (use smtp, imap, pop3)")
+    return frozenset(Service(i) for i in items)
+

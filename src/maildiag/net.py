@@ -1,0 +1,249 @@
+"""Sockets with a timeout on every step and a size bound on every read; TLS contexts.
+
+``connect()`` opens TCP (through ``Dns`` when ``--resolver`` was given) and returns a ``Conn``.
+A ``Conn`` reads protocol lines against a per-step deadline — a peer that sends one byte per
+second still hits the step's timeout — and never buffers more than ``max_line`` bytes of one line.
+Every line read or written is recorded in ``transcript`` (``S:``/``C:``); callers pass the
+redacted form of anything secret, and the raw bytes never reach the transcript.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from maildiag.config import MAX_LINE
+from maildiag.errors import Closed, ConnectFailed, NetError, StepTimeout, TooLong, classify
+
+if TYPE_CHECKING:
+    from maildiag.dnsclient import Dns
+
+# A TLS record starts with content type 0x14..0x17 and version 0x03: a server that "greets" with
+# these bytes speaks TLS where we expected plaintext.
+_TLS_RECORD_TYPES = {0x14, 0x15, 0x16, 0x17}
+
+
+def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.SSLContext:
+    """certifi's bundle plus ``--ca-file``; ``verify=False`` fetches a bad chain to judge it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Allow TLS 1.0/1.1 to connect so we can *report* an outdated server rather than fail blind.
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    try:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except ssl.SSLError:  # pragma: no cover - OpenSSL builds without SECLEVEL syntax
+        pass
+    if verify:
+        import certifi
+
+        ctx.load_verify_locations(cafile=certifi.where())
+        if ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple[int, str]]:
+    """(family, ip) pairs for host: IP literals as is, names through ``dns`` or the system."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))]
+    except ValueError:
+        pass
+    if dns is not None and dns.explicit:
+        from maildiag.dnsclient import DnsError
+
+        try:
+            ips = dns.addresses(host)
+        except DnsError as exc:
+            raise ConnectFailed(f"cannot resolve {host}: {exc}", signal="dns.host_unresolved") from None
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in ips]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise classify(exc, phase="connect", address=host) from None
+    seen: list[tuple[int, str]] = []
+    for family, _, _, _, sockaddr in infos:
+        pair = (int(family), str(sockaddr[0]))
+        if pair not in seen:
+            seen.append(pair)
+    return seen
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    dns: Dns | None = None,
+    transcript: list[str] | None = None,
+    max_line: int = MAX_LINE,
+) -> Conn:
+    """TCP connect to the first address that answers; refused and timed out are told apart."""
+    addresses = resolve(host, port, dns, timeout)
+    deadline = time.monotonic() + timeout
+    last: NetError | None = None
+    for family, ip in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(remaining)
+        try:
+            sock.connect((ip, port))
+        except OSError as exc:
+            sock.close()
+            last = classify(exc, phase="connect", address=f"{ip}:{port}")
+            continue
+        sock.settimeout(timeout)
+        return Conn(sock, timeout=timeout, peer=f"{ip}:{port}", transcript=transcript,
+                    max_line=max_line)
+    raise last or ConnectFailed(f"connect to {host}:{port} timed out", signal="connect.timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSession:
+    version: str
+    cipher: str
+    cert_der: bytes | None
+
+
+class Conn:
+    """A connection read line by line, each read bounded in time and size."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        timeout: float,
+        peer: str,
+        transcript: list[str] | None = None,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self.sock: socket.socket = sock
+        self.timeout = timeout
+        self.peer = peer
+        self.transcript = transcript if transcript is not None else []
+        self.max_line = max_line
+        self._buf = b""
+        self.tls: TlsSession | None = None
+
+    # -- reading -----------------------------------------------------------------------
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StepTimeout(f"no complete answer within {self.timeout:g}s from {self.peer}")
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(4096)
+        except (TimeoutError, socket.timeout):
+            raise StepTimeout(
+                f"no complete answer within {self.timeout:g}s from {self.peer}"
+            ) from None
+        except ssl.SSLError as exc:
+            raise classify(exc, phase="read", address=self.peer) from None
+        except OSError as exc:
+            raise classify(exc, phase="read", address=self.peer) from None
+        if not chunk:
+            raise Closed(f"{self.peer} closed the connection")
+        self._buf += chunk
+
+    def read_line(self, *, deadline: float | None = None) -> str:
+        """One line without its CRLF, decoded leniently; bounded by the step deadline."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        while True:
+            idx = self._buf.find(b"\n", 0, self.max_line + 1)
+            if idx >= 0:
+                raw, self._buf = self._buf[:idx], self._buf[idx + 1 :]
+                line = raw.rstrip(b"\r").decode("utf-8", "replace")
+                self.transcript.append("S: " + _printable(line))
+                return line
+            if len(self._buf) > self.max_line:
+                head = self._buf[:60].decode("utf-8", "replace")
+                self.transcript.append(f"S: {_printable(head)}... [over {self.max_line} bytes]")
+                raise TooLong(f"{self.peer} sent a line longer than {self.max_line} bytes")
+            self._fill(deadline)
+
+    def read_exact(self, size: int, *, deadline: float) -> bytes:
+        while len(self._buf) < size:
+            self._fill(deadline)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def peek_first_byte(self, wait: float) -> int | None:
+        """The first byte the server sends within ``wait`` seconds, or None when silent."""
+        if self._buf:
+            return self._buf[0]
+        try:
+            self._fill(time.monotonic() + wait)
+        except StepTimeout:
+            return None
+        return self._buf[0]
+
+    @property
+    def looks_like_tls(self) -> bool:
+        return len(self._buf) >= 2 and self._buf[0] in _TLS_RECORD_TYPES and self._buf[1] == 3
+
+    # -- writing -----------------------------------------------------------------------
+    def send_line(self, line: str, *, shown: str | None = None) -> None:
+        """Send ``line`` + CRLF; the transcript gets ``shown`` instead when it is secret."""
+        self.transcript.append("C: " + (shown if shown is not None else _printable(line)))
+        self.sock.settimeout(self.timeout)
+        try:
+            self.sock.sendall(line.encode("utf-8") + b"\r\n")
+        except OSError as exc:
+            raise classify(exc, phase="write", address=self.peer) from None
+
+    # -- TLS -----------------------------------------------------------------------------
+    def start_tls(self, ctx: ssl.SSLContext, server_hostname: str) -> TlsSession:
+        """Wrap the socket in TLS (implicit or after STARTTLS); bytes left over are a violation."""
+        if self._buf:
+            # RFC 3207 s.4.2 / RFC 2595: nothing may follow the STARTTLS reply in plaintext
+            self._buf = b""
+        self.transcript.append("-- TLS handshake --")
+        self.sock.settimeout(self.timeout)
+        try:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname or None)
+        except (OSError, ssl.SSLError) as exc:
+            err = classify(exc, phase="tls", address=self.peer)
+            self.transcript.append(f"-- TLS failed: {err} --")
+            raise err from None
+        tls = self.sock  # type: ignore[assignment]
+        assert isinstance(tls, ssl.SSLSocket)
+        cipher = tls.cipher()
+        self.tls = TlsSession(
+            version=tls.version() or "",
+            cipher=cipher[0] if cipher else "",
+            cert_der=tls.getpeercert(binary_form=True),
+        )
+        self.transcript.append(f"-- TLS established: {self.tls.version} {self.tls.cipher} --")
+        return self.tls
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover - closing a dead socket
+            pass
+
+
+def _printable(text: str) -> str:
+    """Control characters shown escaped so a hostile peer cannot drive the user's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, int]:
+    start = time.monotonic()
+    result = fn()
+    return result, int((time.monotonic() - start) * 1000)

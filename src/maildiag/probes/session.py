@@ -1,0 +1,511 @@
+"""One target, one session: connect → greeting → TLS → capabilities → (login stage).
+
+The session drives a dialect (``Smtp``, ``Imap``, ``Pop3``) through the checks in order and emits
+one ``Observation`` per check id as soon as it is known. It works out the mode a port really
+speaks — implicit TLS, STARTTLS or plain — and when that differs from what was expected it says
+so (``mode.*`` problems) and carries on in the real mode, so the user still learns about the
+certificate and the capabilities. A check that cannot run because an earlier one failed is
+``skip`` with the reason; every check id of the target is emitted exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from maildiag.config import DEFAULT_PORTS, RunConfig
+from maildiag.errors import (
+    Closed,
+    NetError,
+    ProtocolViolation,
+    StepTimeout,
+    TlsFailed,
+    TooLong,
+)
+from maildiag.models import Observation, Problem, Security, Service, Status, Target
+from maildiag.net import Conn, TlsSession, connect
+from maildiag.probes.base import Capabilities, Dialect, Reply, identify
+from maildiag.probes.imap import Imap
+from maildiag.probes.pop3 import Pop3
+from maildiag.probes.smtp import Smtp
+from maildiag.probes.tls import judge
+
+if TYPE_CHECKING:
+    from maildiag.dnsclient import Dns
+
+# How long a plaintext greeting may keep us waiting before we also try implicit TLS. A silent
+# port is often an implicit-TLS port waiting for our ClientHello (SPEC: try the other mode first).
+SILENCE_WAIT = 3.0
+
+
+def make_dialect(service: Service) -> Dialect:
+    return {Service.SMTP: Smtp, Service.IMAP: Imap, Service.POP3: Pop3}[service]()
+
+
+def check_ids(service: Service) -> tuple[str, ...]:
+    names = ["connect", "greeting", "tls", "capabilities", "auth"]
+    if service is Service.SMTP:
+        names.append("sender")
+    return tuple(f"{service}.{n}" for n in names)
+
+
+@dataclass
+class Env:
+    """What a session needs from the run; passed in, never global (STYLE.md 7)."""
+
+    config: RunConfig
+    emit: Callable[[Observation], None]
+    dns: Dns | None = None
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    login_stage: Callable[[LoginState], None] | None = None
+    verify_ctx: ssl.SSLContext | None = None
+    noverify_ctx: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        from maildiag.net import make_tls_context
+
+        if self.verify_ctx is None:
+            self.verify_ctx = make_tls_context(self.config.ca_file)
+        if self.noverify_ctx is None:
+            self.noverify_ctx = make_tls_context(verify=False)
+
+
+@dataclass
+class LoginState:
+    """Handed to the login stage (``smtp.auth``, ``smtp.sender``, ``imap.auth``, ``pop3.auth``)."""
+
+    target: Target
+    conn: Conn
+    dialect: Dialect
+    caps: Capabilities
+    mode: Security  # what the port really speaks
+    tls: bool  # the connection is encrypted now
+    trusted: bool  # ... and its certificate verified: only then may a password go out
+    session: Session
+
+
+@dataclass
+class Session:
+    target: Target
+    env: Env
+    emitted: set[str] = field(default_factory=set)
+    transcript: list[str] = field(default_factory=list)
+    skip_reason: str = ""
+    _mark: int = 0
+    _t0: float = 0.0
+
+    # -- emitting ----------------------------------------------------------------------
+    def _slice(self) -> tuple[str, ...]:
+        lines = tuple(self.transcript[self._mark :])
+        self._mark = len(self.transcript)
+        return lines
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+
+    def emit(
+        self,
+        name: str,
+        status: Status,
+        summary: str,
+        *,
+        data: dict[str, Any] | None = None,
+        problems: tuple[Problem, ...] = (),
+    ) -> None:
+        check = f"{self.target.service}.{name}"
+        elapsed = int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
+        self.emitted.add(check)
+        self.env.emit(Observation(check, status, summary, self.target, data or {}, problems,
+                                  self._slice(), elapsed))
+        self._t0 = time.monotonic()
+
+    def emit_observation(self, obs: Observation) -> None:
+        self.emitted.add(obs.check)
+        self.env.emit(obs)
+        self._t0 = time.monotonic()
+
+    def params(self, **extra: Any) -> dict[str, Any]:
+        t = self.target
+        return {"service": str(t.service), "host": t.host, "port": t.port,
+                "security": str(t.security), **extra}
+
+    def problem(self, signal: str, text: str = "", **extra: Any) -> Problem:
+        return Problem(signal, text, self.params(**extra))
+
+    # -- the sequence --------------------------------------------------------------------
+    def run(self) -> None:
+        conn: Conn | None = None
+        try:
+            conn = self._run()
+        except Exception as exc:  # a bug in us: visible, not a crash (STYLE.md 3)
+            import traceback
+
+            pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
+            check = pending[0] if pending else f"{self.target.service}.connect"
+            self.transcript.append(traceback.format_exc(limit=8).rstrip())
+            self.emit_observation(Observation(
+                check, Status.FAIL, f"internal error: {type(exc).__name__}: {exc}", self.target,
+                {"internal_error": f"{type(exc).__name__}: {exc}"},
+                (self.problem("check.internal_error", f"{type(exc).__name__}: {exc}",
+                              error=f"{type(exc).__name__}: {exc}"),),
+                self._slice(),
+            ))
+            self.skip_reason = self.skip_reason or "an earlier check failed with an internal error"
+        finally:
+            if conn is not None:
+                conn.close()
+            for check in check_ids(self.target.service):
+                if check not in self.emitted:
+                    self.emitted.add(check)
+                    self.env.emit(Observation(check, Status.SKIP,
+                                              self.skip_reason or "not run", self.target))
+
+    def _connect(self) -> Conn | None:
+        t = self.target
+        try:
+            return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
+                           transcript=self.transcript)
+        except NetError as exc:
+            self.emit("connect", Status.FAIL, str(exc), problems=(self.problem(
+                exc.signal, str(exc), address=f"{t.host}:{t.port}",
+                timeout=f"{self.env.config.timeout:g}"),))
+            self.skip_reason = f"{t.host}:{t.port} is not reachable"
+            return None
+
+    def _run(self) -> Conn | None:
+        self.start()
+        conn = self._connect()
+        if conn is None:
+            return None
+        self.emit("connect", Status.OK, f"connected to {conn.peer}", data={"address": conn.peer})
+        if self.target.security is Security.SSL:
+            return self._implicit(conn, expected_ssl=True)
+        return self._plaintext_first(conn)
+
+    def _reconnect(self) -> Conn | None:
+        t = self.target
+        try:
+            return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
+                           transcript=self.transcript)
+        except NetError as exc:
+            self.skip_reason = f"reconnecting to {t.host}:{t.port} failed: {exc}"
+            return None
+
+    # -- implicit TLS ------------------------------------------------------------------------
+    def _handshake(self, conn: Conn) -> tuple[Conn | None, TlsSession | None, TlsFailed | None]:
+        """Verify; on a certificate failure fetch the chain again unverified to judge it."""
+        env = self.env
+        assert env.verify_ctx is not None and env.noverify_ctx is not None
+        try:
+            return conn, conn.start_tls(env.verify_ctx, self.target.host), None
+        except TlsFailed as exc:
+            if exc.verify_code is None:
+                raise
+            conn.close()
+            again = self._reconnect()
+            if again is None:
+                return None, None, exc
+            return again, again.start_tls(env.noverify_ctx, self.target.host), exc
+
+    def _implicit(self, conn: Conn, *, expected_ssl: bool) -> Conn | None:
+        started = time.monotonic()
+        try:
+            conn2, session, failure = self._handshake(conn)
+        except TlsFailed as exc:
+            conn.close()
+            if exc.signal == "connect.timeout":
+                self.emit("greeting", Status.FAIL, "the server accepted the connection but "
+                          "answered neither a TLS handshake nor with a greeting",
+                          problems=(self.problem("greeting.silent", str(exc),
+                                                 timeout=f"{self.env.config.timeout:g}"),))
+                self.skip_reason = "the server stays silent"
+                return None
+            # Not TLS at all? A plaintext greeting on the same port means a mode mismatch.
+            plain = self._reconnect()
+            if plain is not None and plain.peek_first_byte(self.env.config.timeout) is not None:
+                return self._after_connect_plain(plain, mismatch_from=Security.SSL)
+            if plain is not None:
+                plain.close()
+            self.emit("tls", Status.FAIL, str(exc),
+                      problems=(self.problem("tls.handshake_failed", str(exc)),))
+            self.skip_reason = "no TLS connection"
+            return None
+        if conn2 is None or session is None:
+            return None
+        self._emit_tls(session, failure, started)
+        dialect = make_dialect(self.target.service)
+        greeting = self._greeting(conn2, dialect)
+        if greeting is None:
+            return conn2
+        caps = self._capabilities(conn2, dialect, greeting, before=None)
+        if caps is not None:
+            self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
+        return conn2
+
+    def _emit_tls(self, session: TlsSession, failure: TlsFailed | None, started: float) -> None:
+        cfg = self.env.config
+        obs = judge(self.target, session, failure, now=self.env.now(), warn_days=cfg.warn_days,
+                    crit_days=cfg.crit_days, duration_ms=int((time.monotonic() - started) * 1000),
+                    transcript=self._slice())
+        self.emit_observation(obs)
+
+    # -- plaintext first (STARTTLS, plain, or unknown) -----------------------------------------
+    def _plaintext_first(self, conn: Conn) -> Conn | None:
+        cfg = self.env.config
+        wait = min(cfg.timeout, SILENCE_WAIT)
+        if conn.peek_first_byte(wait) is not None:
+            return self._after_connect_plain(conn, mismatch_from=None)
+        # Silent: maybe an implicit-TLS port waiting for our ClientHello.
+        conn.close()
+        tls_conn = self._reconnect()
+        if tls_conn is None:
+            return None
+        try:
+            started = time.monotonic()
+            conn2, session, failure = self._handshake(tls_conn)
+        except TlsFailed:
+            tls_conn.close()
+            plain = self._reconnect()  # not TLS either: give the greeting the full timeout
+            if plain is None:
+                return None
+            if plain.peek_first_byte(cfg.timeout) is None:
+                self.emit("greeting", Status.FAIL, f"no greeting within {cfg.timeout:g}s, and no "
+                          "TLS handshake either", problems=(self.problem(
+                              "greeting.silent", "", timeout=f"{cfg.timeout:g}"),))
+                self.skip_reason = "the server stays silent"
+                return plain
+            return self._after_connect_plain(plain, mismatch_from=None)
+        if conn2 is None or session is None:
+            return None
+        dialect = make_dialect(self.target.service)
+        greeting = self._greeting(conn2, dialect, announce=False)
+        if greeting is None:
+            return conn2
+        if self.target.security is Security.AUTO:
+            self.emit("greeting", Status.OK, "implicit TLS (detected): " + _first(greeting),
+                      data={"mode": "ssl", "greeting": greeting.text})
+        else:
+            self._emit_mismatch(greeting, actual=Security.SSL)
+        self._emit_tls(session, failure, started)
+        caps = self._capabilities(conn2, dialect, greeting, before=None)
+        if caps is not None:
+            self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
+        return conn2
+
+    def _after_connect_plain(self, conn: Conn, *, mismatch_from: Security | None) -> Conn | None:
+        """A plaintext greeting is (about to be) on the wire."""
+        dialect = make_dialect(self.target.service)
+        greeting = self._greeting(conn, dialect, announce=False)
+        if greeting is None:
+            return conn
+        caps_before = self._read_caps(conn, dialect, greeting)
+        if caps_before is None:
+            return conn
+        offers_tls = caps_before.has(dialect.starttls_keyword)
+        actual = Security.STARTTLS if offers_tls else Security.PLAIN
+        expected = self.target.security
+        if mismatch_from is Security.SSL:
+            self._emit_mismatch(greeting, actual=actual)
+        elif expected is Security.AUTO:
+            self.emit("greeting", Status.OK, f"plaintext greeting ({actual} detected): "
+                      + _first(greeting), data={"mode": str(actual), "greeting": greeting.text})
+        else:
+            self.emit("greeting", Status.OK, _first(greeting),
+                      data={"mode": str(actual), "greeting": greeting.text})
+        want_tls = expected in (Security.STARTTLS, Security.AUTO) or mismatch_from is Security.SSL
+        if expected is Security.PLAIN:
+            self.emit("tls", Status.SKIP, "plain mode requested: no TLS")
+            self._emit_caps(caps_before, None)
+            self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
+            return conn
+        if not offers_tls:
+            if want_tls and expected is Security.STARTTLS:
+                self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} is not offered",
+                          problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
+                                                 expected=str(expected), actual="plain"),))
+            else:
+                self.emit("tls", Status.WARN, "no TLS on this port: logins travel in clear text",
+                          problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
+                                                 expected=str(expected), actual="plain"),))
+            self._emit_caps(caps_before, None)
+            self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
+            return conn
+        return self._starttls(conn, dialect, greeting, caps_before)
+
+    def _starttls(self, conn: Conn, dialect: Dialect, greeting: Reply,
+                  caps_before: Capabilities) -> Conn | None:
+        env = self.env
+        assert env.verify_ctx is not None and env.noverify_ctx is not None
+        started = time.monotonic()
+        reply = self._command(conn, lambda: dialect.starttls(conn), "tls")
+        if reply is None:
+            return conn
+        if not reply.ok:
+            self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} refused: {_first(reply)}",
+                      problems=(self.problem("starttls.refused", reply.text),))
+            self._emit_caps(caps_before, None)
+            self.skip_reason = "STARTTLS was refused"
+            return conn
+        failure: TlsFailed | None = None
+        try:
+            session = conn.start_tls(env.verify_ctx, self.target.host)
+        except TlsFailed as exc:
+            if exc.verify_code is None:
+                self.emit("tls", Status.FAIL, str(exc),
+                          problems=(self.problem("tls.handshake_failed", str(exc)),))
+                self._emit_caps(caps_before, None)
+                self.skip_reason = "the TLS handshake after STARTTLS failed"
+                return conn
+            # Fetch the bad chain over a fresh connection to judge it, and carry on there.
+            failure = exc
+            conn.close()
+            again = self._reconnect()
+            if again is None:
+                return None
+            conn = again
+            try:
+                g2 = dialect.greeting(conn)
+                dialect.capabilities(conn, g2)
+                if not dialect.starttls(conn).ok:
+                    raise ProtocolViolation("STARTTLS refused on the second connection")
+                session = conn.start_tls(env.noverify_ctx, self.target.host)
+            except (NetError, ProtocolViolation) as exc2:
+                self.emit("tls", Status.FAIL, str(failure), data={"refetch_error": str(exc2)},
+                          problems=(self.problem(failure.signal, str(failure),
+                                                 verify_message=failure.verify_message or ""),))
+                self.skip_reason = "the certificate could not be fetched again"
+                return conn
+        self._emit_tls(session, failure, started)
+        caps_after = self._read_caps(conn, dialect, greeting, after_tls=True)
+        if caps_after is None:
+            return conn
+        self._emit_caps(caps_after, caps_before)
+        self._login(conn, dialect, caps_after, Security.STARTTLS, tls=True,
+                    trusted=failure is None)
+        return conn
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _command(self, conn: Conn, fn: Callable[[], Reply], check: str) -> Reply | None:
+        """Run one exchange; a network or protocol failure fails ``check`` and returns None."""
+        try:
+            return fn()
+        except (NetError, ProtocolViolation) as exc:
+            signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
+            if isinstance(exc, StepTimeout):
+                signal = "connect.timeout"
+            self.emit(check, Status.FAIL, str(exc), problems=(self.problem(
+                signal, str(exc), timeout=f"{self.env.config.timeout:g}",
+                expected=str(self.target.service), heard="a broken reply"),))
+            self.skip_reason = f"the server broke off during {check}"
+            return None
+
+    def _greeting(self, conn: Conn, dialect: Dialect, *, announce: bool = True) -> Reply | None:
+        svc = self.target.service
+        cfg = self.env.config
+        try:
+            greeting = dialect.greeting(conn)
+        except StepTimeout as exc:
+            self.emit("greeting", Status.FAIL, str(exc), problems=(self.problem(
+                "greeting.silent", str(exc), timeout=f"{cfg.timeout:g}"),))
+            self.skip_reason = "no greeting"
+            return None
+        except Closed as exc:
+            self.emit("greeting", Status.FAIL, str(exc),
+                      problems=(self.problem("greeting.closed", str(exc)),))
+            self.skip_reason = "the server closed the connection"
+            return None
+        except (ProtocolViolation, TooLong, NetError) as exc:
+            heard_line = conn.transcript[-1][3:] if conn.transcript else ""
+            other = identify(heard_line)
+            heard = str(other) if other and other is not svc else (
+                "TLS" if conn.looks_like_tls else "something unrecognisable")
+            self.emit("greeting", Status.FAIL, f"not a {svc} greeting: {heard_line[:80]!r}",
+                      data={"heard": heard}, problems=(self.problem(
+                          "greeting.wrong_protocol", heard_line[:300], expected=str(svc),
+                          heard=heard),))
+            self.skip_reason = f"the port does not speak {svc}"
+            return None
+        if not greeting.ok:
+            self.emit("greeting", Status.FAIL, _first(greeting), data={"greeting": greeting.text},
+                      problems=(self.problem("greeting.rejected", greeting.text),))
+            self.skip_reason = "the server refused the session"
+            return None
+        if announce:
+            self.emit("greeting", Status.OK, _first(greeting), data={"greeting": greeting.text})
+        return greeting
+
+    def _read_caps(self, conn: Conn, dialect: Dialect, greeting: Reply, *,
+                   after_tls: bool = False) -> Capabilities | None:
+        try:
+            return dialect.capabilities(conn, greeting)
+        except (NetError, ProtocolViolation) as exc:
+            if "greeting" not in {c.split(".", 1)[1] for c in self.emitted}:
+                self.emit("greeting", Status.OK, _first(greeting), data={"greeting": greeting.text})
+            if f"{self.target.service}.tls" not in self.emitted and not after_tls:
+                self.emit("tls", Status.SKIP, "capabilities could not be read")
+            signal = "connect.timeout" if isinstance(exc, StepTimeout) else (
+                exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol")
+            self.emit("capabilities", Status.FAIL, str(exc), problems=(self.problem(
+                signal, str(exc), timeout=f"{self.env.config.timeout:g}",
+                expected=str(self.target.service), heard="a broken capability list"),))
+            self.skip_reason = "the capability list could not be read"
+            return None
+
+    def _capabilities(self, conn: Conn, dialect: Dialect, greeting: Reply,
+                      before: Capabilities | None) -> Capabilities | None:
+        caps = self._read_caps(conn, dialect, greeting, after_tls=True)
+        if caps is not None:
+            self._emit_caps(caps, before)
+        return caps
+
+    def _emit_caps(self, caps: Capabilities, before: Capabilities | None) -> None:
+        data = capability_data(caps)
+        if before is not None:
+            data["before_tls"] = capability_data(before)
+        listed = ", ".join(list(caps.items)[:12]) or "none listed"
+        self.emit("capabilities", Status.OK, listed, data=data)
+
+    def _emit_mismatch(self, greeting: Reply, *, actual: Security) -> None:
+        svc = self.target.service
+        expected = self.target.security
+        signal = "mode.plain_expected_ssl" if actual is Security.SSL else "mode.ssl_expected_plain"
+        suggested = DEFAULT_PORTS.get((svc, Security.SSL if actual is Security.SSL
+                                       else Security.STARTTLS), "")
+        self.emit("greeting", Status.FAIL,
+                  f"port {self.target.port} speaks {actual}, not {expected}",
+                  data={"mode": str(actual), "greeting": greeting.text},
+                  problems=(self.problem(signal, greeting.text, expected=str(expected),
+                                         actual=str(actual), suggested_port=suggested),))
+
+    def _login(self, conn: Conn, dialect: Dialect, caps: Capabilities, mode: Security, *,
+               tls: bool, trusted: bool) -> None:
+        stage = self.env.login_stage
+        if stage is None:
+            self.skip_reason = "login checks are not part of this run"
+            return
+        stage(LoginState(self.target, conn, dialect, caps, mode, tls, trusted, self))
+
+
+def capability_data(caps: Capabilities) -> dict[str, Any]:
+    size = caps.items.get("SIZE", "")
+    return {
+        "starttls": caps.has("STARTTLS") or caps.has("STLS"),
+        "auth": caps.auth_mechanisms(),
+        "size": int(size) if size.isdigit() else None,
+        "smtputf8": caps.has("SMTPUTF8"),
+        "pipelining": caps.has("PIPELINING"),
+        "logindisabled": caps.has("LOGINDISABLED"),
+        "keywords": list(caps.items)[:64],
+    }
+
+
+def _first(reply: Reply) -> str:
+    return reply.text.splitlines()[0][:200] if reply.text else ""
+
+
+def _caps_text(caps: Capabilities) -> str:
+    return caps.reply.text if caps.reply else ""

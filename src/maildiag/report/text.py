@@ -1,0 +1,131 @@
+"""The human report, made with rich: servers, each check's status, then the findings and steps.
+
+``render_text`` is a function of the report alone (plus the console to write to). ``Progress``
+shows a live line on stderr while checks run — chatter goes to stderr, the report to stdout.
+Headings are interface labels, not advice; the advice itself comes from the findings (rules/).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from maildiag.models import CheckResult, Observation, Report, Severity, Status
+
+LABELS = {
+    "en": {"servers": "Servers", "checks": "Checks", "findings": "What is wrong and what to do",
+           "source": "found via", "none": "no servers found", "evidence": "server said",
+           "ok": "Everything checked is fine.", "report": "Report", "took": "took",
+           "exit": "exit code", "checking": "checking", "done": "done"},
+    "ru": {"servers": "Серверы", "checks": "Проверки", "findings": "Что не так и что сделать",
+           "source": "источник", "none": "серверы не найдены", "evidence": "ответ сервера",
+           "ok": "Всё проверенное в порядке.", "report": "Отчёт", "took": "заняло",
+           "exit": "код выхода", "checking": "проверяю", "done": "готово"},
+}
+_STATUS_STYLE = {Status.OK: ("✔", "green"), Status.WARN: ("!", "yellow"),
+                 Status.FAIL: ("✖", "red"), Status.SKIP: ("–", "dim")}
+_SEVERITY_STYLE = {Severity.FAIL: "bold red", Severity.WARN: "bold yellow",
+                   Severity.INFO: "bold cyan"}
+
+
+def _console(file: Any = None) -> Any:
+    from rich.console import Console
+
+    return Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+
+
+def render_text(report: Any, *, lang: str = "en", console: Any = None) -> None:
+    """Print one report, or each report of a multi-target run in turn."""
+    console = console or _console()
+    reports = getattr(report, "reports", None)
+    if reports is not None:
+        for one in reports:
+            _render_one(one, lang, console)
+            console.print()
+        return
+    _render_one(report, lang, console)
+
+
+def _render_one(report: Report, lang: str, console: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    labels = LABELS.get(lang, LABELS["en"])
+    mark, style = _STATUS_STYLE[report.status]
+    console.print(f"[bold]maildiag check {escape(report.address)}[/]  "
+                  f"[{style}]{mark} {report.status.upper()}[/]  "
+                  f"[dim]({labels['took']} {report.duration_ms / 1000:.1f} s, "
+                  f"{labels['exit']} {int(report.exit_code)})[/]")
+    source = report.discovery.source
+    where = f"{source}" + (f" ({report.discovery.provider})" if report.discovery.provider else "")
+    console.print(f"\n[bold]{labels['servers']}[/] [dim]{labels['source']}: "
+                  f"{escape(where) if source else '—'}[/]")
+    if not report.servers:
+        console.print(f"  [dim]{labels['none']}[/]")
+    for t in report.servers:
+        console.print(f"  {t.service:<5} {escape(t.host)}:{t.port}  {t.security}")
+
+    console.print(f"\n[bold]{labels['checks']}[/]")
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    for result in report.checks:
+        _check_row(table, result, escape)
+    console.print(table)
+    if report.transcript:
+        for result in report.checks:
+            if result.observation.transcript:
+                console.print(f"\n[dim]── {escape(_where(result))} ──[/]")
+                for line in result.observation.transcript:
+                    console.print(f"  [dim]{escape(line)}[/]")
+
+    console.print()
+    if not report.findings:
+        console.print(f"[green]{labels['ok']}[/]")
+        return
+    console.print(f"[bold]{labels['findings']}[/]")
+    for i, f in enumerate(report.findings, 1):
+        sev = _SEVERITY_STYLE[f.severity]
+        console.print(f"\n{i}. [{sev}]{f.severity.upper()}[/] [bold]{escape(f.title)}[/] "
+                      f"[dim]({f.category}; {f.check or ''}; {f.rule})[/]")
+        for n, step in enumerate(f.steps, 1):
+            console.print(f"   {n}) {escape(step)}")
+        if f.evidence:
+            evidence = " ".join(f.evidence.split())
+            console.print(f"   [dim]{labels['evidence']}: {escape(evidence[:300])}[/]")
+        for link in f.links:
+            console.print(f"   [dim]{escape(link)}[/]")
+
+
+def _where(result: CheckResult) -> str:
+    t = result.observation.target
+    return f"{result.id} {t.host}:{t.port}" if t else result.id
+
+
+def _check_row(table: Any, result: CheckResult, escape: Any) -> None:
+    mark, style = _STATUS_STYLE[result.status]
+    t = result.observation.target
+    where = f"{t.host}:{t.port}" if t else ""
+    table.add_row(f"[{style}]{mark}[/]", result.id, escape(where),
+                  escape(" ".join(result.observation.summary.split())[:120]))
+
+
+class Progress:
+    """A live line on stderr: how many checks are done and the latest one."""
+
+    def __init__(self, lang: str = "en") -> None:
+        from rich.console import Console
+        from rich.status import Status as Spinner
+
+        self._labels = LABELS.get(lang, LABELS["en"])
+        self._done = 0
+        self._spinner = Spinner(f"{self._labels['checking']}…",
+                                console=Console(file=sys.stderr, highlight=False))
+        self._spinner.start()
+
+    def update(self, obs: Observation) -> None:
+        self._done += 1
+        mark, style = _STATUS_STYLE[obs.status]
+        self._spinner.update(f"{self._labels['checking']}… {self._done} {self._labels['done']}, "
+                             f"[{style}]{mark}[/] {obs.check}")
+
+    def close(self) -> None:
+        self._spinner.stop()

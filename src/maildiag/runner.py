@@ -1,0 +1,123 @@
+"""Run every target's session, and the run-level checks, concurrently and within a deadline.
+
+The protocol clients block, so each target gets a daemon thread; a semaphore per host keeps us
+to ``max_per_host`` connections at once (mail servers ban eager clients). Observations stream out
+through ``on_observation`` as they happen, so the text renderer can show progress. When the
+run's deadline passes, every check still missing is reported as ``fail`` with a timeout problem —
+the run ends on time even if some thread is stuck in a library call.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from maildiag.models import Observation, Problem, Status, Target
+from maildiag.probes.session import Env, Session, check_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A unit of work: a target's session, or a run-level check (``clock``)."""
+
+    name: str
+    expected: tuple[str, ...]  # the check ids it will emit
+    run: Callable[[Callable[[Observation], None]], None]
+    host: str | None = None
+    target: Target | None = None
+
+
+def session_job(target: Target, make_env: Callable[[Callable[[Observation], None]], Env]) -> Job:
+    def run(emit: Callable[[Observation], None]) -> None:
+        Session(target, make_env(emit)).run()
+
+    return Job(target.label, check_ids(target.service), run, host=target.host.lower(),
+               target=target)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    deadline: float,
+    max_per_host: int = 2,
+    on_observation: Callable[[Observation], None] | None = None,
+) -> list[Observation]:
+    """Observations of all jobs, in completion order; missing ones filled in at the deadline."""
+    results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
+    host_locks: dict[str, threading.Semaphore] = {}
+    for job in jobs:
+        if job.host is not None:
+            host_locks.setdefault(job.host, threading.Semaphore(max_per_host))
+
+    def worker(job: Job) -> None:
+        lock = host_locks.get(job.host) if job.host is not None else None
+        try:
+            if lock is not None:
+                lock.acquire()
+            try:
+                job.run(results.put)
+            finally:
+                if lock is not None:
+                    lock.release()
+        except BaseException as exc:  # noqa: BLE001 - reported as an internal error below
+            results.put((job.name, exc))
+        finally:
+            results.put(job.name)  # done marker
+
+    for job in jobs:
+        threading.Thread(target=worker, args=(job,), name=f"maildiag:{job.name}",
+                         daemon=True).start()
+
+    end = time.monotonic() + deadline
+    pending = {job.name for job in jobs}
+    seen: list[Observation] = []
+    errors: dict[str, BaseException] = {}
+    while pending:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            item = results.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if isinstance(item, str):
+            pending.discard(item)
+        elif isinstance(item, tuple):
+            errors[item[0]] = item[1]
+        else:
+            seen.append(item)
+            if on_observation is not None:
+                on_observation(item)
+
+    have = {(o.check, o.target) for o in seen}
+    for job in jobs:
+        missing = [c for c in job.expected if (c, job.target) not in have]
+        for i, check in enumerate(missing):
+            if i == 0 and job.name in errors:
+                exc = errors[job.name]
+                text = f"{type(exc).__name__}: {exc}"
+                obs = Observation(check, Status.FAIL, f"internal error: {text}", job.target,
+                                  {"internal_error": text},
+                                  (Problem("check.internal_error", text, {"error": text}),))
+            elif i == 0 and job.name in pending:
+                obs = Observation(
+                    check, Status.FAIL, f"did not finish within the run's {deadline:g}s deadline",
+                    job.target, {}, (Problem("connect.timeout", "run deadline reached",
+                                             {"timeout": f"{deadline:g}",
+                                              **_target_params(job.target)}),))
+            else:
+                obs = Observation(check, Status.SKIP, "an earlier check did not finish",
+                                  job.target)
+            seen.append(obs)
+            if on_observation is not None:
+                on_observation(obs)
+    return seen
+
+
+def _target_params(target: Target | None) -> dict[str, object]:
+    if target is None:
+        return {}
+    return {"service": str(target.service), "host": target.host, "port": target.port}
