@@ -37,27 +37,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maildiag.address import AddressError, parse_address, to_ascii_host
-from maildiag.config import DEFAULT_PORTS, RunConfig, explicit_security
-from maildiag.models import (
-    ExitCode,
-    Report,
-    Security,
-    Service,
-    Source,
-    Status,
-    Target,
-    status_rank,
-)
+from maildiag.address import AddressError, parse_address
+from maildiag.models import ExitCode, Report, Service, Status, status_rank
+
+if TYPE_CHECKING:
+    from maildiag.checking import CheckOptions
 
 MULTI_SCHEMA = "maildiag.multi/1"
 
@@ -84,7 +76,6 @@ TARGET_ONLY_KEYS = ("address", "smtp", "imap", "pop3", "login", "from")
 TARGET_KEYS = TARGET_ONLY_KEYS + DEFAULT_KEYS
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_MODES = {"ssl": Security.SSL, "starttls": Security.STARTTLS, "plain": Security.PLAIN}
 
 
 class ConfigError(ValueError):
@@ -96,19 +87,23 @@ class TargetSpec:
     """One target of a config file, with the file's defaults already merged in.
 
     ``None`` means "not set in the file": the command line's value (or the built-in default)
-    applies. ``index`` is the 1-based position in ``targets``, ``line`` where the entry starts.
+    applies. Server specs stay as typed (``HOST[:PORT][/MODE]``, already validated) so the CLI
+    parses them exactly as it parses ``--smtp``. ``index`` is the 1-based position in
+    ``targets``, ``line`` where the entry starts.
     """
 
     address: str
     index: int
     line: int
     path: str = ""
-    explicit: tuple[Target, ...] = ()
+    smtp: str | None = None
+    imap: str | None = None
+    pop3: str | None = None
     only: frozenset[Service] | None = None
     login: str | None = None
     password_env: str | None = None
     sender: str | None = None  # the 'from' key
-    ca_file: str | None = None  # absolute, or relative to the working directory
+    ca_file: str | None = None  # absolute (relative paths are resolved against the file)
     resolver: str | None = None
     time_server: str | None = None
     clock: bool | None = None
@@ -120,39 +115,52 @@ class TargetSpec:
     def where(self) -> str:
         return f"{self.path}:{self.line}"
 
-    def run_config(self, base: RunConfig, environ: Mapping[str, str] | None = None) -> RunConfig:
-        """``base`` (built from the command line) with this target's settings applied.
+    def to_options(self, base: CheckOptions) -> CheckOptions:
+        """The ``check`` options for this target: ``base`` (the command line) overlaid.
 
-        Run-wide settings (language, rules, transcript) come from ``base``; the per-mailbox ones
-        (servers, login, sender, password) come only from the file, never from ``base``, so one
-        password is never sent to another target's servers. Raises ``ConfigError`` when
-        ``password_env`` names a variable that is unset or empty.
+        Run-wide settings (format, language, rules, transcript, --fail-on) come from ``base``.
+        Per-mailbox settings (address, servers, login, sender, password source) come only from
+        the file, never from ``base``, so one mailbox's password or login is never sent to
+        another target's servers. Everything else: the file's value when set, else ``base``'s.
         """
-        env = os.environ if environ is None else environ
-        password = None
-        if self.password_env is not None:
-            password = env.get(self.password_env) or None
-            if password is None:
-                raise ConfigError(
-                    f"{self.where}: target {self.index}: environment variable "
-                    f"{self.password_env} (password_env) is not set"
-                )
         changes: dict[str, Any] = {
             "address": self.address,
-            "explicit": self.explicit,
+            "smtp": self.smtp,
+            "imap": self.imap,
+            "pop3": self.pop3,
             "login": self.login,
-            "password": password,
             "sender": self.sender,
+            "password_env": self.password_env,
+            "ask_password": False,
+            "config_file": None,
         }
         if self.only is not None:
-            changes["only"] = self.only
+            changes["only"] = ",".join(str(s) for s in Service if s in self.only)
         if self.clock is not None:
-            changes["check_clock"] = self.clock
+            changes["no_clock"] = not self.clock
         for name in ("ca_file", "resolver", "time_server", "timeout", "warn_days", "crit_days"):
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
         return dataclasses.replace(base, **changes)
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The password from ``password_env``; ``None`` without one (checks needing it skip).
+
+        Raises ``ConfigError`` (naming file and line, never the value) when the variable is
+        unset or empty: a monitoring job must not silently stop testing the login.
+        """
+        if self.password_env is None:
+            return None
+        env = os.environ if environ is None else environ
+        value = env.get(self.password_env)
+        if not value:
+            state = "is not set" if value is None else "is empty"
+            raise ConfigError(
+                f"{self.where}: target {self.index}: environment variable "
+                f"{self.password_env} (password_env) {state}"
+            )
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +225,7 @@ def run_many(
     return MultiReport.of(reports, int((time.monotonic() - started) * 1000))
 
 
-# --- server specs --------------------------------------------------------------------------
+# --- host:port helpers ----------------------------------------------------------------------
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -237,45 +245,13 @@ def split_host_port(text: str) -> tuple[str, int | None]:
         host, port_text = text.split(":", 1)
     else:
         host, port_text = text, None
-    if not host:
-        raise ValueError(f"{text!r}: no host name")
+    if not host.strip() or any(c.isspace() for c in host):
+        raise ValueError(f"{text!r}: no valid host name")
     if port_text is None:
         return host, None
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
     return host, int(port_text)
-
-
-def parse_server_spec(service: Service, text: str) -> Target:
-    """``HOST[:PORT][/ssl|starttls|plain]`` (the SPEC's ``--smtp/--imap/--pop3``) -> Target.
-
-    Without a mode, the port decides (465/993/995 ssl, 25/587/2525/143/110 starttls, others
-    detected); without a port, the mode's standard port, and without either, implicit TLS
-    (RFC 8314). Raises ``ValueError`` with a one-line message.
-    """
-    spec = text.strip()
-    mode: Security | None = None
-    if "/" in spec:
-        spec, mode_text = spec.rsplit("/", 1)
-        mode = _MODES.get(mode_text.strip().lower())
-        if mode is None:
-            raise ValueError(
-                f"{text!r}: unknown security mode {mode_text!r} (expected ssl, starttls or plain)"
-            )
-    host, port = split_host_port(spec)
-    if any(c.isspace() for c in host):
-        raise ValueError(f"{text!r}: a host name cannot contain spaces")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            to_ascii_host(host)
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
-    if port is None:
-        port = DEFAULT_PORTS[(service, mode or Security.SSL)]
-    security = mode if mode is not None else explicit_security(port)
-    return Target(service, host, port, security, Source.EXPLICIT)
 
 
 # --- the loader ----------------------------------------------------------------------------
@@ -453,18 +429,13 @@ class _Loader:
         merged = {**defaults, **values}
         got = {key: converted for key, (_, converted) in merged.items()}
 
-        explicit: list[Target] = []
         only: frozenset[Service] | None = got.get("only")
         for service in Service:
-            target = got.get(str(service))
-            if target is None:
-                continue
-            if only is not None and service not in only:
+            if only is not None and str(service) in got and service not in only:
                 raise self.fail(
                     merged[str(service)][0],
                     f"{what} names a {service} server but 'only' leaves {service} out",
                 )
-            explicit.append(target)
         warn, crit = got.get("warn_days"), got.get("crit_days")
         if warn is not None and crit is not None and warn < crit:
             where = merged["warn_days"][0] if "warn_days" in values else node
@@ -474,7 +445,9 @@ class _Loader:
             index=index,
             line=node.start_mark.line + 1,
             path=self.path,
-            explicit=tuple(explicit),
+            smtp=got.get("smtp"),
+            imap=got.get("imap"),
+            pop3=got.get("pop3"),
             only=only,
             login=got.get("login"),
             password_env=got.get("password_env"),
@@ -587,8 +560,8 @@ def _number(value: Any) -> float:
 
 def _as_timeout(value: Any) -> float:
     seconds = _number(value)
-    if not 0 < seconds <= 600:
-        raise _Bad(f"must be a number of seconds above 0 and at most 600, not {value!r}")
+    if not 0 < seconds <= 3600:
+        raise _Bad(f"must be a number of seconds above 0 and at most 3600, not {value!r}")
     return seconds
 
 
@@ -622,19 +595,25 @@ def _as_only(value: Any) -> frozenset[Service]:
     return frozenset(services)
 
 
-def _as_server(service: Service, value: Any) -> Target:
+def _as_server(service: Service, value: Any) -> str:
+    from maildiag.checking import parse_server
+    from maildiag.errors import UsageError
+
     text = _as_text(value)
     try:
-        return parse_server_spec(service, text)
-    except ValueError as exc:
-        raise _Bad(f"must be HOST[:PORT][/ssl|starttls|plain]: {exc}") from None
+        parse_server(text, service)  # the very parser behind --smtp/--imap/--pop3
+    except (UsageError, ValueError) as exc:
+        message = str(exc).removeprefix(f"--{service} {text}: ")
+        raise _Bad(f"must be HOST[:PORT][/ssl|starttls|plain]: {message}") from None
+    return text
 
 
 def _as_resolver(value: Any) -> str:
+    from maildiag.dnsclient import parse_server
+
     text = _as_text(value)
     try:
-        host, _ = split_host_port(text)
-        ipaddress.ip_address(host)
+        parse_server(text)
     except ValueError:
         raise _Bad(f"must be IP[:PORT] of a DNS server, not {text!r}") from None
     return text

@@ -1,0 +1,186 @@
+"""``--format nagios``: output for Nagios, Icinga, Naemon, Shinken and other plugin runners.
+
+Follows the Monitoring Plugins development guidelines::
+
+    MAILDIAG CRITICAL - 2 problems: TITLE; TITLE | time=0.42s;; days_to_expiry_smtp=80;21:;7:
+    [FAIL] smtp.auth alice@example.test smtp.example.test:587: TITLE (EVIDENCE)
+    [WARN] smtp.tls alice@example.test smtp.example.test:587: TITLE (SUMMARY)
+    [SKIP] imap.auth alice@example.test imap.example.test:993: SUMMARY
+
+- The first line is the status line: the state word matches the process exit code (0 OK,
+  1 WARNING, 2 CRITICAL, 3 UNKNOWN), so ``--fail-on warn`` shows a warning as CRITICAL.
+  It lists the titles of the warn/fail findings, most important first.
+- Long output: one line per check that is not ok (fail, then warn, then skip).
+- Performance data, all on the status line: ``time`` (the whole run, seconds),
+  ``days_to_expiry_<svc>`` per TLS check (unitless: days are not a valid UOM) with warn/crit
+  ranges ``N:`` ("alert below N", the guidelines' range syntax) when the check reported its
+  thresholds, and ``clock_offset`` (seconds). With several targets (``--config``) or several
+  servers of one service the label is prefixed by the address and suffixed by the host.
+  A label with a space, ``=`` or ``'`` is quoted, ``'`` doubled.
+
+``|`` cannot appear in plugin text (it starts the performance data), so it is replaced by ``/``
+in titles and evidence; control characters become spaces.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from maildiag.models import CheckResult, ExitCode, Report, Severity, Status, severity_rank
+from maildiag.report import reports_of
+
+if TYPE_CHECKING:
+    from maildiag.multi import MultiReport
+
+PREFIX = "MAILDIAG"
+STATE = {
+    ExitCode.OK: "OK",
+    ExitCode.WARN: "WARNING",
+    ExitCode.FAIL: "CRITICAL",
+    ExitCode.ERROR: "UNKNOWN",
+}
+_STATUS_ORDER = {Status.FAIL: 0, Status.WARN: 1, Status.SKIP: 2, Status.OK: 3}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+MAX_STATUS_TEXT = 400  # keep the status line readable in the dashboards
+
+
+def render_nagios(report: Report | MultiReport) -> str:
+    """The plugin output (status line, long output); the exit code to use is report.exit_code."""
+    reports = reports_of(report)
+    multi = len(reports) > 1 or not isinstance(report, Report)
+    state = STATE[ExitCode(report.exit_code)]
+    summary = _summary(reports, multi)
+    perf = _perfdata(reports, report.duration_ms, multi)
+    lines = [f"{PREFIX} {state} - {summary} | {' '.join(perf)}"]
+    for single in reports:
+        lines += _long_output(single)
+    return "\n".join(lines) + "\n"
+
+
+def render_nagios_error(message: str) -> str:
+    """The UNKNOWN line for a run that could not happen (exit code 3, no report)."""
+    return f"{PREFIX} UNKNOWN - {_text(message)}\n"
+
+
+def _problems(report: Report) -> list[str]:
+    titles = [
+        f.title
+        for f in sorted(report.findings, key=lambda f: -severity_rank(f.severity))
+        if f.severity is not Severity.INFO
+    ]
+    if not titles:  # a check that is not ok without a finding still deserves a name
+        titles = [
+            f"{c.id}: {c.observation.summary}"
+            for c in report.checks
+            if c.status in (Status.FAIL, Status.WARN)
+        ]
+    return [_text(t) for t in dict.fromkeys(titles)]
+
+
+def _summary(reports: tuple[Report, ...], multi: bool) -> str:
+    if not multi:
+        report = reports[0]
+        titles = _problems(report)
+        if not titles:
+            return _ok_text(report.checks, report.address)
+        return _clip(f"{_count(len(titles), 'problem')}: {'; '.join(titles)}")
+    bad = [(r, _problems(r)) for r in reports]
+    bad = [(r, titles) for r, titles in bad if titles]
+    if not bad:
+        checks = tuple(c for r in reports for c in r.checks)
+        return _ok_text(checks, _count(len(reports), "target"))
+    total = sum(len(titles) for _, titles in bad)
+    parts = [f"{r.address}: {'; '.join(titles)}" for r, titles in bad]
+    head = f"{_count(total, 'problem')} in {len(bad)} of {_count(len(reports), 'target')}"
+    return _clip(f"{head}: {'; '.join(parts)}")
+
+
+def _ok_text(checks: tuple[CheckResult, ...], what: str) -> str:
+    ok = sum(1 for c in checks if c.status is Status.OK)
+    skipped = sum(1 for c in checks if c.status is Status.SKIP)
+    text = f"{what}: {_count(ok, 'check')} ok"
+    return text + (f", {skipped} skipped" if skipped else "")
+
+
+def _long_output(report: Report) -> list[str]:
+    lines = []
+    checks = sorted(
+        (c for c in report.checks if c.status is not Status.OK),
+        key=lambda c: _STATUS_ORDER[c.status],
+    )
+    for check in checks:
+        obs = check.observation
+        where = report.address
+        if obs.target is not None:
+            host = f"[{obs.target.host}]" if ":" in obs.target.host else obs.target.host
+            where += f" {host}:{obs.target.port}"
+        problems = sorted(
+            (f for f in check.findings if f.severity is not Severity.INFO),
+            key=lambda f: -severity_rank(f.severity),
+        )
+        if problems:
+            detail = problems[0].evidence or obs.summary
+            text = "; ".join(dict.fromkeys(f.title for f in problems))
+            text += f" ({detail})" if detail else ""
+        else:
+            text = obs.summary
+        lines.append(f"[{str(check.status).upper()}] {obs.check} {where}: {_text(text)}")
+    return lines
+
+
+def _perfdata(reports: tuple[Report, ...], duration_ms: int, multi: bool) -> list[str]:
+    perf = [f"time={_num(duration_ms / 1000)}s;;"]
+    for report in reports:
+        prefix = f"{report.address} " if multi else ""
+        tls = [c for c in report.checks if c.id.endswith(".tls") and c.observation.target]
+        services = [c.observation.target.service for c in tls if c.observation.target]
+        for check in tls:
+            days = check.observation.data.get("days_to_expiry")
+            target = check.observation.target
+            if not isinstance(days, int) or isinstance(days, bool) or target is None:
+                continue
+            label = f"{prefix}days_to_expiry_{target.service}"
+            if services.count(target.service) > 1:
+                label += f"_{target.host}:{target.port}"
+            warn = _threshold(check.observation.data.get("warn_days"))
+            crit = _threshold(check.observation.data.get("crit_days"))
+            perf.append(f"{perf_label(label)}={days};{warn};{crit}")
+        for check in report.checks:
+            offset = check.observation.data.get("offset_seconds") if check.id == "clock" else None
+            if isinstance(offset, int | float) and not isinstance(offset, bool):
+                perf.append(f"{perf_label(prefix + 'clock_offset')}={_num(offset)}s;;")
+    return perf
+
+
+def perf_label(label: str) -> str:
+    """A performance-data label, quoted when it holds a space, ``=`` or ``'``."""
+    label = _CONTROL.sub(" ", label).replace("|", "/")
+    if any(c in label for c in " ='"):
+        return "'" + label.replace("'", "''") + "'"
+    return label
+
+
+def _threshold(days: object) -> str:
+    if isinstance(days, int) and not isinstance(days, bool):
+        return f"{days}:"
+    return ""
+
+
+def _num(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _text(text: str) -> str:
+    return " ".join(_CONTROL.sub(" ", text).replace("|", "/").split())
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_STATUS_TEXT:
+        return text
+    return text[: MAX_STATUS_TEXT - 3].rstrip() + "..."
