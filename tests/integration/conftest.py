@@ -1,0 +1,198 @@
+"""Fixtures for the integration suite: real Postfix, Dovecot and dnsmasq on 127.0.0.1.
+
+``mail_servers`` (session) starts the three daemons once (see servers.py) and stops them by pid
+at the end, whatever the tests did. When the binaries are missing (install them with
+scripts/integration-deps.sh) or we are not root, every test here is skipped with one reason,
+except under ``CI=true``, where that is a failure: CI must prove the suite, not skip it.
+
+A failing test gets the servers' log lines written during it as report sections
+("postfix log", "dovecot log", "dnsmasq log").
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .servers import MailServers, ServerError, missing_binaries, new_root
+
+_MARK = pytest.StashKey[tuple[MailServers, dict[str, int]]]()
+_TIMINGS: dict[str, float] = {}
+LOG_LINES_ON_FAILURE = 120
+
+
+def _unavailable() -> str | None:
+    missing = missing_binaries()
+    if missing:
+        return (
+            "Postfix/Dovecot/dnsmasq not installed (missing " + ", ".join(missing) + "): "
+            "run scripts/integration-deps.sh"
+        )
+    if os.geteuid() != 0:
+        return "the integration servers must be started as root (Postfix's master needs it)"
+    return None
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def mail_servers() -> Iterator[MailServers]:
+    reason = _unavailable()
+    if reason:
+        if _in_ci():
+            pytest.fail(f"integration servers unavailable under CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    servers = MailServers(new_root())
+    atexit.register(servers.stop)  # belt and braces, should teardown itself be skipped
+    try:
+        servers.start()
+    except ServerError as exc:
+        servers.cleanup()
+        pytest.fail(str(exc), pytrace=False)
+    t = servers.timings
+    _TIMINGS.update(configs_certs=t.configs_s, start=t.start_s, ready=t.ready_s)
+    try:
+        yield servers
+    finally:
+        t0 = time.monotonic()
+        servers.stop()
+        _TIMINGS["stop"] = time.monotonic() - t0
+        if not os.environ.get("MAILDIAG_IT_KEEP"):
+            servers.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _server_log_mark(request: pytest.FixtureRequest, mail_servers: MailServers) -> None:
+    request.node.stash[_MARK] = (mail_servers, mail_servers.log_mark())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and _MARK in item.stash:
+        servers, mark = item.stash[_MARK]
+        time.sleep(0.2)  # Postfix logs through postlogd: let the last lines land
+        for name, text in servers.logs_since(mark).items():
+            lines = text.splitlines()[-LOG_LINES_ON_FAILURE:]
+            report.sections.append((f"{name} log", "\n".join(lines) or "(nothing logged)"))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _TIMINGS:
+        parts = ", ".join(f"{k} {v:.2f}s" for k, v in _TIMINGS.items())
+        terminalreporter.write_line(f"integration servers: {parts}")
+
+
+# ------------------------------------------------------------------------------------------
+# running the real CLI
+
+PASSWORD_ENV = "MAILDIAG_IT_PASSWORD"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CheckRun:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    report: dict[str, Any] | None = None
+    logs: dict[str, str] = field(default_factory=dict)  # what the servers logged meanwhile
+
+    def checks(self, check_id: str) -> list[dict[str, Any]]:
+        assert self.report is not None
+        return [c for c in self.report["checks"] if c["id"] == check_id]
+
+    def check(self, check_id: str, port: int | None = None) -> dict[str, Any]:
+        found = [c for c in self.checks(check_id) if port is None or c.get("port") == port]
+        assert found, f"no check {check_id!r} (port {port}) in report: {self.ids()}"
+        return found[0]
+
+    def ids(self) -> list[tuple[str, Any, str]]:
+        assert self.report is not None
+        return [(c["id"], c.get("port"), c["status"]) for c in self.report["checks"]]
+
+    def categories(self) -> set[str]:
+        assert self.report is not None
+        return {f["category"] for f in self.report["findings"]}
+
+    def findings(self, category: str) -> list[dict[str, Any]]:
+        assert self.report is not None
+        return [f for f in self.report["findings"] if f["category"] == category]
+
+    def explain(self) -> str:
+        """What to print when an assertion fails: the command, its exit code, its output."""
+        out = self.stdout if len(self.stdout) < 6000 else self.stdout[:6000] + "..."
+        return (
+            f"argv: {' '.join(self.argv)}\nexit: {self.returncode}\n"
+            f"stdout:\n{out}\nstderr:\n{self.stderr[-3000:]}"
+        )
+
+
+@pytest.fixture
+def maildiag(mail_servers: MailServers):  # type: ignore[no-untyped-def]
+    """Run ``python -m maildiag check ADDRESS --json`` against the servers, return a CheckRun."""
+
+    def run(
+        address: str,
+        *args: str,
+        password: str | None = None,
+        json_output: bool = True,
+        timeout: float = 5,
+    ) -> CheckRun:
+        argv = [
+            sys.executable,
+            "-m",
+            "maildiag",
+            "check",
+            address,
+            "--resolver",
+            mail_servers.resolver,
+            "--ca-file",
+            str(mail_servers.ca_pem),
+            "--no-clock",
+            "--timeout",
+            str(timeout),
+            "--lang",
+            "en",
+            *args,
+        ]
+        if json_output:
+            argv.append("--json")
+        env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
+        env.pop("MAILDIAG_RULES", None)
+        if password is not None:
+            env[PASSWORD_ENV] = password
+            argv += ["--password-env", PASSWORD_ENV]
+        mark = mail_servers.log_mark()
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        result = CheckRun(argv, proc.returncode, proc.stdout, proc.stderr,
+                          time.monotonic() - t0)
+        time.sleep(0.05)  # let the servers flush their log lines about this run
+        result.logs = mail_servers.logs_since(mark)
+        if json_output:
+            try:
+                result.report = json.loads(proc.stdout)
+            except ValueError:
+                pytest.fail(f"stdout is not one JSON report\n{result.explain()}", pytrace=False)
+        return result
+
+    return run
