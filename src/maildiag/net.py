@@ -29,9 +29,13 @@ _TLS_RECORD_TYPES = {0x14, 0x15, 0x16, 0x17}
 
 def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.SSLContext:
     """certifi's bundle plus ``--ca-file``; ``verify=False`` fetches a bad chain to judge it."""
+    import warnings
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # Allow TLS 1.0/1.1 to connect so we can *report* an outdated server rather than fail blind.
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
     try:
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     except ssl.SSLError:  # pragma: no cover - OpenSSL builds without SECLEVEL syntax
