@@ -69,7 +69,9 @@ def test_ok_run() -> None:
     assert match.group("state") == "OK"
     assert match.group("text") == "bob@example.test: 3 checks ok, 1 skipped"
     assert perf_items(match)["days_to_expiry_smtp"] == "200;;"
-    assert long_output == ["[SKIP] smtp.auth bob@example.test smtp.example.org:465: no password given"]
+    assert long_output == [
+        "[SKIP] smtp.auth bob@example.test smtp.example.org:465: no password given"
+    ]
 
 
 def test_warning_only_and_fail_on_warn() -> None:

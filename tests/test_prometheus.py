@@ -116,5 +116,6 @@ def test_missing_data_means_no_series_not_a_made_up_value() -> None:
 
 def test_repeated_series_are_written_once() -> None:
     smtp = target()
-    rep = report("a@example.test", [check("smtp.connect", tgt=smtp), check("smtp.connect", tgt=smtp)])
+    twice = [check("smtp.connect", tgt=smtp), check("smtp.connect", tgt=smtp)]
+    rep = report("a@example.test", twice)
     series(render_prometheus(rep, now=lambda: NOW))  # asserts no duplicate series

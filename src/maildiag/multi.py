@@ -347,7 +347,9 @@ class _Loader:
             return node  # the caller reports a non-scalar where a scalar belongs
         return self.loader.construct_object(node, deep=True)
 
-    def check_keys(self, items: list[tuple[str, Any, Any]], allowed: Sequence[str], what: str) -> None:
+    def check_keys(
+        self, items: list[tuple[str, Any, Any]], allowed: Sequence[str], what: str
+    ) -> None:
         for key, key_node, _ in items:
             if key in allowed:
                 continue
@@ -385,7 +387,9 @@ class _Loader:
             _, node = by_key["defaults"]
             d_items = self.mapping(node, "defaults")
             self.check_keys(d_items, DEFAULT_KEYS, "defaults")
-            defaults = {key: (value, self.convert(key, value, "defaults")) for key, _, value in d_items}
+            defaults = {
+                key: (value, self.convert(key, value, "defaults")) for key, _, value in d_items
+            }
 
         if "targets" not in by_key:
             raise self.fail(root, "no 'targets' list: name at least one target")
@@ -393,7 +397,8 @@ class _Loader:
         if not isinstance(t_node, yaml.SequenceNode) or not t_node.value:
             raise self.fail(t_node, "'targets' must be a list with at least one target")
         if len(t_node.value) > MAX_TARGETS:
-            raise self.fail(t_node, f"too many targets ({len(t_node.value)}; at most {MAX_TARGETS})")
+            count = len(t_node.value)
+            raise self.fail(t_node, f"too many targets ({count}; at most {MAX_TARGETS})")
 
         specs: list[TargetSpec] = []
         first_seen: dict[str, int] = {}
@@ -542,7 +547,9 @@ def _as_sender(value: Any) -> str:
 def _as_env_name(value: Any) -> str:
     text = _as_text(value)
     if not _ENV_NAME.match(text):
-        raise _Bad(f"must be the name of an environment variable (like MAIL_PASSWORD), not {text!r}")
+        raise _Bad(
+            f"must be the name of an environment variable (like MAIL_PASSWORD), not {text!r}"
+        )
     return text
 
 

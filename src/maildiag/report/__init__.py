@@ -66,7 +66,7 @@ def apply_fail_on(report: R, fail_on: str) -> R:
 
     if isinstance(report, MultiReport):
         reports = [apply_fail_on(r, fail_on) for r in report.reports]
-        return MultiReport.of(reports, report.duration_ms)  # type: ignore[return-value]
+        return MultiReport.of(reports, report.duration_ms)
     return dataclasses.replace(report, exit_code=exit_code_for(report.status, fail_on))
 
 

@@ -116,8 +116,8 @@ def _suite(
             counts["failures"] += 1
         elif check.status is Status.SKIP:
             counts["skipped"] += 1
-    for key, value in counts.items():
-        suite.set(key, str(value))
+    for key, count in counts.items():
+        suite.set(key, str(count))
     suite.set("time", _seconds(total_ms))
     return suite, counts
 

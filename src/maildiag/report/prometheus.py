@@ -70,11 +70,11 @@ def render_prometheus(
                 add("maildiag_check_status", labels + (("status", str(state)),), value)
             add("maildiag_check_duration_seconds", labels, check.observation.duration_ms / 1000)
             data = check.observation.data
-            days = data.get("days_to_expiry")
-            if check.id.endswith(".tls") and _is_number(days):
+            days = _number(data.get("days_to_expiry"))
+            if check.id.endswith(".tls") and days is not None:
                 add("maildiag_cert_days_to_expiry", labels, days)
-            offset = data.get("offset_seconds")
-            if check.id == "clock" and _is_number(offset):
+            offset = _number(data.get("offset_seconds"))
+            if check.id == "clock" and offset is not None:
                 add("maildiag_clock_offset_seconds", address, offset)
         for state in _RUN_STATES:
             value = 1 if single.status is state else 0
@@ -88,8 +88,8 @@ def render_prometheus(
             continue
         lines.append(f"# HELP {name} {_escape_help(help_text)}")
         lines.append(f"# TYPE {name} gauge")
-        for labels, value in samples[name].items():
-            lines.append(f"{name}{_format_labels(labels)} {_format_value(value)}")
+        for series, sample in samples[name].items():
+            lines.append(f"{name}{_format_labels(series)} {_format_value(sample)}")
     return "\n".join(lines) + "\n"
 
 
@@ -105,8 +105,10 @@ def _check_labels(check: CheckResult) -> Labels:
     return labels
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
 
 
 def _format_labels(labels: Labels) -> str:
