@@ -211,16 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         return int(result or 0)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except click_exc.Exit as exc:
-        return int(exc.exit_code)
     except click_exc.UsageError as exc:
+        no_args = getattr(click_exc, "NoArgsIsHelpError", None)
+        if no_args is not None and isinstance(exc, no_args):
+            # bare `maildiag`: the help, on stderr, as the usage error it is
+            print(exc.format_message(), file=sys.stderr)
+            return ExitCode.ERROR
         hint = exc.ctx.command_path if exc.ctx else "maildiag"
         _error(f"{exc.format_message()} (see '{hint} --help')")
         return ExitCode.ERROR
     except click_exc.ClickException as exc:
         _error(exc.format_message())
         return ExitCode.ERROR
-    except (click_exc.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _error("interrupted")
         return ExitCode.ERROR
     except Fail as exc:
