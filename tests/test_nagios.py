@@ -118,6 +118,10 @@ def test_multi_target_line_summarises_all_with_prefixed_quoted_labels() -> None:
     assert perf["'alice@example.test days_to_expiry_smtp'"] == "80;21:;7:"
     assert perf["'bob@example.test days_to_expiry_smtp'"] == "200;;"
     assert len(long_output) == 4
+    # problems first across targets, even when the failing target comes second in the file
+    _, reordered = split(render_nagios(MultiReport.of([ok_report(), sample_report()])))
+    assert [line.split()[0] for line in reordered] == ["[FAIL]", "[WARN]", "[SKIP]", "[SKIP]"]
+    assert reordered[0].startswith("[FAIL] smtp.auth alice@example.test ")
     ok_multi = MultiReport.of([ok_report(), ok_report("carol@example.test")])
     match, _ = split(render_nagios(ok_multi))
     assert match.group("state") == "OK"
@@ -153,3 +157,13 @@ def test_perf_label_quoting(label: str, expected: str) -> None:
 def test_error_line_is_unknown() -> None:
     out = render_nagios_error("targets.yaml:3: unknown key 'x' | oops")
     assert out == "MAILDIAG UNKNOWN - targets.yaml:3: unknown key 'x' / oops\n"
+
+
+def test_evidence_already_in_the_title_is_not_repeated() -> None:
+    smtp = target()
+    quoted = finding("Unrecognised reply: 250-a 250 HELP", evidence="250-a\n250 HELP")
+    rep = report("a@example.test", [check("smtp.tls", "fail", smtp, "x", findings=(quoted,))])
+    _, long_output = split(render_nagios(rep))
+    assert long_output == [
+        "[FAIL] smtp.tls a@example.test smtp.example.test:465: Unrecognised reply: 250-a 250 HELP"
+    ]

@@ -10,7 +10,8 @@ Follows the Monitoring Plugins development guidelines::
 - The first line is the status line: the state word matches the process exit code (0 OK,
   1 WARNING, 2 CRITICAL, 3 UNKNOWN), so ``--fail-on warn`` shows a warning as CRITICAL.
   It lists the titles of the warn/fail findings, most important first.
-- Long output: one line per check that is not ok (fail, then warn, then skip).
+- Long output: one line per check that is not ok: every fail, then every warn, then every
+  skip, across all targets.
 - Performance data, all on the status line: ``time`` (the whole run, seconds),
   ``days_to_expiry_<svc>`` per TLS check (unitless: days are not a valid UOM) with warn/crit
   ranges ``N:`` ("alert below N", the guidelines' range syntax) when the check reported its
@@ -53,8 +54,9 @@ def render_nagios(report: Report | MultiReport) -> str:
     summary = _summary(reports, multi)
     perf = _perfdata(reports, report.duration_ms, multi)
     lines = [f"{PREFIX} {state} - {summary} | {' '.join(perf)}"]
-    for single in reports:
-        lines += _long_output(single)
+    # problems first across all targets: fail, then warn, then skip (sorted() is stable)
+    entries = [entry for single in reports for entry in _long_output(single)]
+    lines += [text for _, text in sorted(entries, key=lambda e: _STATUS_ORDER[e[0]])]
     return "\n".join(lines) + "\n"
 
 
@@ -103,13 +105,11 @@ def _ok_text(checks: tuple[CheckResult, ...], what: str) -> str:
     return text + (f", {skipped} skipped" if skipped else "")
 
 
-def _long_output(report: Report) -> list[str]:
+def _long_output(report: Report) -> list[tuple[Status, str]]:
     lines = []
-    checks = sorted(
-        (c for c in report.checks if c.status is not Status.OK),
-        key=lambda c: _STATUS_ORDER[c.status],
-    )
-    for check in checks:
+    for check in report.checks:
+        if check.status is Status.OK:
+            continue
         obs = check.observation
         where = report.address
         if obs.target is not None:
@@ -122,10 +122,12 @@ def _long_output(report: Report) -> list[str]:
         if problems:
             detail = problems[0].evidence or obs.summary
             text = "; ".join(dict.fromkeys(f.title for f in problems))
-            text += f" ({detail})" if detail else ""
+            if detail and _text(detail) not in _text(text):
+                text += f" ({detail})"
         else:
             text = obs.summary
-        lines.append(f"[{str(check.status).upper()}] {obs.check} {where}: {_text(text)}")
+        line = f"[{str(check.status).upper()}] {obs.check} {where}: {_text(text)}"
+        lines.append((check.status, line))
     return lines
 
 
