@@ -223,8 +223,9 @@ def _ignore(_: Observation) -> None:
 
 def emit(report: object, fmt: str, fail_on: str, *, lang: str) -> int:
     """Print ``report`` (a Report or a multi-target report) and return its exit code."""
-    from maildiag.report import exit_code_for
+    from maildiag.report import apply_fail_on
 
+    report = apply_fail_on(report, fail_on)  # type: ignore[type-var]
     if fmt == "json":
         import json
 
@@ -245,7 +246,7 @@ def emit(report: object, fmt: str, fail_on: str, *, lang: str) -> int:
         from maildiag.report.text import render_text
 
         render_text(report, lang=lang)  # type: ignore[arg-type]
-    return int(exit_code_for(report.status, fail_on))  # type: ignore[attr-defined]
+    return int(report.exit_code)  # type: ignore[attr-defined]
 
 
 def _run_many(opts: CheckOptions) -> int:
