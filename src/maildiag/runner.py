@@ -1,10 +1,12 @@
 """Run every target's session, and the run-level checks, concurrently and within a deadline.
 
-The protocol clients block, so each target gets a daemon thread; a semaphore per host keeps us
-to ``max_per_host`` connections at once (mail servers ban eager clients). Observations stream out
-through ``on_observation`` as they happen, so the text renderer can show progress. When the
-run's deadline passes, every check still missing is reported as ``fail`` with a timeout problem —
-the run ends on time even if some thread is stuck in a library call.
+The protocol clients block, so each target gets a daemon thread; a semaphore per host and service
+keeps us to ``max_per_host`` connections at once to one server daemon (mail servers ban eager
+clients). The SMTP, IMAP and POP3 daemons of one host keep separate limits, so they are probed
+side by side: three services take as long as the slowest, three filtered ports one timeout.
+Observations stream out through ``on_observation`` as they happen, so the text renderer can show
+progress. When the run's deadline passes, every check still missing is reported as ``fail`` with a
+timeout problem — the run ends on time even if some thread is stuck in a library call.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ def run_jobs(
 ) -> list[Observation]:
     """Observations of all jobs, in completion order; missing ones filled in at the deadline."""
     results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
-    host_locks: dict[str, threading.Semaphore] = {}
+    host_locks: dict[tuple[str, str], threading.Semaphore] = {}
     for job in jobs:
         if job.host is not None:
-            host_locks.setdefault(job.host, threading.Semaphore(max_per_host))
+            host_locks.setdefault(_lock_key(job), threading.Semaphore(max_per_host))
 
     def worker(job: Job) -> None:
-        lock = host_locks.get(job.host) if job.host is not None else None
+        lock = host_locks.get(_lock_key(job)) if job.host is not None else None
         try:
             if lock is not None:
                 lock.acquire()
@@ -115,6 +117,10 @@ def run_jobs(
             if on_observation is not None:
                 on_observation(obs)
     return seen
+
+
+def _lock_key(job: Job) -> tuple[str, str]:
+    return (job.host or "", str(job.target.service) if job.target is not None else "")
 
 
 def _target_params(target: Target | None) -> dict[str, object]:
