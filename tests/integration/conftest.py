@@ -111,7 +111,14 @@ class CheckRun:
     stderr: str
     seconds: float
     report: dict[str, Any] | None = None
+    password: str | None = None
     logs: dict[str, str] = field(default_factory=dict)  # what the servers logged meanwhile
+    rawlog: dict[str, str] = field(default_factory=dict)  # Dovecot post-login commands meanwhile
+    mailboxes_before: dict[str, list[str]] = field(default_factory=dict)
+    mailboxes_after: dict[str, list[str]] = field(default_factory=dict)
+    counts_before: dict[str, int] = field(default_factory=dict)
+    counts_after: dict[str, int] = field(default_factory=dict)
+    queued: list[str] = field(default_factory=list)
 
     def checks(self, check_id: str) -> list[dict[str, Any]]:
         assert self.report is not None
@@ -179,19 +186,32 @@ def maildiag(mail_servers: MailServers):  # type: ignore[no-untyped-def]
             env[PASSWORD_ENV] = password
             argv += ["--password-env", PASSWORD_ENV]
         mark = mail_servers.log_mark()
+        rawlogs_before = set(mail_servers.rawlogs())
+        mailboxes_before = mail_servers.mailbox_snapshot()
+        counts_before = mail_servers.mailbox_counts()
         t0 = time.monotonic()
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
             stdin=subprocess.DEVNULL,
         )
         result = CheckRun(argv, proc.returncode, proc.stdout, proc.stderr,
-                          time.monotonic() - t0)
-        time.sleep(0.05)  # let the servers flush their log lines about this run
+                          time.monotonic() - t0, password=password)
+        time.sleep(0.1)  # let the servers flush their log lines about this run
         result.logs = mail_servers.logs_since(mark)
+        result.rawlog = {
+            k: v for k, v in mail_servers.rawlogs().items() if k not in rawlogs_before
+        }
+        result.mailboxes_before = mailboxes_before
+        result.mailboxes_after = mail_servers.mailbox_snapshot()
+        result.counts_before = counts_before
+        result.counts_after = mail_servers.mailbox_counts()
+        result.queued = mail_servers.queued_files()
         if json_output:
             try:
                 result.report = json.loads(proc.stdout)
             except ValueError:
+                result.report = None
+            if not isinstance(result.report, dict):
                 pytest.fail(f"stdout is not one JSON report\n{result.explain()}", pytrace=False)
         return result
 

@@ -64,6 +64,9 @@ PASSWORDS = {
     SINK: "Sink-Integration-S3cret-0052",
 }
 DATA_MARKER = "maildiag-harness-saw-DATA"
+GOOD_CERT_DAYS = 90  # the good certificate expires in 90.5 days
+# one message sits in alice's and carol's INBOX (in cur/, no flags), so any change is visible
+SEEDED_MESSAGE = "1700000000.M1P1.mail.example.test,S=120,W=123:2,"
 
 # MAILDIAG_IT_SBIN points the harness at another sbin dir (the gate test uses a missing one).
 SBIN = os.environ.get("MAILDIAG_IT_SBIN", "/usr/sbin")
@@ -185,7 +188,14 @@ def make_certs(directory: Path) -> Certs:
         leaf.private_key_and_cert_chain_pem.write_to_path(str(path))
         return path
 
-    good_leaf = ca.issue_cert(MAIL_HOST, HOST, common_name=MAIL_HOST)
+    # like a Let's Encrypt certificate: 90 days, so expiry thresholds can be tested against it
+    good_leaf = ca.issue_cert(
+        MAIL_HOST,
+        HOST,
+        common_name=MAIL_HOST,
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=GOOD_CERT_DAYS, hours=12),
+    )
     good = write("good", good_leaf)
     good_cert = directory / "good-chain.pem"
     good_cert.write_bytes(b"".join(b.bytes() for b in good_leaf.cert_chain_pems))
@@ -398,6 +408,25 @@ userdb {{
   args = username_format=%u {d}/passwd
 }}
 
+# Evidence that maildiag never changes a mailbox: every change event is logged, and every
+# command after login is recorded in ~/dovecot.rawlog/ (IMAP and POP3 alike).
+mail_plugins = $mail_plugins notify mail_log
+plugin {{
+  mail_log_events = delete undelete expunge save copy mailbox_create mailbox_delete mailbox_rename flag_change
+  mail_log_fields = uid box msgid size flags
+}}
+service postlogin {{
+  executable = script-login -d rawlog
+  unix_listener postlogin {{
+  }}
+}}
+service imap {{
+  executable = imap postlogin
+}}
+service pop3 {{
+  executable = pop3 postlogin
+}}
+
 service imap-login {{
   inet_listener imap {{
     address = {HOST}
@@ -526,10 +555,16 @@ class MailServers:
         os.chown(vmail, MAIL_UID, MAIL_GID)
         for u in users:
             home = vmail / u.split("@")[0]
-            for sub in ("cur", "new", "tmp"):
-                (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
-            for dirpath, _dirs, _files in os.walk(home):
+            for sub in ("Maildir/cur", "Maildir/new", "Maildir/tmp", "dovecot.rawlog"):
+                (home / sub).mkdir(parents=True, exist_ok=True)
+            (home / "Maildir" / "cur" / SEEDED_MESSAGE).write_bytes(
+                b"From: harness@example.test\r\nTo: " + u.encode()
+                + b"\r\nSubject: seeded\r\nMessage-ID: <seed@example.test>\r\n\r\nseeded\r\n"
+            )
+            for dirpath, _dirs, files in os.walk(home):
                 os.chown(dirpath, MAIL_UID, MAIL_GID)
+                for f in files:
+                    os.chown(os.path.join(dirpath, f), MAIL_UID, MAIL_GID)
 
         # Dovecot
         d = root / "dovecot"
@@ -682,6 +717,29 @@ class MailServers:
         for u in (ALICE, CAROL, SINK):
             md = self.maildir(u)
             out[u] = sum(len(os.listdir(md / sub)) for sub in ("new", "cur") if (md / sub).is_dir())
+        return out
+
+    def mailbox_snapshot(self) -> dict[str, list[str]]:
+        """Every message file and folder of alice's and carol's Maildirs (flags are in names)."""
+        out = {}
+        for u in (ALICE, CAROL):
+            md = self.maildir(u)
+            entries = []
+            for dirpath, dirs, files in os.walk(md):
+                rel = os.path.relpath(dirpath, md)
+                if os.path.basename(dirpath) in ("new", "cur"):
+                    entries += [os.path.join(rel, f) for f in files]
+                entries += [os.path.join(rel, d) + "/" for d in dirs]
+            out[u] = sorted(entries)
+        return out
+
+    def rawlogs(self) -> dict[str, str]:
+        """What clients sent after logging in to Dovecot: file name -> text (``*.in`` only)."""
+        out = {}
+        for u in (ALICE, CAROL):
+            d = self.root / "vmail" / u.split("@")[0] / "dovecot.rawlog"
+            for f in sorted(d.glob("*.in")):
+                out[f"{u}/{f.name}"] = f.read_text(errors="replace")
         return out
 
     def queued_files(self) -> list[str]:

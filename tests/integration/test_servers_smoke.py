@@ -288,3 +288,37 @@ def test_a_real_delivery_is_visible(mail_servers: MailServers) -> None:
     assert DATA_MARKER in log
     assert "status=sent" in log and "qmgr" in log
     assert mail_servers.queued_files() == []
+
+
+def test_a_mailbox_change_is_visible(mail_servers: MailServers) -> None:
+    """The evidence the CLI tests use to prove maildiag never changes a mailbox, shown to work:
+    Dovecot records post-login commands in the rawlog and logs every change (mail_log), and
+    flags show in the Maildir file names."""
+    before = mail_servers.mailbox_snapshot()
+    rawlogs = set(mail_servers.rawlogs())
+    mark = mail_servers.log_mark()
+    with imaplib.IMAP4(HOST, mail_servers.ports.imap, timeout=T) as m:
+        m.starttls(ssl_context=ctx(mail_servers))
+        m.login(CAROL, PASSWORDS[CAROL])
+        assert m.select("INBOX") == ("OK", [b"1"])
+        m.store("1", "+FLAGS", "(\\Flagged)")
+        m.noop()
+        changed = mail_servers.mailbox_snapshot()
+        m.store("1", "-FLAGS", "(\\Flagged)")
+        m.logout()
+    p = poplib.POP3(HOST, mail_servers.ports.pop3, timeout=T)
+    p.stls(context=ctx(mail_servers))
+    p.user(ALICE)
+    p.pass_(PASSWORDS[ALICE])
+    assert p.stat()[0] == 1
+    p.list()
+    p.quit()
+    time.sleep(0.2)
+    assert changed[CAROL] != before[CAROL] and changed[ALICE] == before[ALICE]
+    assert mail_servers.mailbox_snapshot() == before
+    new = {k: v for k, v in mail_servers.rawlogs().items() if k not in rawlogs}
+    carol = "".join(v for k, v in new.items() if k.startswith(CAROL))
+    alice = "".join(v for k, v in new.items() if k.startswith(ALICE))
+    assert " SELECT INBOX" in carol and " STORE 1 +FLAGS" in carol
+    assert "STAT" in alice and "LIST" in alice
+    assert "flag_change: box=INBOX" in mail_servers.logs_since(mark)["dovecot"]

@@ -1,0 +1,360 @@
+"""``maildiag check`` end to end against real Postfix, Dovecot and dnsmasq (see servers.py).
+
+Each test runs the real CLI in a subprocess (``python -m maildiag check ... --json``, password
+through ``--password-env``) and asserts on its JSON report and exit code as SPEC.md defines
+them. Every run is also checked against the servers' own evidence (``assert_safe``): Postfix
+accepted no DATA/BDAT and queued or delivered nothing, no Maildir changed, Dovecot saw no
+mailbox-changing command after login, and no form of the password appears in maildiag's output.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from .conftest import CheckRun
+from .servers import (
+    ALICE,
+    CAROL,
+    DATA_MARKER,
+    GOOD_CERT_DAYS,
+    HOST,
+    MAIL_HOST,
+    NOT_OWNED,
+    NXDOMAIN,
+    PASSWORDS,
+    MailServers,
+    secret_forms,
+)
+
+pytestmark = pytest.mark.integration
+
+WRONG_PASSWORD = "Wrong-Integration-Passw0rd-5580"
+
+IMAP_CHANGING = {"SELECT", "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE",
+                 "RENAME"}
+IMAP_UID_CHANGING = {"STORE", "COPY", "MOVE", "EXPUNGE"}
+POP3_CHANGING = {"RETR", "DELE"}
+MAIL_LOG_EVENTS = re.compile(
+    r": Info: (delete|undelete|expunge|save|copy|mailbox_create|mailbox_delete|"
+    r"mailbox_rename|flag_change): "
+)
+LOGIN_CHECKS = ("smtp.auth", "smtp.sender", "imap.auth", "pop3.auth")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def assert_safe(run: CheckRun) -> None:
+    """The SPEC's 'what never happens', proven by the servers, not by maildiag's word."""
+    postfix = run.logs["postfix"]
+    assert DATA_MARKER not in postfix, f"Postfix accepted DATA from maildiag:\n{postfix}"
+    assert "status=sent" not in postfix, f"Postfix delivered a message:\n{postfix}"
+    assert not re.search(r"qmgr\[\d+\]: \w+: from=<", postfix), f"a message was queued:\n{postfix}"
+    for line in postfix.splitlines():
+        if "disconnect from" in line:
+            assert not re.search(r"\b(data|bdat)=", line), f"DATA/BDAT sent: {line}"
+    assert run.queued == [], f"files in Postfix's queue: {run.queued}"
+    assert run.counts_after == run.counts_before, "a Maildir got a new message"
+    assert run.mailboxes_after == run.mailboxes_before, "a mailbox changed (flags or folders)"
+    for name, text in run.rawlog.items():
+        for line in text.splitlines():
+            words = line.upper().split()
+            bad = (
+                (words[:1] and words[0] in POP3_CHANGING)
+                or (len(words) > 1 and words[1] in IMAP_CHANGING)
+                or (len(words) > 2 and words[1] == "UID" and words[2] in IMAP_UID_CHANGING)
+            )
+            assert not bad, f"maildiag sent a mailbox-changing command ({name}): {line}"
+    events = [ln for ln in run.logs["dovecot"].splitlines() if MAIL_LOG_EVENTS.search(ln)]
+    assert events == [], f"Dovecot logged mailbox changes: {events}"
+    for line in run.logs["dovecot"].splitlines():
+        if "pop3(" in line and "Logged out" in line:
+            assert "retr=0/0" in line and "del=0/" in line, line
+    if run.password:
+        login = ALICE if run.password == PASSWORDS[ALICE] else CAROL
+        output = run.stdout + run.stderr
+        leaked = [f for f in secret_forms(run.password, login) if f in output]
+        assert leaked == [], f"the password leaked into maildiag's output as {leaked}"
+        assert run.password not in " ".join(run.argv)
+
+
+def finding(run: CheckRun, category: str, check: str | None = None) -> dict[str, Any]:
+    found = [f for f in run.findings(category) if check is None or f["check"] == check]
+    assert found, (
+        f"no {category} finding" + (f" from {check}" if check else "")
+        + f"; findings: {[(f['check'], f['category'], f['severity']) for f in run.report['findings']]}"
+        + f"\nchecks: {run.ids()}"
+    )
+    return found[0]
+
+
+def assert_exit(run: CheckRun, code: int, status: str) -> None:
+    assert run.report is not None
+    assert (run.returncode, run.report["exit_code"], run.report["status"]) == (
+        code,
+        code,
+        status,
+    ), run.explain()
+
+
+def explicit(service: str, host: str, port: int, mode: str) -> list[str]:
+    return [f"--{service}", f"{host}:{port}/{mode}", "--only", service]
+
+
+# ------------------------------------------------------------------------------- the happy path
+
+
+def test_healthy_mailbox_through_srv_discovery(maildiag, mail_servers: MailServers) -> None:
+    run = maildiag(ALICE, password=PASSWORDS[ALICE])
+    r = run.report
+    assert r["schema"] == "maildiag.report/1" and r["address"] == ALICE
+    assert r["discovery"]["source"] == "srv", r["discovery"]
+    p = mail_servers.ports
+    allowed = {
+        "smtp": {(p.submissions, "ssl"), (p.submission, "starttls")},
+        "imap": {(p.imaps, "ssl"), (p.imap, "starttls")},
+        "pop3": {(p.pop3s, "ssl"), (p.pop3, "starttls")},
+    }
+    services = {s["service"]: s for s in r["servers"]}
+    assert set(services) == set(allowed), r["servers"]
+    for svc, s in services.items():
+        assert s["host"] == MAIL_HOST and (s["port"], s["security"]) in allowed[svc], s
+    # discovery asked our DNS server, not the system's
+    assert "query[SRV] _submissions._tcp.example.test" in run.logs["dnsmasq"]
+    assert "query[SRV] _imaps._tcp.example.test" in run.logs["dnsmasq"]
+
+    for svc in ("smtp", "imap", "pop3"):
+        for step in ("connect", "greeting", "tls", "capabilities", "auth"):
+            assert run.check(f"{svc}.{step}")["status"] == "ok", run.ids()
+    assert run.check("smtp.sender")["status"] == "ok", run.ids()
+    assert run.check("dns")["status"] == "ok"
+    assert run.check("clock")["status"] == "skip"
+    serious = [f for f in r["findings"] if f["severity"] != "info"]
+    assert serious == [], serious
+    assert_exit(run, 0, "ok")
+
+    # the logins really happened, on the real servers
+    dovecot = run.logs["dovecot"]
+    assert "imap-login: Info: Login: user=<alice@example.test>, method=" in dovecot
+    assert "pop3-login: Info: Login: user=<alice@example.test>, method=" in dovecot
+    assert "sasl_username=alice@example.test" in run.logs["postfix"]  # RCPT TO was accepted
+    assert_safe(run)
+
+
+@pytest.mark.parametrize(
+    ("warn_days", "crit_days", "status", "code"),
+    [(GOOD_CERT_DAYS + 30, 7, "warn", 1), (GOOD_CERT_DAYS + 60, GOOD_CERT_DAYS + 30, "fail", 2)],
+)
+def test_certificate_expiring_within_thresholds(
+    maildiag, mail_servers: MailServers, warn_days: int, crit_days: int, status: str, code: int
+) -> None:
+    run = maildiag(
+        ALICE,
+        *explicit("smtp", HOST, mail_servers.ports.submissions, "ssl"),
+        "--warn-days", str(warn_days), "--crit-days", str(crit_days),
+    )
+    tls = run.check("smtp.tls")
+    assert tls["status"] == status, run.ids()
+    assert tls["findings"], tls
+    assert_exit(run, code, status)
+    assert_safe(run)
+
+
+# ------------------------------------------------------------------------------- certificates
+
+
+@pytest.mark.parametrize(
+    ("listener", "host", "category"),
+    [
+        ("smtp_expired", HOST, "cert_expired"),
+        ("smtp_expired", MAIL_HOST, "cert_expired"),
+        ("smtp_wronghost", HOST, "cert_untrusted"),
+        ("smtp_wronghost", MAIL_HOST, "cert_untrusted"),
+        ("smtp_selfsigned", HOST, "cert_untrusted"),
+        ("smtp_selfsigned", MAIL_HOST, "cert_untrusted"),
+    ],
+)
+def test_bad_certificate(
+    maildiag, mail_servers: MailServers, listener: str, host: str, category: str
+) -> None:
+    port = getattr(mail_servers.ports, listener)
+    run = maildiag(ALICE, *explicit("smtp", host, port, "ssl"))
+    tls = run.check("smtp.tls")
+    assert tls["status"] == "fail", run.ids()
+    f = finding(run, category, "smtp.tls")
+    assert f["severity"] == "fail"
+    others = {"cert_expired", "cert_untrusted", "clock_skew", "tls_interception"} - {category}
+    assert not others & run.categories(), run.categories()
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+# ------------------------------------------------------------------------ TLS and AUTH demands
+
+
+@pytest.mark.parametrize("password", [PASSWORDS[ALICE], None], ids=["password", "no-password"])
+def test_starttls_required_before_auth(
+    maildiag, mail_servers: MailServers, password: str | None
+) -> None:
+    """A program set to 'no encryption' on a submission port that wants STARTTLS first:
+    Postfix offers no AUTH before STARTTLS and answers MAIL FROM with
+    '530 5.7.0 Must issue a STARTTLS command first'."""
+    run = maildiag(
+        ALICE, *explicit("smtp", HOST, mail_servers.ports.submission, "plain"), password=password
+    )
+    finding(run, "tls_required")
+    assert "auth_failed" not in run.categories()
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+def test_auth_required_without_password_is_info(maildiag, mail_servers: MailServers) -> None:
+    """No password: Postfix (submission) accepts MAIL FROM and refuses at RCPT TO with
+    '554 5.7.1 <alice@example.test>: Recipient address rejected: Access denied'."""
+    run = maildiag(ALICE)
+    assert run.report["discovery"]["source"] == "srv"
+    f = finding(run, "auth_required", "smtp.auth")
+    assert f["severity"] == "info", f
+    assert run.check("smtp.auth")["status"] == "ok", run.ids()
+    for cid in ("smtp.sender", "imap.auth", "pop3.auth"):
+        assert run.check(cid)["status"] == "skip", run.ids()
+    # maildiag really asked: Postfix logged its refusal of the unauthenticated RCPT TO
+    assert re.search(r"reject: RCPT from .*Recipient address rejected: Access denied",
+                     run.logs["postfix"]), run.logs["postfix"]
+    assert "Access denied" in f["evidence"] or "554" in f["evidence"], f
+    assert_exit(run, 0, "ok")
+    assert_safe(run)
+
+
+def test_open_port_is_not_auth_required(maildiag, mail_servers: MailServers) -> None:
+    """The control for the test above: a port-25-like listener takes mail for its own domain
+    without AUTH, so there is no auth_required finding."""
+    run = maildiag(ALICE, *explicit("smtp", HOST, mail_servers.ports.smtp_plain, "plain"))
+    assert "auth_required" not in run.categories(), run.report["findings"]
+    assert run.check("smtp.auth")["status"] in ("ok", "skip"), run.ids()
+    assert_safe(run)
+
+
+# ------------------------------------------------------------------------------------- logins
+
+
+def test_wrong_password(maildiag, mail_servers: MailServers) -> None:
+    """Every protocol refuses: that is auth_failed everywhere, not protocol_disabled.
+    Postfix: '535 5.7.8 Error: authentication failed: (reason unavailable)';
+    Dovecot IMAP: 'NO [AUTHENTICATIONFAILED] Authentication failed.';
+    Dovecot POP3: '-ERR [AUTH] Authentication failed.'"""
+    run = maildiag(ALICE, password=WRONG_PASSWORD)
+    for cid in ("smtp.auth", "imap.auth", "pop3.auth"):
+        assert run.check(cid)["status"] == "fail", run.ids()
+        finding(run, "auth_failed", cid)
+    assert "protocol_disabled" not in run.categories()
+    assert run.check("smtp.sender")["status"] == "skip", run.ids()
+    assert "SASL PLAIN authentication failed" in run.logs["postfix"] or (
+        "SASL LOGIN authentication failed" in run.logs["postfix"]
+    )
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+@pytest.mark.parametrize("via", ["srv", "starttls"])
+def test_sender_not_owned(maildiag, mail_servers: MailServers, via: str) -> None:
+    """Postfix takes MAIL FROM and refuses at RCPT TO: '553 5.7.1 <someone-else@example.test>:
+    Sender address rejected: not owned by user alice@example.test'."""
+    where = (
+        ["--only", "smtp"]
+        if via == "srv"
+        else explicit("smtp", MAIL_HOST, mail_servers.ports.submission, "starttls")
+    )
+    run = maildiag(ALICE, *where, "--from", NOT_OWNED, password=PASSWORDS[ALICE])
+    assert run.check("smtp.auth")["status"] == "ok", run.ids()
+    assert run.check("smtp.sender")["status"] == "fail", run.ids()
+    f = finding(run, "sender_not_owned", "smtp.sender")
+    assert "not owned by user alice@example.test" in f["evidence"], f
+    assert "not owned by user alice@example.test" in run.logs["postfix"]
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+def test_pop3_disabled_for_carol_while_imap_accepts(maildiag, mail_servers: MailServers) -> None:
+    """Dovecot answers a POP3-denied login exactly as a wrong password
+    ('-ERR [AUTH] Authentication failed.'); IMAP and SMTP accept the same password, so the
+    cross-check must call it protocol_disabled."""
+    run = maildiag(CAROL, password=PASSWORDS[CAROL])
+    for cid in ("imap.auth", "smtp.auth", "smtp.sender"):
+        assert run.check(cid)["status"] == "ok", run.ids()
+    assert run.check("pop3.auth")["status"] == "fail", run.ids()
+    finding(run, "protocol_disabled", "pop3.auth")
+    assert "auth_failed" not in run.categories(), run.report["findings"]
+    assert "imap-login: Info: Login: user=<carol@example.test>" in run.logs["dovecot"]
+    assert "Login: user=<carol@example.test>" not in "".join(
+        ln for ln in run.logs["dovecot"].splitlines(True) if "pop3-login" in ln
+    )
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+# -------------------------------------------------------------------------- reachability, DNS
+
+
+def test_connection_refused(maildiag, mail_servers: MailServers) -> None:
+    run = maildiag(ALICE, *explicit("smtp", HOST, mail_servers.ports.refused, "ssl"))
+    assert run.check("smtp.connect")["status"] == "fail", run.ids()
+    finding(run, "connection_refused", "smtp.connect")
+    assert "connection_timeout" not in run.categories()
+    for cid in ("smtp.greeting", "smtp.tls", "smtp.capabilities"):
+        for c in run.checks(cid):
+            assert c["status"] == "skip", run.ids()
+    assert run.seconds < 5, f"a refused port took {run.seconds:.1f}s: it must not wait out timeouts"
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+def test_nxdomain(maildiag, mail_servers: MailServers) -> None:
+    run = maildiag(f"user@{NXDOMAIN}")
+    r = run.report
+    assert r["discovery"]["source"] is None and r["servers"] == [], r["discovery"]
+    assert run.check("dns")["status"] == "fail", run.ids()
+    finding(run, "dns_failure")
+    assert f"{NXDOMAIN} is NXDOMAIN" in run.logs["dnsmasq"]  # the answer came from our server
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+# --------------------------------------------------------------------- what never happens
+
+
+@pytest.mark.parametrize("output", ["json", "text"])
+@pytest.mark.parametrize(
+    ("address", "password"),
+    [(ALICE, PASSWORDS[ALICE]), (ALICE, WRONG_PASSWORD), (CAROL, PASSWORDS[CAROL])],
+    ids=["right-password", "wrong-password", "pop3-denied"],
+)
+def test_transcripts_never_show_the_password(
+    maildiag, mail_servers: MailServers, address: str, password: str, output: str
+) -> None:
+    run = maildiag(address, "--transcript", password=password, json_output=(output == "json"))
+    output_text = run.stdout + run.stderr
+    leaked = [f for f in secret_forms(password, address) if f in output_text]
+    assert leaked == [], f"password leaked as {leaked}"
+    assert run.returncode in (0, 2), run.explain()
+    if output == "json":
+        smtp_auth = "\n".join(run.check("smtp.auth").get("transcript", []))
+        assert "AUTH" in smtp_auth.upper() and "********" in smtp_auth, smtp_auth
+        for cid in ("imap.auth", "pop3.auth"):
+            lines = "\n".join(run.check(cid).get("transcript", []))
+            assert "********" in lines, f"{cid} transcript shows no redacted login:\n{lines}"
+    assert_safe(run)
+
+
+def test_never_sends_and_never_changes_a_mailbox(maildiag, mail_servers: MailServers) -> None:
+    """The full password path for alice, read from the servers' side: SMTP stopped at RCPT TO,
+    IMAP and POP3 issued no command that changes a mailbox."""
+    run = maildiag(ALICE, "--transcript", password=PASSWORDS[ALICE])
+    assert run.returncode == 0, run.explain()
+    disconnects = [ln for ln in run.logs["postfix"].splitlines() if "disconnect from" in ln]
+    assert any("mail=1" in ln and "rcpt=1" in ln for ln in disconnects), disconnects
+    assert run.rawlog, "Dovecot recorded no post-login session: did maildiag log in?"
+    assert_safe(run)
