@@ -1,0 +1,361 @@
+"""``maildiag explain``: diagnose a pasted error text, stdin, or every error line of a mail log.
+
+Contract
+--------
+``explain_text(text, lang)`` -> findings, best first (the Python API ``maildiag.explain``).
+``run_explain(text, file, as_json, lang, rules_dirs)`` prints the answer and returns the exit
+code: 0 when an answer was printed (a match or an honest "no rule recognises this"), 3 on a usage
+error (one line on stderr: no input, unreadable --file, unknown --lang, broken rule base).
+``fast_main(argv)`` parses ``maildiag explain ARGS`` without typer; it returns None for
+``--help`` or anything it does not understand, so the typer app prints its usual help or error.
+
+This module is on the cold-start path: it imports neither typer, rich nor yaml, and builds the
+JSON without ``maildiag.models`` (whose dataclasses cost more than the whole answer).
+
+Log mode (``--file``) reads Postfix, Exim and Sendmail lines (and Dovecot logins): a cheap regex
+picks the lines that report a failure, the server's words are cut out of each, and lines whose
+words differ only in addresses, IPs, ids and numbers share one diagnosis (memoised), so a large
+log costs little more than reading it. Findings are grouped by rule with a count and one sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
+
+if TYPE_CHECKING:
+    from maildiag.models import Finding
+
+EXPLAIN_SCHEMA = "maildiag.explain/1"  # == models.EXPLAIN_SCHEMA (a test keeps them equal)
+LANGS = ("en", "ru")
+MAX_INPUT = 1 << 20  # bytes of TEXT or stdin we read
+MAX_LOG_LINE = 4096  # characters of one log line we look at
+MAX_FINDINGS = 5  # an explanation lists at most this many rules
+MAX_MEMO = 200_000  # distinct normalised log messages remembered
+EXIT_OK, EXIT_USAGE = 0, 3
+
+_RULES: dict[tuple[str, ...], RuleBase] = {}
+
+
+def _rules(dirs: Sequence[str] = ()) -> RuleBase:
+    """The rule base for these extra directories, loaded once per process."""
+    key = (os.environ.get("MAILDIAG_RULES", ""), *map(str, dirs))
+    rb = _RULES.get(key)
+    if rb is None:
+        rb = _RULES[key] = RuleBase.load(dirs)
+    return rb
+
+
+def explain_matches(rules: RuleBase, text: str) -> list[Match]:
+    """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
+    matches = rules.match(text)
+    if any(m.via != "code" for m in matches):
+        matches = [m for m in matches if m.via != "code"]
+    return matches[:MAX_FINDINGS]
+
+
+def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> list[Finding]:
+    """Findings for an error text, best first; an empty list when no rule applies."""
+    rb = rules if rules is not None else _rules()
+    lang = lang if lang in LANGS else "en"
+    return [rb.finding(m, lang=lang) for m in explain_matches(rb, text)]
+
+
+def finding_json(rules: RuleBase, match: Match, lang: str, evidence: str | None = None) -> dict[
+    str, Any
+]:
+    """``Finding.to_json()`` of a match, built without importing maildiag.models."""
+    title, steps = rules.render(match, lang=lang)
+    return {
+        "rule": match.rule.id,
+        "category": match.rule.category,
+        "severity": match.rule.severity,
+        "check": None,
+        "title": title,
+        "steps": steps,
+        "evidence": match.evidence if evidence is None else evidence,
+    }
+
+
+# --------------------------------------------------------------------------- command
+
+
+def run_explain(
+    text: str | None,
+    file: str | None,
+    as_json: bool,
+    lang: str | None,
+    rules_dirs: Sequence[str],
+) -> int:
+    """Print the diagnosis of TEXT (``-`` = stdin) or of each error line of ``file``."""
+    if lang is None:
+        from maildiag.config import default_lang
+
+        lang = default_lang()
+    if lang not in LANGS:
+        return _usage(f"--lang must be en or ru, not {lang!r}")
+    if text is not None and file is not None:
+        return _usage("give either TEXT (or -) or --file LOG, not both")
+    if text is None and file is None:
+        return _usage("nothing to explain: give the error TEXT, - to read stdin, or --file LOG")
+    try:
+        rules = _rules(tuple(rules_dirs))
+    except RuleBaseError as exc:
+        return _usage(str(exc))
+    out = sys.stdout
+    if file is not None:
+        try:
+            fh = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            return _usage(f"cannot read --file {file}: {exc.strerror or exc}")
+        with fh:
+            try:
+                report = explain_log(rules, fh, lang)
+            except OSError as exc:
+                return _usage(f"cannot read --file {file}: {exc.strerror or exc}")
+        if as_json:
+            report_json = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
+            out.write(json.dumps(report_json, ensure_ascii=False, indent=2) + "\n")
+        else:
+            out.write(render_log_text(rules, report, lang))
+        return EXIT_OK
+    if text == "-":
+        try:
+            text = sys.stdin.read(MAX_INPUT)
+        except (OSError, UnicodeDecodeError) as exc:
+            return _usage(f"cannot read stdin: {exc}")
+    assert text is not None
+    text = text[:MAX_INPUT]
+    matches = explain_matches(rules, text)
+    if as_json:
+        doc = {
+            "schema": EXPLAIN_SCHEMA,
+            "input": text,
+            "findings": [finding_json(rules, m, lang) for m in matches],
+        }
+        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.write(render_text(rules, text, matches, lang))
+    return EXIT_OK
+
+
+def _usage(message: str) -> int:
+    sys.stderr.write(f"maildiag explain: {message}\n")
+    return EXIT_USAGE
+
+
+def render_text(rules: RuleBase, text: str, matches: list[Match], lang: str) -> str:
+    """The human answer: the best explanation in full, the others by title."""
+    ui = rules.ui_text
+    lines: list[str] = []
+    if not matches:
+        basic, _enhanced = extract_codes(text)
+        if basic and basic.startswith(("2", "3")):
+            lines.append(ui("success_reply", lang, code=basic))
+        else:
+            lines.append(ui("no_match", lang))
+            lines.append(ui("no_match_hint", lang))
+        return "\n".join(lines) + "\n"
+    if all(m.via == "code" for m in matches):
+        lines.append(ui("code_only", lang))
+        lines.append("")
+    best = matches[0]
+    lines.extend(_render_one(rules, best, lang))
+    if len(matches) > 1:
+        lines.append("")
+        lines.append(ui("other_findings", lang))
+        for m in matches[1:]:
+            title, _steps = rules.render(m, lang=lang)
+            lines.append(f"  - {title} [{m.rule.category}, {m.rule.id}]")
+    return "\n".join(lines) + "\n"
+
+
+def _render_one(rules: RuleBase, m: Match, lang: str, evidence: str | None = None) -> list[str]:
+    ui = rules.ui_text
+    title, steps = rules.render(m, lang=lang)
+    lines = [title, f"  {ui('category', lang)}: {m.rule.category} ({m.rule.severity}), {m.rule.id}"]
+    shown = m.evidence if evidence is None else evidence
+    if shown:
+        lines.append(f"  {ui('evidence', lang)}: {shown}")
+    lines.append(ui("steps", lang))
+    lines.extend(f"  {n}. {step}" for n, step in enumerate(steps, 1))
+    if m.rule.links:
+        lines.append(f"{ui('more', lang)}: " + " ".join(m.rule.links))
+    return lines
+
+
+# --------------------------------------------------------------------------- log mode
+
+# A line worth diagnosing: a bounce, deferral, rejection, failed login, TLS or connect failure.
+_LOG_ERROR = re.compile(
+    r"status=(?:bounced|deferred|undeliverable|expired)|\breject(?:ed)?[:=]|\bNOQUEUE\b"
+    r"|authentication fail|authenticator failed|auth failed|\bwarning: |\berror: |\bfatal: "
+    r"| \*\* | == |\bstat=(?!Sent\b)|\bdsn=[45]\.|lost connection|timed out|refused"
+    r"|temporarily rejected|SMTP error from remote|certificate verif",
+    re.IGNORECASE,
+)
+# Uninteresting even though they matched above (noise every busy Postfix logs).
+_LOG_NOISE = re.compile(
+    r"status=sent|\bstat=Sent\b|: disconnect from |: connect from |did not issue "
+    r"|warning: hostname \S{1,200} does not resolve to address",
+    re.IGNORECASE,
+)
+# What the server (or the MTA) said, after the syslog prefix and the queue id.
+_LOG_STATUS = re.compile(r"status=\w{1,20} \((.{1,4000})\)\s*$")
+_LOG_REJECT = re.compile(r"\breject: (.{1,4000})$")
+_LOG_SYSLOG = re.compile(
+    r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S{0,20})"
+    r" \S{1,100} \S{1,100}?(?:\[\d{1,10}\])?: (?:[0-9A-Za-z]{5,20}: )?"
+)
+_LOG_EXIM = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [+-]\d{4})?(?: \[\d{1,10}\])?"
+    r"(?: [0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})? "
+)
+# Parts that vary between otherwise identical messages: addresses, IPs, ids, long numbers.
+_LOG_MASK = re.compile(
+    r"<[^<>\s]{0,300}>|[\w.+=-]{1,64}@[\w.-]{1,253}|\[[0-9a-fA-F:.]{2,45}\]"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b|\b(?=[A-Za-z]{0,40}\d)[A-Za-z0-9_-]{7,}\b|\d{4,}"
+)
+
+
+def log_message(line: str) -> str | None:
+    """The part of a log line to diagnose, or None when the line reports no failure."""
+    if not _LOG_ERROR.search(line) or _LOG_NOISE.search(line):
+        return None
+    m = _LOG_STATUS.search(line)
+    if m:
+        return m.group(1)
+    m = _LOG_REJECT.search(line)
+    if m:
+        return m.group(1)
+    m = _LOG_SYSLOG.match(line) or _LOG_EXIM.match(line)
+    return line[m.end():] if m else line
+
+
+def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
+    """Group the failure lines of a log by diagnosis: counts, one sample line each."""
+    memo: dict[str, str | None] = {}
+    groups: dict[str | None, dict[str, Any]] = {}
+    matches: dict[str, Match] = {}
+    total = errors = 0
+    for raw in lines:
+        total += 1
+        line = raw[:MAX_LOG_LINE].rstrip("\r\n")
+        message = log_message(line)
+        if message is None:
+            continue
+        errors += 1
+        key = _LOG_MASK.sub("#", message)
+        if key in memo:
+            rule_id = memo[key]
+        else:
+            found = explain_matches(rules, message)
+            rule_id = found[0].rule.id if found else None
+            if found and rule_id not in matches:
+                matches[rule_id] = found[0]  # type: ignore[index]
+            if len(memo) >= MAX_MEMO:
+                memo.clear()
+            memo[key] = rule_id
+        group = groups.get(rule_id)
+        if group is None:
+            groups[rule_id] = {"count": 1, "sample": line.strip()}
+        else:
+            group["count"] += 1
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0] or "~"))
+    out_groups = []
+    findings = []
+    for rule_id, g in ordered:
+        if rule_id is None:
+            out_groups.append({"rule": None, "category": None, "severity": None,
+                               "title": rules.ui_text("log_unmatched", lang),
+                               "count": g["count"], "sample": g["sample"]})
+            continue
+        m = matches[rule_id]
+        f = finding_json(rules, m, lang, evidence=g["sample"])
+        findings.append(f)
+        out_groups.append({"rule": rule_id, "category": f["category"], "severity": f["severity"],
+                           "title": f["title"], "count": g["count"], "sample": g["sample"]})
+    return {"lines": total, "errors": errors, "findings": findings, "groups": out_groups}
+
+
+def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
+    ui = rules.ui_text
+    lines = [ui("log_summary", lang, lines=report["lines"], errors=report["errors"],
+                groups=len(report["groups"]))]
+    if not report["groups"]:
+        lines.append(ui("log_empty", lang))
+        return "\n".join(lines) + "\n"
+    by_rule = {f["rule"]: f for f in report["findings"]}
+    for g in report["groups"]:
+        lines.append("")
+        head = f"{g['count']} {ui('log_count', lang)}: {g['title']}"
+        if g["rule"]:
+            head += f" [{g['category']}, {g['rule']}]"
+        lines.append(head)
+        lines.append(f"  {ui('log_sample', lang)}: {g['sample']}")
+        f = by_rule.get(g["rule"])
+        if f:
+            lines.append(f"  {ui('steps', lang)}")
+            lines.extend(f"    {n}. {s}" for n, s in enumerate(f["steps"], 1))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """``maildiag explain ARGS`` without typer; None means "let typer handle it"."""
+    text: str | None = None
+    file: str | None = None
+    lang: str | None = None
+    as_json = False
+    rules_dirs: list[str] = []
+    args = list(argv)
+    i = 0
+    positional: list[str] = []
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            positional.extend(args[i + 1 :])
+            break
+        if a in ("--help", "-h"):
+            return None
+        if a == "--json":
+            as_json = True
+        elif a in ("--file", "--lang", "--rules") or a.startswith(("--file=", "--lang=",
+                                                                    "--rules=")):
+            name, eq, value = a.partition("=")
+            if not eq:
+                if i + 1 >= len(args):
+                    return None  # typer says "Option '--file' requires an argument"
+                i += 1
+                value = args[i]
+            if name == "--file":
+                file = value
+            elif name == "--lang":
+                lang = value
+            else:
+                rules_dirs.append(value)
+        elif a.startswith("-") and a != "-" and not _looks_like_text(a):
+            return None  # an option we do not know: typer prints the usage error
+        else:
+            positional.append(a)
+        i += 1
+    if len(positional) > 1:
+        # an unquoted paste: maildiag explain 550 5.1.1 User unknown
+        text = " ".join(positional)
+    elif positional:
+        text = positional[0]
+    return run_explain(text, file, as_json, lang, rules_dirs)
+
+
+def _looks_like_text(arg: str) -> bool:
+    """``-ERR Login failure ...`` is a pasted POP3 reply, not an option."""
+    return " " in arg or arg.upper().startswith("-ERR")
+

@@ -1,0 +1,1061 @@
+"""The rule base: load, validate, cache, match and render the YAML rules in rules/.
+
+Contract
+--------
+``RuleBase.load(extra_dirs)`` reads every top-level ``*.yaml`` of the built-in rules directory,
+then of each ``MAILDIAG_RULES`` entry, then of each extra directory (later directories win: a rule
+with the same id replaces the earlier one). rules/providers (the provider database) is not read.
+Every problem in a file is a ``RuleBaseError`` whose text is one line naming the file and the rule.
+
+``RuleBase.match(text, signal=..., protocol=..., provider=...)`` returns ``Match`` objects, best
+first. ``RuleBase.finding(match, lang=..., params=...)`` renders one as a ``models.Finding``.
+
+A rule file is a mapping with these top-level keys (all optional)::
+
+    rules:          list of rules (schema below)
+    params:         {name: {en: text, ru: text}}   default wording of a missing {param}
+    ui:             {key: {en: text, ru: text}}     labels the explain command prints
+    interception:   [{issuer: substring, product: name}]   TLS-inspection products
+
+A rule::
+
+    id: yandex.smtp-auth-off          # [a-z0-9][a-z0-9._-]*, unique within a directory
+    category: auth_required           # models.Category
+    severity: fail                    # info | warn | fail
+    priority: 0                       # optional tie-breaker, -9..9 (use sparingly)
+    match:                            # every condition given must hold (AND); lists mean any-of
+      text: [regex, ...]              # searched case-insensitively, ^/$ at line ends
+      unless: [regex, ...]            # the rule does not apply when one of these matches
+      code: ["535", "5xx"]            # SMTP basic reply code (x = any digit)
+      enhanced: ["5.7.8", "5.7.*"]    # RFC 3463 enhanced status code (* = any)
+      protocol: [smtp, imap, pop3]    # applies only to these (when the caller knows)
+      provider: [yandex]              # applies only to this provider (when the caller knows)
+      signal: [connect.refused]       # probe signals this rule explains (maildiag.signals)
+    title: {en: ..., ru: ...}         # may quote {param}; [[ ... {param} ... ]] is dropped
+    steps: {en: [...], ru: [...]}     #   when a param inside it is unknown
+    links: [https://...]
+    examples: [text | {text, signal, protocol, provider}]   # must match, as the best rule
+    counterexamples: [same]                                  # must not match
+
+Ranking, best first: explained by the signal asked for; priority; provider-specific; matched by
+text; enhanced code over basic code; the longer text match. Code-only rules (the RFC 3463 layer)
+are dropped by ``explain`` when any text rule matched.
+
+Speed: regexes are compiled lazily, one by one, and only run when a literal every match of them
+must contain (found at load time) is present in the text; a trigram index finds those literals.
+The validated rule data is cached as marshal in the user cache directory, keyed by the rule
+files' paths, sizes and mtimes (and this module's), so a cold ``explain`` imports no yaml.
+Regexes may not nest quantifiers nor use unbounded ``*``/``+``/``{n,}`` (write ``{0,80}``): with
+the text capped at ``MAX_TEXT`` characters, matching stays linear in the worst case.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from maildiag.models import Finding
+
+__all__ = [
+    "MAX_TEXT",
+    "Match",
+    "Rule",
+    "RuleBase",
+    "RuleBaseError",
+    "builtin_rules_dir",
+    "extract_codes",
+    "load_interception_products",
+    "normalize_text",
+    "rule_dirs",
+]
+
+CACHE_FORMAT = 3  # bump when the cached structure or the literal extraction changes
+MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
+MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
+UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
+LANGS = ("en", "ru")
+PROTOCOLS = ("smtp", "imap", "pop3")
+SEVERITIES = ("info", "warn", "fail")
+RE_FLAGS = re.IGNORECASE | re.MULTILINE
+
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+_CODE_RE = re.compile(r"[2-5][0-9x][0-9x]\Z")
+_ENH_RE = re.compile(r"([245*])\.([0-9]{1,3}|\*)\.([0-9]{1,3}|\*)\Z")
+_PARAM_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_OPTIONAL_RE = re.compile(r"\[\[(.*?)\]\]", re.S)
+_LINK_RE = re.compile(r"https?://\S+\Z")
+
+_RULE_KEYS = frozenset(
+    {"id", "category", "severity", "priority", "match", "title", "steps", "links", "examples",
+     "counterexamples"}
+)
+_MATCH_KEYS = frozenset({"text", "unless", "code", "enhanced", "protocol", "provider", "signal"})
+_EXAMPLE_KEYS = frozenset({"text", "signal", "protocol", "provider"})
+_FILE_KEYS = frozenset({"rules", "params", "ui", "interception"})
+_INTERCEPTION_KEYS = frozenset({"issuer", "product"})
+
+
+class RuleBaseError(Exception):
+    """A rule base that cannot be used; ``str()`` is one line naming the file and the rule."""
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def builtin_rules_dir() -> Path:
+    """The shipped rules: ``maildiag/rules`` in a wheel, ``<repo>/rules`` in a source checkout."""
+    from pathlib import Path
+
+    return Path(_builtin_dir())
+
+
+def _builtin_dir() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(here, "rules")
+    if os.path.isdir(packaged):
+        return packaged
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "rules")
+
+
+def _env_dirs() -> list[str]:
+    value = os.environ.get("MAILDIAG_RULES", "")
+    return [part for part in value.split(os.pathsep) if part.strip()]
+
+
+def rule_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """Directories in load order: the built-ins, then ``MAILDIAG_RULES`` entries, then ``extra``."""
+    from pathlib import Path
+
+    return [Path(d) for d in _dir_strings(extra)]
+
+
+def _dir_strings(extra: Sequence[str | Path] = ()) -> list[str]:
+    out = [_builtin_dir(), *_env_dirs(), *(os.fspath(e) for e in extra)]
+    seen: set[str] = set()
+    unique = []
+    for d in out:
+        key = os.path.abspath(d)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def _yaml_files(directory: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the top-level YAML files of a directory, sorted by name."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        raise RuleBaseError(f"{directory}: rules directory not found") from None
+    except NotADirectoryError:
+        raise RuleBaseError(f"{directory}: not a directory") from None
+    except OSError as exc:
+        raise RuleBaseError(f"{directory}: cannot read rules directory ({exc.strerror})") from None
+    files = []
+    for entry in entries:
+        if entry.name.endswith((".yaml", ".yml")) and not entry.name.startswith("."):
+            try:
+                st = entry.stat()
+            except OSError as exc:
+                raise RuleBaseError(f"{entry.path}: cannot read ({exc.strerror})") from None
+            if entry.is_file():
+                files.append((entry.path, st.st_size, st.st_mtime_ns))
+    files.sort()
+    return files
+
+
+# --------------------------------------------------------------------------- text helpers
+
+_ESCAPED_NL = re.compile(r"\\r\\n|\\n|\\r")
+# "535-5.7.8 text" or "535 5.7.8 text": one line of an SMTP reply
+_REPLY_LINE = re.compile(r"([2-5][0-9][0-9])([ -])(?:([245]\.[0-9]{1,3}\.[0-9]{1,3}) )?")
+_ENHANCED = re.compile(r"(?<![0-9.])([245])\.([0-9]{1,3})\.([0-9]{1,3})(?![0-9]|\.[0-9])")
+_BASIC = re.compile(r"(?<![\w.\-/:#=])([245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)", re.M)
+_NOT_A_CODE_BEFORE = re.compile(r"(?:line|port|errno|pid|id|version|v)\s{0,2}\Z", re.I)
+
+
+def normalize_text(text: str) -> str:
+    """The text rules look at: escaped newlines undone, SMTP continuation lines joined, capped.
+
+    ``535-5.7.8 Username and Password not accepted. Learn more at\\n535 5.7.8 https://...`` reads
+    ``535 5.7.8 Username and Password not accepted. Learn more at https://...``.
+    """
+    if len(text) > MAX_TEXT:
+        half = MAX_TEXT // 2
+        text = text[:half] + "\n" + text[-half:]
+    if "\\" in text:
+        text = _ESCAPED_NL.sub("\n", text).replace("\\t", " ")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" in text and ("-" in text or "." in text):
+        text = _join_continuations(text)
+    return text
+
+
+def _join_continuations(text: str) -> str:
+    lines = text.split("\n")
+    out: list[str] = []
+    prev_code: str | None = None
+    prev_enh: str | None = None
+    prev_cont = prev_cont_enh = joined = False
+    for line in lines:
+        stripped = line.lstrip()
+        m = _REPLY_LINE.match(stripped)
+        if m and out and prev_code == m.group(1) and prev_cont:
+            # the same reply continues: keep only the words
+            out[-1] = out[-1].rstrip() + " " + stripped[m.end():].strip()
+            prev_cont = m.group(2) == "-"
+            joined = True
+            continue
+        if not m and prev_enh and out and stripped.startswith(prev_enh + " ") and prev_cont_enh:
+            # smtplib's repr: b'5.7.8 Username ...\n5.7.8 https://...'
+            out[-1] = out[-1].rstrip() + " " + stripped[len(prev_enh):].strip()
+            joined = True
+            continue
+        out.append(line)
+        if m:
+            prev_code, prev_cont, prev_enh = m.group(1), m.group(2) == "-", m.group(3)
+            prev_cont_enh = False
+        else:
+            e = _ENHANCED.match(stripped)
+            prev_code, prev_cont = None, False
+            prev_enh = e.group(0) if e else None
+            prev_cont_enh = bool(e)
+    return "\n".join(out) if joined else text
+
+
+def extract_codes(text: str) -> tuple[str | None, str | None]:
+    """The first SMTP basic reply code and the first enhanced status code in a text, if any."""
+    enhanced = None
+    m = _ENHANCED.search(text)
+    if m:
+        enhanced = m.group(0)
+    basic = None
+    for b in _BASIC.finditer(text):
+        start = b.start()
+        if _NOT_A_CODE_BEFORE.search(text, max(0, start - 10), start):
+            continue
+        basic = b.group(1)
+        break
+    return basic, enhanced
+
+
+def _render(template: str, params: Mapping[str, Any], defaults: Mapping[str, str]) -> str:
+    """Quote ``{param}``s; an ``[[...]]`` segment vanishes when a param inside it is unknown."""
+
+    def optional(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        for name in _PARAM_RE.findall(inner):
+            if params.get(name) in (None, ""):
+                return ""
+        return inner
+
+    if "[[" in template:
+        template = _OPTIONAL_RE.sub(optional, template)
+
+    def param(m: re.Match[str]) -> str:
+        value = params.get(m.group(1))
+        if value in (None, ""):
+            return defaults.get(m.group(1), "?")
+        return str(value)
+
+    if "{" in template:
+        template = _PARAM_RE.sub(param, template)
+    return re.sub(r"  +", " ", template).replace(" .", ".").strip()
+
+
+# --------------------------------------------------------------------------- compiled rules
+
+
+class Rule:
+    """One validated rule (a read-only view of its data)."""
+
+    __slots__ = (
+        "id", "category", "severity", "priority", "file", "text", "unless", "codes", "enhanced",
+        "protocols", "providers", "signals", "title", "steps", "links", "examples",
+        "counterexamples", "text_ids", "unless_ids", "code_only",
+    )
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        self.id: str = d["id"]
+        self.category: str = d["category"]
+        self.severity: str = d["severity"]
+        self.priority: int = d["priority"]
+        self.file: str = d["file"]
+        self.text: tuple[str, ...] = tuple(d["text"])
+        self.unless: tuple[str, ...] = tuple(d["unless"])
+        self.codes: tuple[str, ...] = tuple(d["code"])
+        self.enhanced: tuple[str, ...] = tuple(d["enhanced"])
+        self.protocols: frozenset[str] = frozenset(d["protocol"])
+        self.providers: frozenset[str] = frozenset(d["provider"])
+        self.signals: frozenset[str] = frozenset(d["signal"])
+        self.title: dict[str, str] = d["title"]
+        self.steps: dict[str, list[str]] = d["steps"]
+        self.links: tuple[str, ...] = tuple(d["links"])
+        self.examples: list[dict[str, Any]] = d["examples"]
+        self.counterexamples: list[dict[str, Any]] = d["counterexamples"]
+        self.text_ids: tuple[int, ...] = ()
+        self.unless_ids: tuple[int, ...] = ()
+        # the RFC 3463 / reply-class layer: rules matched by a code alone
+        self.code_only = not self.text and not self.signals and bool(self.codes or self.enhanced)
+
+    def __repr__(self) -> str:
+        return f"Rule({self.id!r}, {self.category})"
+
+
+class Match:
+    """A rule that applies to a text or a signal, with why (``via``) and how well (``rank``)."""
+
+    __slots__ = ("rule", "via", "rank", "evidence", "groups", "code")
+
+    def __init__(
+        self, rule: Rule, via: str, rank: tuple[int, ...], evidence: str,
+        groups: dict[str, str], code: str | None,
+    ) -> None:
+        self.rule = rule
+        self.via = via  # "signal", "text" or "code"
+        self.rank = rank
+        self.evidence = evidence
+        self.groups = groups
+        self.code = code  # the reply code found in the text (enhanced if any, else basic)
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def category(self) -> str:
+        return self.rule.category
+
+    @property
+    def severity(self) -> str:
+        return self.rule.severity
+
+    def __repr__(self) -> str:
+        return f"Match({self.rule.id!r}, via={self.via}, rank={self.rank})"
+
+
+class RuleBase:
+    """The loaded rules, with the prefilter index and the lazily compiled patterns."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.dirs: list[str] = data["dirs"]
+        self.rules: list[Rule] = [Rule(d) for d in data["rules"]]
+        self.params: dict[str, dict[str, str]] = data["params"]
+        self.ui: dict[str, dict[str, str]] = data["ui"]
+        self.interception: list[tuple[str, str]] = [tuple(x) for x in data["interception"]]
+        self.from_cache: bool = data.get("from_cache", False)
+        self._by_id = {r.id: r for r in self.rules}
+        # patterns: one list for text and unless regexes, compiled on first use
+        self._sources: list[str] = data["patterns"]
+        self._compiled: list[re.Pattern[str] | None] = [None] * len(self._sources)
+        keys: list[list[str] | None] = data["keys"]
+        pattern_index = {src: i for i, src in enumerate(self._sources)}
+        for r in self.rules:
+            r.text_ids = tuple(pattern_index[p] for p in r.text)
+            r.unless_ids = tuple(pattern_index[p] for p in r.unless)
+        # rules matched by text: which patterns must be tried for which rules
+        self._always: list[int] = [i for i, k in enumerate(keys) if not k]
+        self._trigrams: dict[str, list[tuple[str, int]]] = {}
+        for i, lits in enumerate(keys):
+            for lit in lits or ():
+                self._trigrams.setdefault(_rarest(lit, data["trigram_freq"]), []).append((lit, i))
+        self._text_rules: dict[int, list[Rule]] = {}
+        for r in self.rules:
+            for i in r.text_ids:
+                self._text_rules.setdefault(i, []).append(r)
+        self._code_rules: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.code_only:
+                for c in (*r.codes, *r.enhanced):
+                    self._code_rules.setdefault(c, []).append(r)
+        self._signal_rules: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            for s in r.signals:
+                self._signal_rules.setdefault(s, []).append(r)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, extra_dirs: Sequence[str | Path] = (), *, cache: bool = True) -> RuleBase:
+        """Built-in rules, then ``MAILDIAG_RULES``, then ``extra_dirs``; raises RuleBaseError."""
+        dirs = _dir_strings(extra_dirs)
+        listing = [(d, _yaml_files(d)) for d in dirs]
+        stamp = _stamp(listing)
+        path = _cache_path(dirs) if cache else None
+        if path is not None:
+            data = _read_cache(path, stamp)
+            if data is not None:
+                data["from_cache"] = True
+                return cls(data)
+        data = _load_fresh(listing)
+        data["dirs"] = dirs
+        if path is not None:
+            _write_cache(path, stamp, data)
+        return cls(data)
+
+    def get(self, rule_id: str) -> Rule | None:
+        return self._by_id.get(rule_id)
+
+    # ------------------------------------------------------------------ matching
+
+    def _pattern(self, i: int) -> re.Pattern[str]:
+        p = self._compiled[i]
+        if p is None:
+            p = self._compiled[i] = re.compile(self._sources[i], RE_FLAGS)
+        return p
+
+    def candidates(self, lowered: str) -> set[int]:
+        """Ids of the patterns whose required literal occurs in the (lower-cased) text."""
+        found = set(self._always)
+        n = len(lowered)
+        if n >= 3:
+            tris = {lowered[i : i + 3] for i in range(n - 2)}
+            tri_index = self._trigrams
+            for tri in tri_index.keys() & tris:
+                for lit, i in tri_index[tri]:
+                    if i not in found and lit in lowered:
+                        found.add(i)
+        return found
+
+    def match(
+        self, text: str = "", *, signal: str | None = None, protocol: str | None = None,
+        provider: str | None = None,
+    ) -> list[Match]:
+        """Rules that explain this text and/or signal, best first (possibly none)."""
+        text = text or ""
+        results: dict[str, Match] = {}
+        protocol = protocol.lower() if protocol else None
+        provider = provider.lower() if provider else None
+
+        def applies(r: Rule) -> bool:
+            if protocol and r.protocols and protocol not in r.protocols:
+                return False
+            return not (provider and r.providers and provider not in r.providers)
+
+        norm = normalize_text(text) if text else ""
+        if signal and signal != "reply":
+            basic, enhanced = extract_codes(norm) if norm else (None, None)
+            for r in self._signal_rules.get(signal, ()):
+                if not applies(r) or _code_level(r, basic, enhanced) < 0:
+                    continue
+                if not self._vetoed(r, norm):
+                    results[r.id] = Match(
+                        r, "signal", (1, r.priority, int(bool(r.providers)), 0, 0, 0),
+                        text.strip()[:500], {}, None,
+                    )
+            return _sorted(results)
+        if not norm.strip():
+            return []
+        basic, enhanced = extract_codes(norm)
+        lowered = norm.lower()
+        cand = self.candidates(lowered)
+        hits: dict[int, re.Match[str] | None] = {}
+        for i in sorted(cand):
+            rules_here = self._text_rules.get(i)
+            if not rules_here:
+                continue
+            hits[i] = self._pattern(i).search(norm)
+        for i, m in hits.items():
+            if m is None:
+                continue
+            for r in self._text_rules[i]:
+                if r.id in results and results[r.id].rank[5] >= m.end() - m.start():
+                    continue
+                if not applies(r):
+                    continue
+                level = _code_level(r, basic, enhanced)
+                if level < 0 or self._vetoed(r, norm):
+                    continue
+                rank = (0, r.priority, int(bool(r.providers)), 1, level, m.end() - m.start())
+                results[r.id] = Match(
+                    r, "text", rank, _line_of(norm, m.start(), m.end()),
+                    {k: v for k, v in m.groupdict().items() if v}, enhanced or basic,
+                )
+        for key, level in _code_keys(basic, enhanced):
+            for r in self._code_rules.get(key, ()):
+                if r.id in results or not applies(r):
+                    continue
+                if _code_level(r, basic, enhanced) < 0 or self._vetoed(r, norm):
+                    continue
+                code = enhanced if level == 2 else basic
+                start = norm.find(code) if code else -1
+                evidence = _line_of(norm, start, start + len(code)) if code and start >= 0 else ""
+                rank = (0, r.priority, int(bool(r.providers)), 0, level, _specificity(key))
+                results[r.id] = Match(r, "code", rank, evidence, {}, enhanced or basic)
+        return _sorted(results)
+
+    def _vetoed(self, r: Rule, norm: str) -> bool:
+        return any(self._pattern(i).search(norm) for i in r.unless_ids) if r.unless_ids else False
+
+    # ------------------------------------------------------------------ rendering
+
+    def finding(
+        self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None,
+        check: str | None = None,
+    ) -> Finding:
+        """The finding a match means, in ``lang`` (en or ru; anything else reads en)."""
+        from maildiag.models import Category, Finding, Severity
+
+        title, steps = self.render(match, lang=lang, params=params)
+        return Finding(
+            rule=match.rule.id,
+            category=Category(match.rule.category),
+            severity=Severity(match.rule.severity),
+            title=title,
+            steps=tuple(steps),
+            check=check,
+            evidence=match.evidence,
+            links=match.rule.links,
+        )
+
+    def render(
+        self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[str, list[str]]:
+        """Title and steps of a match with its params quoted (no models import: fast path)."""
+        lang = lang if lang in LANGS else "en"
+        values: dict[str, Any] = dict(match.groups)
+        if params:
+            values.update({k: v for k, v in params.items() if v not in (None, "")})
+        if match.code and "code" not in values:
+            values["code"] = match.code
+        defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
+        rule = match.rule
+        title = _render(rule.title[lang], values, defaults)
+        steps = [_render(s, values, defaults) for s in rule.steps[lang]]
+        return title, [s for s in steps if s]
+
+    def ui_text(self, key: str, lang: str, **params: Any) -> str:
+        """A label of the explain command's output, from the ``ui`` tables of the rule files."""
+        entry = self.ui.get(key)
+        if not entry:
+            return key
+        text = entry.get(lang) or entry.get("en") or key
+        return _render(text, params, {}) if params else text
+
+
+def _sorted(results: dict[str, Match]) -> list[Match]:
+    return sorted(results.values(), key=lambda m: m.rank, reverse=True)
+
+
+def _line_of(text: str, start: int, end: int) -> str:
+    a = text.rfind("\n", 0, start) + 1
+    b = text.find("\n", end)
+    line = text[a : b if b >= 0 else len(text)].strip()
+    if len(line) > 400:
+        lo = max(0, start - a - 150)
+        line = ("…" if lo else "") + line[lo : lo + 400] + "…"
+    return line
+
+
+def _specificity(key: str) -> int:
+    return sum(ch not in "x*" for ch in key.replace(".", ""))
+
+
+def _code_keys(basic: str | None, enhanced: str | None) -> list[tuple[str, int]]:
+    """Index keys of the code-only rules a text's codes reach, most specific first."""
+    keys: list[tuple[str, int]] = []
+    if enhanced:
+        c, s, d = enhanced.split(".")
+        for key in (f"{c}.{s}.{d}", f"*.{s}.{d}", f"{c}.{s}.*", f"*.{s}.*", f"{c}.*.*"):
+            keys.append((key, 2))
+    if basic:
+        for key in (basic, basic[:2] + "x", basic[0] + "x" + basic[2], basic[0] + "xx"):
+            keys.append((key, 1))
+    return keys
+
+
+def _code_level(r: Rule, basic: str | None, enhanced: str | None) -> int:
+    """-1: the rule's code condition fails; 0: none given; 1: basic matched; 2: enhanced."""
+    level = 0
+    if r.enhanced:
+        if not enhanced or not any(_enh_matches(p, enhanced) for p in r.enhanced):
+            return -1
+        level = 2
+    if r.codes:
+        if not basic or not any(_code_matches(p, basic) for p in r.codes):
+            return -1
+        level = max(level, 1)
+    return level
+
+
+def _code_matches(pattern: str, code: str) -> bool:
+    return all(p in ("x", c) for p, c in zip(pattern, code, strict=True))
+
+
+def _enh_matches(pattern: str, code: str) -> bool:
+    return all(p in ("*", c) for p, c in zip(pattern.split("."), code.split("."), strict=True))
+
+
+def _rarest(lit: str, freq: Mapping[str, int]) -> str:
+    tris = [lit[i : i + 3] for i in range(len(lit) - 2)]
+    return min(tris, key=lambda t: (freq.get(t, 0), t))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache_dir() -> str | None:
+    if os.environ.get("MAILDIAG_NO_CACHE"):
+        return None
+    base = os.environ.get("MAILDIAG_CACHE_DIR")
+    if base:
+        return base
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "maildiag")
+
+
+def _cache_path(dirs: Sequence[str]) -> str | None:
+    base = _cache_dir()
+    if not base:
+        return None
+    import zlib
+
+    key = "\0".join(os.path.abspath(d) for d in dirs)
+    tag = f"{sys.implementation.cache_tag}-{zlib.crc32(key.encode('utf-8', 'replace')):08x}"
+    return os.path.join(base, f"rules-{tag}.marshal")
+
+
+def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[Any]:
+    try:
+        st = os.stat(__file__)
+        me = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        me = [0, 0]
+    return [CACHE_FORMAT, sys.version, me, [[d, [list(f) for f in files]] for d, files in listing]]
+
+
+def _read_cache(path: str, stamp: list[Any]) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+        cached = marshal.loads(blob)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(cached, dict) or cached.get("stamp") != stamp:
+        return None
+    data = cached.get("data")
+    return data if isinstance(data, dict) else None
+
+
+def _write_cache(path: str, stamp: list[Any], data: dict[str, Any]) -> None:
+    """Best effort: a read-only or missing cache directory just means no cache."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(marshal.dumps({"stamp": stamp, "data": data}))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _yaml_load(path: str) -> Any:
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in out:
+                line = key_node.start_mark.line + 1
+                raise RuleBaseError(f"{path}:{line}: duplicate key {key!r}")
+            out[key] = loader.construct_object(value_node, deep=deep)
+        return out
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RuleBaseError:
+        raise
+    except OSError as exc:
+        raise RuleBaseError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RuleBaseError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RuleBaseError(f"{path}{where}: YAML error: {problem}") from None
+
+
+def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> dict[str, Any]:
+    rules: dict[str, dict[str, Any]] = {}
+    params: dict[str, dict[str, str]] = {}
+    ui: dict[str, dict[str, str]] = {}
+    interception: list[list[str]] = []
+    for _directory, files in listing:
+        seen_here: dict[str, str] = {}
+        for path, _size, _mtime in files:
+            doc = _yaml_load(path)
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise RuleBaseError(f"{path}: a rule file is a mapping (rules:, params:, ui:)")
+            unknown = set(doc) - _FILE_KEYS
+            if unknown:
+                raise RuleBaseError(f"{path}: unknown top-level key {sorted(map(str, unknown))[0]!r}")
+            for name, texts in (doc.get("params") or {}).items():
+                params[str(name)] = _translations(texts, path, f"params.{name}")
+            for name, texts in (doc.get("ui") or {}).items():
+                ui[str(name)] = _translations(texts, path, f"ui.{name}")
+            interception.extend(_interception(doc.get("interception"), path))
+            raw_rules = doc.get("rules") or []
+            if not isinstance(raw_rules, list):
+                raise RuleBaseError(f"{path}: 'rules' must be a list")
+            for n, raw in enumerate(raw_rules, 1):
+                rule = _validate_rule(raw, path, n)
+                if rule["id"] in seen_here:
+                    raise RuleBaseError(
+                        f"{path}: rule {rule['id']}: duplicate id (also in {seen_here[rule['id']]})"
+                    )
+                seen_here[rule["id"]] = path
+                rules.pop(rule["id"], None)  # a later directory replaces: keep the newer order
+                rules[rule["id"]] = rule
+    patterns: list[str] = []
+    index: dict[str, int] = {}
+    keys: list[list[str] | None] = []
+    for rule in rules.values():
+        for src in (*rule["text"], *rule["unless"]):
+            if src not in index:
+                index[src] = len(patterns)
+                patterns.append(src)
+                keys.append(required_literals(src))
+    freq: dict[str, int] = {}
+    for lits in keys:
+        for lit in lits or ():
+            for i in range(len(lit) - 2):
+                freq[lit[i : i + 3]] = freq.get(lit[i : i + 3], 0) + 1
+    return {
+        "rules": list(rules.values()),
+        "params": params,
+        "ui": ui,
+        "interception": interception,
+        "patterns": patterns,
+        "keys": keys,
+        "trigram_freq": freq,
+    }
+
+
+def _translations(value: Any, path: str, what: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise RuleBaseError(f"{path}: {what}: expected a mapping with en and ru")
+    extra = set(value) - set(LANGS)
+    if extra:
+        raise RuleBaseError(f"{path}: {what}: unknown language {sorted(map(str, extra))[0]!r}")
+    for lang in LANGS:
+        if not isinstance(value.get(lang), str) or not value[lang].strip():
+            raise RuleBaseError(f"{path}: {what}: missing the {lang} translation")
+    return {lang: value[lang].strip() for lang in LANGS}
+
+
+def _interception(value: Any, path: str) -> list[list[str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RuleBaseError(f"{path}: 'interception' must be a list")
+    out = []
+    for n, item in enumerate(value, 1):
+        if not isinstance(item, dict) or set(item) != _INTERCEPTION_KEYS:
+            raise RuleBaseError(f"{path}: interception entry {n}: needs exactly issuer and product")
+        issuer, product = item["issuer"], item["product"]
+        if not isinstance(issuer, str) or not issuer.strip() or not isinstance(product, str):
+            raise RuleBaseError(f"{path}: interception entry {n}: issuer and product are text")
+        out.append([issuer.strip(), product.strip()])
+    return out
+
+
+def _str_list(value: Any, path: str, rid: str, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
+    ):
+        raise RuleBaseError(f"{path}: rule {rid}: {what} must be a list of strings")
+    return [str(v) for v in value]
+
+
+def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
+    from maildiag.models import Category
+    from maildiag.signals import SIGNALS
+
+    if not isinstance(raw, dict):
+        raise RuleBaseError(f"{path}: rule #{n}: expected a mapping")
+    rid = raw.get("id")
+    if not isinstance(rid, str) or not _ID_RE.match(rid):
+        raise RuleBaseError(f"{path}: rule #{n}: missing or malformed id {rid!r}")
+
+    def fail(msg: str) -> RuleBaseError:
+        return RuleBaseError(f"{path}: rule {rid}: {msg}")
+
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise fail(f"unknown key {sorted(map(str, unknown))[0]!r}")
+    categories = {c.value for c in Category}
+    if raw.get("category") not in categories:
+        raise fail(f"unknown category {raw.get('category')!r}")
+    if raw.get("severity") not in SEVERITIES:
+        raise fail(f"severity must be one of {', '.join(SEVERITIES)}")
+    priority = raw.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not -9 <= priority <= 9:
+        raise fail("priority must be an integer from -9 to 9")
+
+    match = raw.get("match")
+    if not isinstance(match, dict) or not match:
+        raise fail("missing match conditions")
+    unknown = set(match) - _MATCH_KEYS
+    if unknown:
+        raise fail(f"unknown match key {sorted(map(str, unknown))[0]!r}")
+    m = {k: _str_list(match.get(k), path, rid, f"match.{k}") for k in _MATCH_KEYS}
+    if not (m["text"] or m["code"] or m["enhanced"] or m["signal"]):
+        raise fail("match needs text, code, enhanced or signal")
+    for src in (*m["text"], *m["unless"]):
+        problem = regex_problem(src)
+        if problem:
+            raise fail(f"regex {src!r}: {problem}")
+    for code in m["code"]:
+        if not _CODE_RE.match(code):
+            raise fail(f"code {code!r} is not a reply code like 535 or 5xx")
+    for code in m["enhanced"]:
+        if not _ENH_RE.match(code):
+            raise fail(f"enhanced {code!r} is not a status code like 5.7.8 or 5.7.*")
+    for proto in m["protocol"]:
+        if proto not in PROTOCOLS:
+            raise fail(f"protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
+    m["provider"] = [p.lower() for p in m["provider"]]
+    for sig in m["signal"]:
+        if sig not in SIGNALS and sig != UNEXPLAINED:
+            raise fail(f"unknown signal {sig!r}")
+
+    title = _translations(raw.get("title"), path, f"rule {rid}: title")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, dict):
+        raise fail("steps: expected a mapping with en and ru lists")
+    extra = set(steps_raw) - set(LANGS)
+    if extra:
+        raise fail(f"steps: unknown language {sorted(map(str, extra))[0]!r}")
+    steps: dict[str, list[str]] = {}
+    for lang in LANGS:
+        lst = steps_raw.get(lang)
+        if not isinstance(lst, list) or not lst or not all(
+            isinstance(s, str) and s.strip() for s in lst
+        ):
+            raise fail(f"steps: missing the {lang} translation (a non-empty list of text)")
+        steps[lang] = [s.strip() for s in lst]
+    if len(steps["en"]) != len(steps["ru"]):
+        raise fail("steps: en and ru have a different number of steps")
+    for lang in LANGS:
+        for text in (title[lang], *steps[lang]):
+            if text.count("[[") != text.count("]]"):
+                raise fail(f"unbalanced [[ ]] in the {lang} text")
+    links = _str_list(raw.get("links"), path, rid, "links")
+    for link in links:
+        if not _LINK_RE.match(link):
+            raise fail(f"link {link!r} is not an http(s) URL")
+    examples = _examples(raw.get("examples"), fail, "examples")
+    if not examples:
+        raise fail("needs at least one example")
+    counter = _examples(raw.get("counterexamples"), fail, "counterexamples")
+    return {
+        "id": rid,
+        "category": raw["category"],
+        "severity": raw["severity"],
+        "priority": priority,
+        "file": path,
+        "text": m["text"],
+        "unless": m["unless"],
+        "code": m["code"],
+        "enhanced": m["enhanced"],
+        "protocol": m["protocol"],
+        "provider": m["provider"],
+        "signal": m["signal"],
+        "title": title,
+        "steps": steps,
+        "links": links,
+        "examples": examples,
+        "counterexamples": counter,
+    }
+
+
+def _examples(value: Any, fail: Any, what: str) -> list[dict[str, Any]]:
+    from maildiag.signals import SIGNALS
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(f"{what} must be a list")
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, dict):
+            raise fail(f"{what}: each is a text or a mapping (text, signal, protocol, provider)")
+        unknown = set(item) - _EXAMPLE_KEYS
+        if unknown:
+            raise fail(f"{what}: unknown key {sorted(map(str, unknown))[0]!r}")
+        ex = {k: item.get(k) for k in _EXAMPLE_KEYS}
+        if not all(v is None or isinstance(v, str) for v in ex.values()):
+            raise fail(f"{what}: text, signal, protocol and provider are strings")
+        if not ex["text"] and not ex["signal"]:
+            raise fail(f"{what}: an example needs a text or a signal")
+        if ex["signal"] and ex["signal"] not in SIGNALS and ex["signal"] not in ("reply", UNEXPLAINED):
+            raise fail(f"{what}: unknown signal {ex['signal']!r}")
+        ex["text"] = ex["text"] or ""
+        out.append(ex)
+    return out
+
+
+# --------------------------------------------------------------------------- regex analysis
+
+
+def regex_problem(src: str) -> str | None:
+    """Why a rule regex is unsafe or invalid, or None when it is fine."""
+    try:
+        re.compile(src, RE_FLAGS)
+    except re.error as exc:
+        return f"does not compile: {exc}"
+    import re._constants as c
+    import re._parser as p
+
+    tree = p.parse(src, RE_FLAGS)
+
+    def walk(items: Any, inside_repeat: bool) -> str | None:
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+                lo, hi, body = av
+                if hi == c.MAXREPEAT or hi > MAX_REPEAT_BOUND:
+                    return "unbounded repeat (*, + or {n,}): write a bound such as {0,80}"
+                if inside_repeat and hi > 1 and _has_repeat(body, c):
+                    return "nested quantifiers (catastrophic backtracking)"
+                problem = walk(body, inside_repeat or hi > 1)
+                if problem:
+                    return problem
+            elif op == c.SUBPATTERN:
+                problem = walk(av[3], inside_repeat)
+                if problem:
+                    return problem
+            elif op == c.BRANCH:
+                for branch in av[1]:
+                    problem = walk(branch, inside_repeat)
+                    if problem:
+                        return problem
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                problem = walk(av[1], inside_repeat)
+                if problem:
+                    return problem
+            elif op == c.GROUPREF:
+                return "back-references are not allowed"
+        return None
+
+    return walk(tree, False)
+
+
+def _has_repeat(items: Any, c: Any) -> bool:
+    for op, av in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[1] > 1:
+            return True
+        if op == c.SUBPATTERN and _has_repeat(av[3], c):
+            return True
+        if op == c.BRANCH and any(_has_repeat(b, c) for b in av[1]):
+            return True
+    return False
+
+
+def required_literals(src: str) -> list[str] | None:
+    """Lower-cased literals one of which every match of ``src`` contains; None if unknown.
+
+    Used as a prefilter: a regex runs only when one of its literals is in the text.
+    """
+    import re._constants as c
+    import re._parser as p
+
+    tree = p.parse(src, RE_FLAGS)
+    found = _required(list(tree), c)
+    if not found or min(len(s) for s in found) < 3:
+        return None
+    return sorted(set(found))
+
+
+def _required(items: list[Any], c: Any) -> list[str] | None:
+    candidates: list[list[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) >= 3:
+            candidates.append(["".join(run).lower()])
+        run.clear()
+
+    for op, av in items:
+        if op == c.LITERAL:
+            run.append(chr(av))
+            continue
+        if op == c.IN and len(av) == 1 and av[0][0] == c.LITERAL:
+            run.append(chr(av[0][1]))
+            continue
+        if op == c.IN and av and all(o == c.LITERAL for o, _ in av):
+            chars = {chr(v).lower() for _, v in av}
+            if len(chars) == 1:
+                run.append(chars.pop())
+                continue
+        flush()
+        sub: list[str] | None = None
+        if op == c.SUBPATTERN:
+            sub = _required(list(av[3]), c)
+        elif op == c.BRANCH:
+            alts = [_required(list(b), c) for b in av[1]]
+            if all(alts):
+                sub = [s for alt in alts for s in alt]  # type: ignore[union-attr]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            sub = _required(list(av[2]), c)
+        if sub and min(len(s) for s in sub) >= 3:
+            candidates.append(sub)
+    flush()
+    if not candidates:
+        return None
+    # the best: the fewest alternatives whose shortest literal is longest
+    return max(candidates, key=lambda alts: (min(len(s) for s in alts) >= 5, -len(alts),
+                                              min(len(s) for s in alts)))
+
+
+# --------------------------------------------------------------------------- interception
+
+
+def load_interception_products(
+    extra_dirs: Sequence[str | Path] = (),
+) -> list[tuple[str, str]]:
+    """(issuer substring, product name) pairs of TLS-inspection products, from rules/*.yaml.
+
+    A certificate issuer (its full text, e.g. ``CN=Kaspersky Anti-Virus Personal Root``)
+    containing the substring (case-insensitively) names the product.
+    """
+    return list(RuleBase.load(extra_dirs).interception)
+
+
+def interception_product(issuer: str, products: Sequence[tuple[str, str]]) -> str | None:
+    """The product whose issuer substring the issuer text contains, if any."""
+    low = issuer.lower()
+    for needle, product in products:
+        if needle.lower() in low:
+            return product
+    return None
