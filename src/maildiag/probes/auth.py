@@ -1,26 +1,617 @@
 """The login stage: ``smtp.auth``, ``smtp.sender``, ``imap.auth``, ``pop3.auth``.
 
-Scaffold until the login checks land: they are reported as ``skip`` with their reason.
+The session hands us its connection after the final capabilities (``LoginState``); we run on
+that same connection and emit the remaining checks of the target.
+
+Without a password, ``smtp.auth`` learns whether the server demands AUTH by sending
+``MAIL FROM`` and ``RCPT TO`` (the user's own address) unauthenticated — Yandex refuses at MAIL,
+Postfix only at RCPT — and the other login checks are ``skip``. With a password we log in once
+per service per run (no retries: a locked account is worse than an incomplete report), and
+``smtp.sender`` tries ``MAIL FROM:<--from>`` / ``RCPT TO:<address>`` for that login.
+
+Safety (SPEC "what never happens"):
+
+* SMTP goes at most to MAIL/RCPT, then RSET and QUIT; never DATA or BDAT. IMAP sends only LOGIN
+  or AUTHENTICATE and LOGOUT; POP3 only USER/PASS or AUTH and QUIT.
+* A password goes out only over TLS with a verified certificate, or in clear text when the user
+  asked for ``/plain`` (then ``auth.plain_connection`` says so).
+* The password and every encoding of it we send are redacted from the transcript lines we
+  write (``shown=``) and from every text we put into an observation (``Redactor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import base64
+import hmac
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from maildiag.address import Address
+from maildiag.address import Address, AddressError, parse_address
 from maildiag.config import RunConfig
-from maildiag.models import Observation
+from maildiag.errors import NetError, ProtocolViolation, StepTimeout
+from maildiag.models import Observation, Problem, Security, Service, Status
+from maildiag.probes import smtp
+from maildiag.probes.base import Reply
+from maildiag.probes.imap import Imap
+from maildiag.probes.pop3 import Pop3, parse_status
 from maildiag.probes.session import LoginState
+
+MASK = "********"
+
+# Mechanisms we can speak, best first. Over TLS PLAIN is simplest and universal; in clear text
+# (only when the user asked for /plain) CRAM-MD5 keeps the password itself off the wire.
+_OVER_TLS = ("PLAIN", "LOGIN", "CRAM-MD5")
+_IN_CLEAR = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+# An unauthenticated MAIL/RCPT refusal that is about TLS, not about AUTH (RFC 3207, 5.7.11).
+_TLS_DEMAND = re.compile(r"starttls|\btls\b|encrypt|5\.7\.11|privacy", re.I)
+# ... and one that means "authenticate first" (Yandex "Send auth command first", Postfix
+# "not logged in", "Relay access denied" for a submission server, RFC 4954 530 5.7.0).
+_AUTH_DEMAND = re.compile(
+    r"auth|logged in|log ?in|sign in|relay access denied|relaying denied|relay not permitted|"
+    r"not permitted to relay|access denied|5\.7\.0", re.I)
+
+_AUTH_CHECKS = {
+    Service.SMTP: ("auth", "sender"),
+    Service.IMAP: ("auth",),
+    Service.POP3: ("auth",),
+}
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+class Redactor:
+    """Replaces the password and every encoded form of it we sent with ``********``."""
+
+    __slots__ = ("_lock", "_secrets")
+
+    def __init__(self, password: str | None) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()  # replaced whole, so readers need no lock
+        if password:
+            self.add(password, _b64(password))
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secrets)"
+
+    def add(self, *secrets: str) -> None:
+        with self._lock:
+            merged = set(self._secrets) | {s for s in secrets if s}
+            # longest first, so a base64 form is masked whole before any shorter secret
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, MASK)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """``value`` with every string in it (dicts, lists, tuples) redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, Mapping):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.value(v) for v in value)
+        return value
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return base64.b64encode(raw).decode("ascii")
+
+
+def plain_response(login: str, password: str) -> str:
+    """RFC 4616: authzid (empty) NUL authcid NUL passwd, base64."""
+    return _b64(f"\0{login}\0{password}")
+
+
+def cram_md5_response(login: str, password: str, challenge_b64: str) -> str:
+    """RFC 2195: base64(login SP hex(HMAC-MD5(password, challenge)))."""
+    try:
+        challenge = base64.b64decode(challenge_b64.strip(), validate=True)
+    except ValueError:
+        raise ProtocolViolation("the CRAM-MD5 challenge is not base64") from None
+    digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+    return _b64(f"{login} {digest}")
+
+
+# -- the plan: who logs in as what ----------------------------------------------------------
+
+@dataclass
+class LoginPlan:
+    """What every login of one run uses; built once from the config and the provider."""
+
+    address: Address
+    password: str | None = field(repr=False)
+    sender: str
+    given_login: str | None
+    provider: Any = field(default=None, repr=False)
+    custom_domain: bool = False
+    redact: Redactor = field(default_factory=lambda: Redactor(None), repr=False)
+
+    def expected_login(self, service: Service) -> tuple[str | None, str | None]:
+        """The provider's login (and its form: address|localpart) for this service, if known."""
+        p = self.provider
+        if p is None or not callable(getattr(p, "login_for", None)):
+            return None, None
+        try:
+            login = p.login_for(self.address, self.custom_domain, service)
+        except TypeError:  # an older provider model without the per-service form
+            try:
+                login = p.login_for(self.address, self.custom_domain)
+            except Exception:  # noqa: BLE001 - a provider quirk must not cost the login check
+                return None, None
+        except Exception:  # noqa: BLE001
+            return None, None
+        if not isinstance(login, str) or not login:
+            return None, None
+        form = "address" if "@" in login else "localpart"
+        return login, form
+
+    def login(self, service: Service) -> str:
+        if self.given_login:
+            return self.given_login
+        expected, _ = self.expected_login(service)
+        return expected or self.address.original
+
+
+def make_plan(config: RunConfig, address: Address, provider: Any) -> LoginPlan:
+    sender = config.sender or address.original
+    custom = False
+    if provider is not None:
+        domains = {str(d).lower() for d in (getattr(provider, "domains", ()) or ())}
+        custom = bool(domains) and address.domain not in domains and \
+            address.ascii_domain not in domains
+    return LoginPlan(address=address, password=config.password, sender=sender,
+                     given_login=config.login, provider=provider, custom_domain=custom,
+                     redact=Redactor(config.password))
 
 
 def make_login_stage(config: RunConfig, address: Address,
                      provider: Any) -> Callable[[LoginState], None]:
+    """The stage every session of this run calls; one login attempt per service per run."""
+    plan = make_plan(config, address, provider)
+    lock = threading.Lock()
+    tried: dict[Service, str] = {}
+
     def stage(state: LoginState) -> None:
-        state.session.skip_reason = "the login checks are not built yet"
+        service = state.target.service
+        first = True
+        if plan.password is not None:
+            with lock:
+                first = service not in tried
+                if first:
+                    tried[service] = state.target.label
+        if not first:
+            _Login(state, plan).skip_all(
+                f"the login was already tried on {tried[service]} (one attempt per service "
+                "per run)")
+            return
+        _Login(state, plan).run()
 
     return stage
 
 
+# -- one session's login checks ---------------------------------------------------------------
+
+class _Stop(Exception):
+    """Ends the stage early; everything it had to say is already emitted."""
+
+
+class _Login:
+    def __init__(self, state: LoginState, plan: LoginPlan) -> None:
+        self.state = state
+        self.plan = plan
+        self.conn = state.conn
+        self.session = state.session
+        self.service = state.target.service
+        self.redact = plan.redact
+        self.login = plan.login(self.service)
+        if plan.password is not None:
+            self.redact.add(plain_response(self.login, plan.password),
+                            _b64(f"{self.login}\0{self.login}\0{plan.password}"))
+        self.emitted: set[str] = set()
+
+    # -- emitting --------------------------------------------------------------------------
+    def emit(self, name: str, status: Status, summary: str, *,
+             data: dict[str, Any] | None = None, problems: Sequence[Problem] = ()) -> None:
+        self._scrub_transcript()
+        r = self.redact
+        self.emitted.add(name)
+        self.session.emit(
+            name, status, r(summary), data=r.value(data or {}),
+            problems=tuple(Problem(p.signal, r(p.text), r.value(dict(p.params)))
+                           for p in problems))
+
+    def _scrub_transcript(self) -> None:
+        """Our ``shown=`` lines are already masked; this catches a server echoing a secret."""
+        t = self.session.transcript
+        for i, line in enumerate(t):
+            clean = self.redact(line)
+            if clean != line:
+                t[i] = clean
+
+    def skip_all(self, reason: str) -> None:
+        for name in _AUTH_CHECKS[self.service]:
+            if name not in self.emitted:
+                self.emit(name, Status.SKIP, reason)
+
+    def problem(self, signal: str, text: str = "", **extra: Any) -> Problem:
+        return self.session.problem(signal, text, **extra)
+
+    def broke(self, exc: NetError | ProtocolViolation, name: str) -> None:
+        signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
+        if isinstance(exc, StepTimeout):
+            signal = "connect.timeout"
+        self.session.skip_reason = f"the server broke off during {self.service}.{name}"
+        self.emit(name, Status.FAIL, str(exc), problems=(self.problem(
+            signal, str(exc), timeout=f"{self.session.env.config.timeout:g}",
+            expected=str(self.service), heard="a broken reply"),))
+
+    # -- the sequence ----------------------------------------------------------------------
+    def run(self) -> None:
+        current = "auth"
+        try:
+            if self.service is Service.SMTP:
+                if self.plan.password is None:
+                    self.smtp_unauthenticated()
+                else:
+                    current = self.smtp_login_and_sender()
+            elif self.plan.password is None:
+                self.goodbye()
+                self.emit("auth", Status.SKIP, "needs a password (--password-env or "
+                          "--ask-password)")
+            elif self.service is Service.IMAP:
+                self.imap_login()
+            else:
+                self.pop3_login()
+        except _Stop:
+            pass
+        except (NetError, ProtocolViolation) as exc:
+            pending = [n for n in _AUTH_CHECKS[self.service] if n not in self.emitted]
+            self.broke(exc, pending[0] if pending else current)
+        finally:
+            self.skip_all(self.session.skip_reason or "an earlier login step did not finish")
+
+    def goodbye(self) -> None:
+        """RSET (SMTP) and QUIT/LOGOUT, best effort: the session closes the socket anyway."""
+        try:
+            if self.service is Service.SMTP:
+                smtp.command(self.conn, "RSET")
+            self.state.dialect.quit(self.conn)
+        except (NetError, ProtocolViolation):
+            pass
+
+    def may_send_password(self) -> bool:
+        """Only over verified TLS, or in clear text when the user asked for /plain."""
+        s = self.state
+        if s.tls and s.trusted:
+            return True
+        if s.tls:
+            reason = ("the server's certificate could not be verified: the password was not "
+                      "sent")
+        elif s.target.security is Security.PLAIN:
+            return True
+        else:
+            reason = "the connection is not encrypted: the password was not sent"
+        self.session.skip_reason = reason
+        self.goodbye()
+        self.skip_all(reason)
+        return False
+
+    def clear_text_problems(self) -> list[Problem]:
+        if self.state.tls:
+            return []
+        return [self.problem("auth.plain_connection", "", login=self.login)]
+
+    def refusal_problems(self, reply_text: str, **extra: Any) -> list[Problem]:
+        """The server's refusal for the rules, plus the login form the provider expects."""
+        problems = [self.problem("reply", reply_text, login=self.login, **extra)]
+        expected, form = self.plan.expected_login(self.service)
+        if expected is not None and expected != self.login:
+            problems.append(self.problem("auth.login_form", reply_text, expected_login=expected,
+                                         form=form, login=self.login))
+        return problems
+
+    def base_data(self, **extra: Any) -> dict[str, Any]:
+        return {"login": self.login, "tls": self.state.tls,
+                "mechanisms": self.state.caps.auth_mechanisms(), **extra}
+
+    # -- SMTP ------------------------------------------------------------------------------
+    def mail_path(self, text: str) -> str:
+        """``<addr>`` with the domain in A-labels, plus SMTPUTF8 when the local part needs it."""
+        try:
+            a = parse_address(text)
+            path = f"<{a.local}@{a.ascii_domain}>"
+            needs_utf8 = not a.local.isascii()
+        except AddressError:
+            path, needs_utf8 = f"<{text}>", not text.isascii()
+        if needs_utf8 and self.state.caps.has("SMTPUTF8"):
+            path += " SMTPUTF8"
+        return path
+
+    def envelope(self, sender: str) -> tuple[str, Reply]:
+        """MAIL FROM then, if accepted, RCPT TO the user's own address: where it stopped."""
+        reply = smtp.command(self.conn, f"MAIL FROM:{self.mail_path(sender)}")
+        if not reply.ok:
+            return "MAIL", reply
+        rcpt = smtp.command(self.conn, f"RCPT TO:{self.mail_path(self.plan.address.original)}")
+        return "RCPT", rcpt
+
+    def smtp_unauthenticated(self) -> None:
+        stage, reply = self.envelope(self.plan.address.original)
+        data: dict[str, Any] = {"mechanisms": self.state.caps.auth_mechanisms(),
+                                "tls": self.state.tls}
+        self.goodbye()
+        if reply.ok:
+            data["auth_required"] = False
+            self.emit("auth", Status.OK, "MAIL FROM and RCPT TO were accepted without "
+                      "authentication", data=data)
+        elif not _TLS_DEMAND.search(reply.text) and (
+                reply.code == 530 or _AUTH_DEMAND.search(reply.text)):
+            data.update(auth_required=True, refused_at=stage, reply=reply.text)
+            self.emit("auth", Status.OK, f"authentication is required (refused at {stage}): "
+                      + _first(reply), data=data,
+                      problems=(self.problem("auth.required", reply.text, refused_at=stage),))
+        else:
+            data.update(auth_required=None, refused_at=stage, reply=reply.text)
+            status = Status.WARN if reply.code is not None and reply.code < 500 else Status.FAIL
+            self.emit("auth", status, f"refused at {stage}: {_first(reply)}", data=data,
+                      problems=(self.problem("reply", reply.text, refused_at=stage),))
+        self.emit("sender", Status.SKIP, "needs a password (--password-env or --ask-password)")
+
+    def smtp_login_and_sender(self) -> str:
+        if not self.may_send_password():
+            return "auth"
+        if not self.smtp_authenticate():
+            self.goodbye()
+            self.emit("sender", Status.SKIP, "the login did not succeed")
+            return "auth"
+        stage, reply = self.envelope(self.plan.sender)
+        self.goodbye()
+        data = {"login": self.login, "sender": self.plan.sender,
+                "recipient": self.plan.address.original}
+        if reply.ok:
+            self.emit("sender", Status.OK, f"MAIL FROM:<{self.plan.sender}> and RCPT TO:"
+                      f"<{self.plan.address.original}> accepted for login {self.login}",
+                      data={**data, "accepted": True})
+        else:
+            self.emit("sender", Status.FAIL, f"refused at {stage}: {_first(reply)}",
+                      data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
+                      problems=(self.problem("reply", reply.text, refused_at=stage,
+                                             sender=self.plan.sender, login=self.login),))
+        return "sender"
+
+    def smtp_authenticate(self) -> bool:
+        """One AUTH exchange; emits ``smtp.auth``; True when the server accepted it."""
+        offered = self.state.caps.auth_mechanisms()
+        order = _OVER_TLS if self.state.tls else _IN_CLEAR
+        mech = next((m for m in order if m in offered), None)
+        extra = self.clear_text_problems()
+        if mech is None:
+            if offered or self.state.tls:
+                self.no_mechanism(offered, self.state.caps.reply.text if self.state.caps.reply
+                                  else "")
+                return False
+            # Plain connection without AUTH listed: ask without credentials so the server
+            # says why in its own words (538 5.7.11 Encryption required ...).
+            reply = smtp.command(self.conn, "AUTH PLAIN")
+            if reply.code != 334:
+                if _TLS_DEMAND.search(reply.text):
+                    self.emit("auth", Status.FAIL, f"AUTH refused: {_first(reply)}",
+                              data=self.base_data(accepted=False, reply=reply.text),
+                              problems=(self.problem("reply", reply.text),))
+                else:
+                    self.no_mechanism(offered, reply.text)
+                return False
+            reply = self.smtp_send_secret(plain_response(self.login, self.password))
+            mech = "PLAIN"
+        elif mech == "PLAIN":
+            secret = plain_response(self.login, self.password)
+            reply = smtp.command(self.conn, f"AUTH PLAIN {secret}", shown=f"AUTH PLAIN {MASK}")
+            if reply.code == 334:  # a server that wants the response on its own line
+                reply = self.smtp_send_secret(plain_response(self.login, self.password))
+        elif mech == "LOGIN":
+            reply = smtp.command(self.conn, "AUTH LOGIN")
+            if reply.code == 334:
+                reply = self.smtp_send_secret(_b64(self.login))
+            if reply.code == 334:
+                reply = self.smtp_send_secret(_b64(self.password))
+        else:  # CRAM-MD5
+            reply = smtp.command(self.conn, "AUTH CRAM-MD5")
+            if reply.code == 334:
+                response = cram_md5_response(self.login, self.password, reply.text[4:])
+                self.redact.add(response)
+                reply = self.smtp_send_secret(response)
+        if reply.code == 334:  # still asking: cancel (RFC 4954 4), never guess further
+            reply = smtp.command(self.conn, "*")
+        data = self.base_data(mechanism=mech)
+        if reply.code is not None and 200 <= reply.code < 300:
+            self.emit("auth", Status.WARN if extra else Status.OK,
+                      f"logged in as {self.login} with AUTH {mech}",
+                      data={**data, "accepted": True}, problems=extra)
+            return True
+        self.emit("auth", Status.FAIL, f"AUTH {mech} refused: {_first(reply)}",
+                  data={**data, "accepted": False, "refused_at": "credentials",
+                        "reply": reply.text},
+                  problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra])
+        return False
+
+    def smtp_send_secret(self, line: str) -> Reply:
+        return smtp.command(self.conn, line, shown=MASK)
+
+    def no_mechanism(self, offered: Sequence[str], text: str) -> None:
+        listed = " ".join(offered) or "none"
+        self.emit("auth", Status.FAIL, f"no AUTH mechanism maildiag can use (offered: {listed})",
+                  data=self.base_data(accepted=None),
+                  problems=(self.problem("auth.no_mechanism", text, offered=listed),))
+
+    @property
+    def password(self) -> str:
+        assert self.plan.password is not None
+        return self.plan.password
+
+    # -- IMAP ------------------------------------------------------------------------------
+    def imap_login(self) -> None:
+        caps = self.state.caps
+        if caps.has("LOGINDISABLED") and not self.state.tls:
+            text = caps.reply.text if caps.reply else "LOGINDISABLED"
+            self.emit_after_goodbye("auth", Status.FAIL, "the server refuses logins before TLS "
+                                    "(LOGINDISABLED)", data=self.base_data(accepted=None),
+                                    problems=(self.problem("auth.plaintext_refused", text),))
+            return
+        if not self.may_send_password():
+            return
+        dialect = self.state.dialect
+        assert isinstance(dialect, Imap)
+        extra = self.clear_text_problems()
+        quoted = _imap_quoted(self.login), _imap_quoted(self.password)
+        use_login = (not caps.has("LOGINDISABLED") and None not in quoted)
+        if use_login:
+            mech = "LOGIN"
+            self.redact.add(quoted[1] or "")
+            reply = dialect.command(self.conn, f"LOGIN {quoted[0]} {quoted[1]}",
+                                    shown=f"LOGIN {quoted[0]} {MASK}")
+        else:
+            mech = "AUTHENTICATE PLAIN"
+            reply = self.imap_authenticate_plain(dialect)
+        data = self.base_data(mechanism=mech)
+        text = _imap_text(reply)
+        if reply.ok:
+            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
+                                    f"logged in as {self.login} with {mech}",
+                                    data={**data, "accepted": True}, problems=extra)
+        else:
+            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_last_line(text)}",
+                                    data={**data, "accepted": False,
+                                          "refused_at": "credentials", "reply": text},
+                                    problems=[*self.refusal_problems(text, mechanism=mech),
+                                              *extra])
+
+    def imap_authenticate_plain(self, dialect: Imap) -> Reply:
+        secret = plain_response(self.login, self.password)
+        tag = dialect.next_tag()
+        if self.state.caps.has("SASL-IR"):
+            self.conn.send_line(f"{tag} AUTHENTICATE PLAIN {secret}",
+                                shown=f"{tag} AUTHENTICATE PLAIN {MASK}")
+            return dialect.read_response(self.conn, tag)
+        self.conn.send_line(f"{tag} AUTHENTICATE PLAIN")
+        line = self.conn.read_line()
+        if line.startswith("+"):
+            self.conn.send_line(secret, shown=MASK)
+            return dialect.read_response(self.conn, tag)
+        if line.startswith(tag + " "):
+            from maildiag.probes.imap import parse_tagged
+
+            return parse_tagged(tag, [line])
+        rest = dialect.read_response(self.conn, tag)
+        return Reply(rest.ok, "\n".join([line, rest.text]), lines=(line, *rest.lines))
+
+    def emit_after_goodbye(self, name: str, status: Status, summary: str, **kw: Any) -> None:
+        self.goodbye()
+        self.emit(name, status, summary, **kw)
+
+    # -- POP3 ------------------------------------------------------------------------------
+    def pop3_login(self) -> None:
+        if not self.may_send_password():
+            return
+        dialect = self.state.dialect
+        assert isinstance(dialect, Pop3)
+        caps = self.state.caps
+        extra = self.clear_text_problems()
+        sasl = self.state.caps.auth_mechanisms()
+        if caps.has("USER") or not caps.items or "PLAIN" not in sasl:
+            mech = "USER/PASS"
+            reply = dialect.command(self.conn, f"USER {self.login}")
+            if reply.ok:
+                reply = dialect.command(self.conn, f"PASS {self.password}",
+                                        shown=f"PASS {MASK}")
+        else:
+            mech = "AUTH PLAIN"
+            self.conn.send_line(f"AUTH PLAIN {plain_response(self.login, self.password)}",
+                                shown=f"AUTH PLAIN {MASK}")
+            line = self.conn.read_line()
+            if line.startswith("+ ") or line == "+":  # wants the response on its own line
+                self.conn.send_line("*")  # RFC 5034 4: cancel, never guess further
+                line = self.conn.read_line()
+            reply = parse_status(line)
+        data = self.base_data(mechanism=mech)
+        if reply.ok:
+            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
+                                    f"logged in as {self.login} with {mech}",
+                                    data={**data, "accepted": True}, problems=extra)
+        else:
+            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_first(reply)}",
+                                    data={**data, "accepted": False,
+                                          "refused_at": "credentials", "reply": reply.text},
+                                    problems=[*self.refusal_problems(reply.text, mechanism=mech),
+                                              *extra])
+
+
+def _imap_quoted(text: str) -> str | None:
+    """An IMAP quoted string, or None when it needs a literal (non-ASCII, CR, LF, NUL)."""
+    if not text.isascii() or any(c in text for c in "\r\n\0"):
+        return None
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _imap_text(reply: Reply) -> str:
+    """The server's words: untagged lines as sent, the tagged completion without our tag."""
+    lines = list(reply.lines) or reply.text.splitlines()
+    if lines:
+        head, _, rest = lines[-1].partition(" ")
+        if head and not head.startswith(("*", "+")):
+            lines[-1] = rest
+    return "\n".join(line for line in lines if not line.startswith("+"))
+
+
+def _first(reply: Reply) -> str:
+    return reply.text.splitlines()[0][:200] if reply.text else ""
+
+
+def _last_line(text: str) -> str:
+    """IMAP: the tagged completion is the line that says what happened."""
+    return text.splitlines()[-1][:200] if text else ""
+
+
+# -- across protocols ----------------------------------------------------------------------
+
+_LOGIN_CHECKS = ("smtp.auth", "imap.auth", "pop3.auth")
+
+
 def cross_check(observations: Sequence[Observation]) -> list[Observation]:
-    return list(observations)
+    """A login refused by one protocol but accepted by another is ``protocol_disabled``.
+
+    Dovecot answers a POP3 login of a user whose POP3 is switched off exactly as it answers a
+    wrong password ("-ERR [AUTH] Authentication failed."); only the same login and password
+    working over IMAP or SMTP tells the two apart.
+    """
+    accepted: dict[str, list[str]] = {}
+    for obs in observations:
+        if obs.check in _LOGIN_CHECKS and obs.data.get("accepted") is True:
+            accepted.setdefault(str(obs.data.get("login")), []).append(obs.check.split(".")[0])
+    if not accepted:
+        return list(observations)
+    out: list[Observation] = []
+    for obs in observations:
+        by = accepted.get(str(obs.data.get("login")), [])
+        mine = obs.check.split(".")[0]
+        others = sorted({s for s in by if s != mine})
+        if (obs.check in _LOGIN_CHECKS and obs.data.get("accepted") is False
+                and obs.data.get("refused_at") == "credentials" and others):
+            problems: list[Problem] = []
+            for p in obs.problems:
+                if p.signal == "reply":
+                    problems.append(Problem("auth.protocol_disabled", p.text,
+                                            {**p.params, "accepted_by": ", ".join(others)}))
+                elif p.signal != "auth.login_form":  # the same login works elsewhere
+                    problems.append(p)
+            obs = replace(obs, problems=tuple(problems),
+                          data={**obs.data, "accepted_by": others})
+        out.append(obs)
+    return out
