@@ -52,12 +52,13 @@ def run_check(
                    login_stage=auth.make_login_stage(config, address, found.provider))
 
     jobs: list[Job] = [session_job(t, make_env) for t in targets]
-    jobs.append(clock.clock_job(config, now=now, provider=found.provider))
+    jobs.append(clock.clock_job(config, now=now, provider=found.provider, targets=targets, dns=dns))
     # The whole run is bounded: what the sessions have not said by then is reported as such.
     remaining = max(config.run_deadline - (time.monotonic() - started), config.timeout)
     observations = run_jobs(jobs, deadline=remaining, max_per_host=config.max_per_host,
                             on_observation=on_observation)
     observations = auth.cross_check([found.dns, *observations])
+    observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
     results, findings = diagnose(observations, rules, lang=config.lang, provider=provider_id,
                                  servers=targets)
     status, exit_code = overall(results)

@@ -32,7 +32,7 @@ from maildiag.probes.base import Capabilities, Dialect, Reply, identify
 from maildiag.probes.imap import Imap
 from maildiag.probes.pop3 import Pop3
 from maildiag.probes.smtp import Smtp
-from maildiag.probes.tls import judge
+from maildiag.probes.tls import assess, judge
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -236,7 +236,7 @@ class Session:
             return None
         if conn2 is None or session is None:
             return None
-        self._emit_tls(session, failure, started)
+        self._emit_tls(session, failure, started, conn2)
         dialect = make_dialect(self.target.service)
         greeting = self._greeting(conn2, dialect)
         if greeting is None:
@@ -246,11 +246,13 @@ class Session:
             self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
         return conn2
 
-    def _emit_tls(self, session: TlsSession, failure: TlsFailed | None, started: float) -> None:
+    def _emit_tls(self, session: TlsSession, failure: TlsFailed | None, started: float,
+                  conn: Conn | None = None, mode: Security = Security.SSL) -> None:
         cfg = self.env.config
+        facts = assess(self, conn, session, failure, mode)  # the chain; interception evidence
         obs = judge(self.target, session, failure, now=self.env.now(), warn_days=cfg.warn_days,
                     crit_days=cfg.crit_days, duration_ms=int((time.monotonic() - started) * 1000),
-                    transcript=self._slice())
+                    transcript=self._slice(), facts=facts)
         self.emit_observation(obs)
 
     # -- plaintext first (STARTTLS, plain, or unknown) -----------------------------------------
@@ -290,7 +292,7 @@ class Session:
                       data={"mode": "ssl", "greeting": greeting.text})
         else:
             self._emit_mismatch(greeting, actual=Security.SSL)
-        self._emit_tls(session, failure, started)
+        self._emit_tls(session, failure, started, conn2)
         caps = self._capabilities(conn2, dialect, greeting, before=None)
         if caps is not None:
             self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
@@ -379,7 +381,7 @@ class Session:
                                                  verify_message=failure.verify_message or ""),))
                 self.skip_reason = "the certificate could not be fetched again"
                 return conn
-        self._emit_tls(session, failure, started)
+        self._emit_tls(session, failure, started, conn, Security.STARTTLS)
         caps_after = self._read_caps(conn, dialect, greeting, after_tls=True)
         if caps_after is None:
             return conn

@@ -1,20 +1,50 @@
-"""Judge a TLS session: protocol version, certificate validity window, hostname, trust.
+"""Judge a TLS session: protocol version, chain, validity windows, hostname, trust, interception.
 
 The handshake itself happens in the session (implicit TLS or after STARTTLS) with a verifying
-context; when verification fails the session fetches the chain again without verifying, so this
-module can still report what the server sent (STYLE.md 8: fetch the chain even when it is bad).
+context (certifi plus ``--ca-file``); when verification fails the session fetches the chain again
+without verifying, so this module can still report what the server sent (STYLE.md 8: fetch the
+chain even when it is bad).
+
+``assess()`` gathers what ``judge()`` needs beyond the handshake, with the network when it must:
+
+- the chain the server sent. Python 3.11 has no public API for it; CPython 3.10-3.12 carry the
+  private ``SSLObject.get_unverified_chain()`` (public from 3.13), used when present. Without it
+  the chain is the leaf alone and ``chain_note`` says so;
+- for an untrusted chain (OpenSSL codes 2, 19, 20, 21), whether the operating system's trust store
+  (``load_default_certs()``: OpenSSL's default paths, honouring ``SSL_CERT_FILE`` and
+  ``SSL_CERT_DIR``; the system stores on Windows) accepts it — one more handshake, inside the
+  session so it counts toward the per-host connection cap — and whether an issuer in the chain
+  names a known inspection product (``interception:`` in rules/*.yaml). Either makes it
+  ``tls.interception`` instead of ``tls.cert_untrusted``.
+
+``judge()`` itself is a pure function of those facts. Expiry thresholds apply to the leaf and to
+every intermediate the server sent (a self-signed root it sends is ignored, as clients ignore it).
+Judging the windows by the reference clock is ``clock.reconcile()``'s job, after every check ran:
+``data.checked_at`` records the local time the certificates were judged at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from typing import Any
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from maildiag.errors import TlsFailed
-from maildiag.models import Observation, Problem, Status, Target
+from maildiag.errors import NetError, ProtocolViolation, TlsFailed
+from maildiag.models import Observation, Problem, Security, Status, Target
 from maildiag.net import TlsSession
 
+if TYPE_CHECKING:
+    from maildiag.net import Conn
+    from maildiag.probes.session import Session
+
 OLD_PROTOCOLS = {"TLSv1", "TLSv1.1", "SSLv3"}
+# OpenSSL X509_V_ERR_*: unable to get issuer (2), self-signed in chain (19), unable to get local
+# issuer (20), unable to verify leaf signature (21): the chain ends at a root we do not trust.
+UNTRUSTED_CODES = frozenset({2, 19, 20, 21})
+MAX_CHAIN = 10  # certificates described; a server sending more is odd, and we stay bounded
 
 
 def describe_certificate(der: bytes) -> dict[str, Any]:
@@ -45,6 +75,147 @@ def describe_certificate(der: bytes) -> dict[str, Any]:
     }
 
 
+
+@dataclass(frozen=True, slots=True)
+class OsStoreCheck:
+    """The second handshake against the operating system's trust store."""
+
+    verified: bool
+    verify_code: int | None = None
+    message: str = ""  # why it did not verify, or why it could not be tried
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFacts:
+    """What ``judge()`` needs beyond the handshake (see ``assess()``)."""
+
+    chain: tuple[bytes, ...] = ()  # DER, leaf first, as the server sent it; () when unknown
+    chain_note: str = ""  # why ``chain`` is missing
+    os_store: OsStoreCheck | None = None  # None: not tried (not needed, or not possible)
+    products: tuple[tuple[str, str], ...] = ()  # (issuer substring, product) from rules/
+
+
+def peer_chain(conn: Conn | None) -> tuple[tuple[bytes, ...], str]:
+    """The certificates the server sent (DER, leaf first), or () and the reason."""
+    sock = getattr(conn, "sock", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return (), "no TLS socket to read the chain from"
+    public = getattr(sock, "get_unverified_chain", None)  # Python >= 3.13
+    try:
+        if public is not None:
+            return tuple(bytes(c) for c in public()[:MAX_CHAIN]), ""
+        private = getattr(getattr(sock, "_sslobj", None), "get_unverified_chain", None)
+        if private is None:
+            return (), "this Python exposes only the leaf certificate"
+        certs = private() or []
+        der = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009 - private constant, 3.10-3.12
+        return tuple(c.public_bytes(der) for c in certs[:MAX_CHAIN]), ""
+    except (AttributeError, TypeError, ValueError, ssl.SSLError) as exc:
+        return (), f"the chain could not be read: {exc}"
+
+
+def os_store_context() -> ssl.SSLContext:
+    """A verifying context trusting only what the operating system trusts."""
+    import warnings
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with warnings.catch_warnings():  # TLS 1.0 is deprecated: we allow it only to report it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    with contextlib.suppress(ssl.SSLError):  # OpenSSL builds without SECLEVEL syntax
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)  # default paths; SSL_CERT_FILE/_DIR
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def check_os_store(sess: Session, mode: Security) -> OsStoreCheck:
+    """Handshake once more, in the mode the port really speaks, against the OS trust store."""
+    from maildiag.net import connect
+    from maildiag.probes.session import make_dialect
+
+    t = sess.target
+    cfg = sess.env.config
+    sess.transcript.append("-- again, verifying against the operating system's trust store --")
+    try:
+        ctx = os_store_context()
+    except (ssl.SSLError, OSError) as exc:
+        return OsStoreCheck(False, None, f"the system trust store could not be loaded: {exc}")
+    try:
+        conn = connect(t.host, t.port, timeout=cfg.timeout, dns=sess.env.dns,
+                       transcript=sess.transcript)
+    except NetError as exc:
+        return OsStoreCheck(False, None, f"could not connect again: {exc}")
+    try:
+        if mode is Security.STARTTLS:
+            dialect = make_dialect(t.service)
+            greeting = dialect.greeting(conn)
+            dialect.capabilities(conn, greeting)
+            if not dialect.starttls(conn).ok:
+                return OsStoreCheck(False, None, "STARTTLS refused on the second connection")
+        conn.start_tls(ctx, t.host)
+        return OsStoreCheck(True)
+    except TlsFailed as exc:
+        return OsStoreCheck(False, exc.verify_code, exc.verify_message or str(exc))
+    except (NetError, ProtocolViolation) as exc:
+        return OsStoreCheck(False, None, f"the second handshake failed: {exc}")
+    finally:
+        conn.close()
+
+
+def interception_products(rules_dirs: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+    """(issuer substring, product) pairs from the rule base; () when it cannot be read."""
+    try:
+        from maildiag.rulebase import RuleBaseError, load_interception_products
+    except ImportError:  # pragma: no cover - the rule base is part of the package
+        return ()
+    try:
+        return tuple((str(a), str(b)) for a, b in load_interception_products(rules_dirs))
+    except (RuleBaseError, OSError):
+        return ()  # the engine reports a broken rule base itself
+
+
+def match_product(issuers: Sequence[str], products: Sequence[tuple[str, str]]) -> str | None:
+    for issuer in issuers:
+        low = issuer.lower()
+        for needle, product in products:
+            if needle and needle.lower() in low:
+                return product
+    return None
+
+
+def assess(sess: Session, conn: Conn | None, session: TlsSession, failure: TlsFailed | None,
+           mode: Security) -> ChainFacts:
+    """The chain, and for an untrusted one the interception evidence (may handshake again)."""
+    chain, note = peer_chain(conn)
+    if failure is None or failure.verify_code not in UNTRUSTED_CODES:
+        return ChainFacts(chain, note)
+    products = interception_products(sess.env.config.rules_dirs)
+    issuers = [describe_certificate(d)["issuer_dn"] for d in chain or (session.cert_der or b"",)
+               if d]
+    if match_product(issuers, products):
+        return ChainFacts(chain, note, None, products)  # the issuer says it: no second handshake
+    return ChainFacts(chain, note, check_os_store(sess, mode), products)
+
+
+def _chain_entries(chain: Sequence[bytes], now: dt.datetime) -> list[dict[str, Any]]:
+    entries = []
+    for position, der in enumerate(chain):
+        try:
+            c = describe_certificate(der)
+        except ValueError:
+            entries.append({"position": position, "error": "unparsable certificate"})
+            continue
+        entries.append({
+            "position": position, "subject": c["subject"], "issuer": c["issuer"],
+            "issuer_dn": c["issuer_dn"], "not_before": c["not_before"].isoformat(),
+            "not_after": c["not_after"].isoformat(),
+            "days_to_expiry": (c["not_after"] - now).days, "self_signed": c["self_signed"],
+        })
+    return entries
+
+
 def judge(
     target: Target,
     session: TlsSession,
@@ -55,42 +226,73 @@ def judge(
     crit_days: int,
     duration_ms: int,
     transcript: tuple[str, ...] = (),
+    facts: ChainFacts | None = None,
 ) -> Observation:
     """The ``<svc>.tls`` observation for one handshake (``failure`` set when it did not verify)."""
-    data: dict[str, Any] = {"version": session.version, "cipher": session.cipher}
+    facts = facts or ChainFacts(chain_note="no chain was gathered")
+    data: dict[str, Any] = {"version": session.version, "cipher": session.cipher,
+                            "checked_at": now.isoformat()}
     problems: list[Problem] = []
     status = Status.OK
     base = {"service": str(target.service), "host": target.host, "port": target.port}
     cert = describe_certificate(session.cert_der) if session.cert_der else None
+    chain = list(facts.chain)
+    if session.cert_der and (not chain or chain[0] != session.cert_der):
+        chain = [session.cert_der]  # the leaf alone is what we surely know
+    entries = _chain_entries(chain, now)
+    data["chain"] = entries
+    data["chain_length"] = len(facts.chain) if facts.chain else None
+    if not facts.chain:
+        data["chain_note"] = facts.chain_note or "the chain was not available"
     days = None
     if cert:
         not_after: dt.datetime = cert["not_after"]
         days = (not_after - now).days
         data.update(
-            subject=cert["subject"], issuer=cert["issuer"], sans=cert["sans"],
-            not_before=cert["not_before"].isoformat(), not_after=not_after.isoformat(),
-            days_to_expiry=days,
+            subject=cert["subject"], issuer=cert["issuer"], issuer_dn=cert["issuer_dn"],
+            sans=cert["sans"], not_before=cert["not_before"].isoformat(),
+            not_after=not_after.isoformat(), days_to_expiry=days,
         )
+    data["verify_code"] = failure.verify_code if failure is not None else None
+    data["verify_message"] = failure.verify_message if failure is not None else None
+    if facts.os_store is not None:
+        data["os_store"] = {"verified": facts.os_store.verified,
+                            "verify_code": facts.os_store.verify_code,
+                            "message": facts.os_store.message}
     if failure is not None:
-        data["verify_code"] = failure.verify_code
-        data["verify_message"] = failure.verify_message
         status = Status.FAIL
         params = dict(base, verify_code=failure.verify_code,
                       verify_message=failure.verify_message or "",
-                      issuer=cert["issuer"] if cert else "", names=", ".join(cert["sans"]) if cert else "",
+                      issuer=cert["issuer"] if cert else "",
+                      names=", ".join(cert["sans"]) if cert else "",
                       not_after=data.get("not_after", ""), not_before=data.get("not_before", ""),
                       days=abs(days) if days is not None else "")
-        problems.append(Problem(failure.signal, str(failure), params))
-    elif days is not None and days <= warn_days:
-        status = Status.FAIL if days <= crit_days else Status.WARN
-        problems.append(Problem("tls.expiring", f"certificate expires in {days} days",
-                                dict(base, days=days, not_after=data["not_after"],
-                                     threshold=crit_days if days <= crit_days else warn_days)))
+        intercepted = _interception(failure, entries, facts)
+        if intercepted is not None:
+            data["interception"] = intercepted
+            problems.append(Problem("tls.interception", str(failure), dict(params, **intercepted)))
+        else:
+            problems.append(Problem(failure.signal, str(failure), params))
+    else:
+        expiring = _expiring(entries, warn_days)
+        if expiring is not None:
+            edays = expiring["days_to_expiry"]
+            status = Status.FAIL if edays <= crit_days else Status.WARN
+            which = "the certificate" if expiring["position"] == 0 else (
+                f"the intermediate certificate {expiring['subject']}")
+            problems.append(Problem(
+                "tls.expiring", f"{which} expires in {edays} days",
+                dict(base, days=edays, not_after=expiring["not_after"],
+                     threshold=crit_days if edays <= crit_days else warn_days,
+                     certificate=expiring["subject"], position=expiring["position"])))
     if session.version in OLD_PROTOCOLS and failure is None:
         status = Status.FAIL if status is Status.FAIL else Status.WARN
         problems.append(Problem("tls.old_protocol", f"the server negotiated {session.version}",
                                 dict(base, version=session.version)))
-    if failure is not None:
+    if failure is not None and "interception" in data:
+        product = data["interception"].get("product") or "a TLS-inspecting product"
+        summary = f"{session.version or 'TLS'}: certificate replaced by {product}"
+    elif failure is not None:
         summary = f"{session.version or 'TLS'}: {failure.verify_message or failure}"
     elif days is not None:
         summary = f"{session.version}, certificate valid for {days} days"
@@ -98,3 +300,32 @@ def judge(
         summary = f"{session.version}, no certificate"
     return Observation(f"{target.service}.tls", status, summary, target, data, tuple(problems),
                        transcript, duration_ms)
+
+
+def _interception(failure: TlsFailed, entries: list[dict[str, Any]],
+                  facts: ChainFacts) -> dict[str, Any] | None:
+    """Params of a ``tls.interception`` problem, or None when the failure is not one."""
+    if failure.verify_code not in UNTRUSTED_CODES:
+        return None
+    issuers = [e["issuer_dn"] for e in entries if "issuer_dn" in e]
+    product = match_product(issuers, facts.products)
+    os_trusted = facts.os_store is not None and facts.os_store.verified
+    if product is None and not os_trusted:
+        return None
+    # The top of the sent chain names the inspecting CA (the leaf's issuer when sent alone).
+    top = entries[-1] if entries else {}
+    out: dict[str, Any] = {"issuer": top.get("issuer", ""), "os_store_trusted": os_trusted,
+                           "evidence": "issuer" if product else "os_store"}
+    if product:
+        out["product"] = product
+    return out
+
+
+def _expiring(entries: list[dict[str, Any]], warn_days: int) -> dict[str, Any] | None:
+    """The certificate closest to expiry within ``warn_days``: the leaf and the intermediates."""
+    judged = [e for e in entries if "days_to_expiry" in e
+              and (e["position"] == 0 or not e["self_signed"])]
+    soonest = min(judged, key=lambda e: e["days_to_expiry"], default=None)
+    if soonest is None or soonest["days_to_expiry"] > warn_days:
+        return None
+    return soonest
