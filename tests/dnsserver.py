@@ -46,7 +46,9 @@ class DnsServer:
         silent: bool = False,
         ttl: int = 60,
     ) -> None:
-        self.zone = {_norm(n): {t.upper(): list(v) for t, v in types.items()} for n, types in zone.items()}
+        self.zone = {
+            _norm(n): {t.upper(): list(v) for t, v in types.items()} for n, types in zone.items()
+        }
         self.servfail = {_norm(n) for n in servfail}
         self.silent = silent
         self.ttl = ttl
@@ -129,7 +131,9 @@ class DnsServer:
             udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
             port = udp.server_address[1]
             try:
-                tcp = socketserver.ThreadingTCPServer(("127.0.0.1", port), Tcp, bind_and_activate=False)
+                tcp = socketserver.ThreadingTCPServer(
+                    ("127.0.0.1", port), Tcp, bind_and_activate=False
+                )
                 tcp.allow_reuse_address = True
                 tcp.server_bind()
                 tcp.server_activate()
@@ -142,8 +146,9 @@ class DnsServer:
         udp.daemon_threads = tcp.daemon_threads = True
         self._udp, self._tcp, self.port = udp, tcp, port
         for srv in (udp, tcp):
-            thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                                      daemon=True)
+            thread = threading.Thread(
+                target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         return self

@@ -12,7 +12,11 @@ from maildiag.address import AddressError, parse_address, to_ascii_host, to_unic
 def test_plain_address() -> None:
     a = parse_address("  Alice@Example.TEST ")
     assert (a.original, a.local, a.domain, a.ascii_domain) == (
-        "Alice@Example.TEST", "Alice", "example.test", "example.test")
+        "Alice@Example.TEST",
+        "Alice",
+        "example.test",
+        "example.test",
+    )
     assert a.ascii == "Alice@example.test"
     assert str(a) == "Alice@Example.TEST"
 
@@ -53,34 +57,44 @@ def test_local_part_is_nfc_normalised_but_not_case_folded() -> None:
     assert a.local != a.local.lower()
 
 
-@pytest.mark.parametrize("text", ["Alice Smith <alice@example.test>", "<alice@example.test>",
-                                  "mailto:alice@example.test", "MAILTO:alice@example.test?subject=x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Alice Smith <alice@example.test>",
+        "<alice@example.test>",
+        "mailto:alice@example.test",
+        "MAILTO:alice@example.test?subject=x",
+    ],
+)
 def test_pasted_forms(text: str) -> None:
     a = parse_address(text)
     assert (a.local, a.domain) == ("alice", "example.test")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("notanaddress", "not a mail address"),
-    ("a@b@c.test", "not a mail address"),
-    ("@example.test", "nothing before the @"),
-    ("a@", "no domain"),
-    ("a@localhost", "has no dot"),
-    ("a b@example.test", "not valid"),
-    (".a@example.test", "not valid"),
-    ("a..b@example.test", "not valid"),
-    ("a@[192.0.2.1]", "address literals"),
-    ("a@-bad.test", "start or end with '-'"),
-    ("a@exa mple.test", "invalid characters"),
-    ("a@при мер.рф", "not a valid domain name"),
-    ("a@ex!ample.test", "invalid characters"),
-    ("a@xn--zz.test", "not a valid domain name"),
-    ("a@" + "x" * 64 + ".test", "too long label"),
-    ("x" * 65 + "@example.test", "longer than 64 octets"),
-    ("a\n@example.test", "control characters"),
-    ("a@example.test\x00", "control characters"),
-    ("a@" + "b" * 2000 + ".test", "longer than 1024"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("notanaddress", "not a mail address"),
+        ("a@b@c.test", "not a mail address"),
+        ("@example.test", "nothing before the @"),
+        ("a@", "no domain"),
+        ("a@localhost", "has no dot"),
+        ("a b@example.test", "not valid"),
+        (".a@example.test", "not valid"),
+        ("a..b@example.test", "not valid"),
+        ("a@[192.0.2.1]", "address literals"),
+        ("a@-bad.test", "start or end with '-'"),
+        ("a@exa mple.test", "invalid characters"),
+        ("a@при мер.рф", "not a valid domain name"),
+        ("a@ex!ample.test", "invalid characters"),
+        ("a@xn--zz.test", "not a valid domain name"),
+        ("a@" + "x" * 64 + ".test", "too long label"),
+        ("x" * 65 + "@example.test", "longer than 64 octets"),
+        ("a\n@example.test", "control characters"),
+        ("a@example.test\x00", "control characters"),
+        ("a@" + "b" * 2000 + ".test", "longer than 1024"),
+    ],
+)
 def test_malformed_addresses_get_one_clear_line(text: str, words: str) -> None:
     with pytest.raises(AddressError) as info:
         parse_address(text)

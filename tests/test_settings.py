@@ -7,19 +7,36 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dnsserver import DnsServer, dns_zone  # noqa: F401 - fixture
+import dnsserver
+from dnsserver import DnsServer
 
 from maildiag.settings_cli import run_settings
+
+dns_zone = dnsserver.dns_zone  # the fixture: a loopback DNS server per test
 
 LOOP = ["127.0.0.1"]
 
 
-def settings(address: str, *, as_json: bool = False, lang: str = "en",
-             resolver: str | None = None, timeout: float = 2.0,
-             rules_dirs: tuple[str, ...] = ()) -> tuple[int, str, str]:
+def settings(
+    address: str,
+    *,
+    as_json: bool = False,
+    lang: str = "en",
+    resolver: str | None = None,
+    timeout: float = 2.0,
+    rules_dirs: tuple[str, ...] = (),
+) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run_settings(address, as_json=as_json, lang=lang, resolver=resolver, timeout=timeout,
-                        rules_dirs=rules_dirs, out=out, err=err)
+    code = run_settings(
+        address,
+        as_json=as_json,
+        lang=lang,
+        resolver=resolver,
+        timeout=timeout,
+        rules_dirs=rules_dirs,
+        out=out,
+        err=err,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -63,7 +80,9 @@ def test_yandex_json() -> None:
     assert doc["address"] == "user@ya.ru"
     assert doc["discovery"] == {"source": "provider", "provider": "yandex"}
     assert doc["certainty"] == "certain"
-    assert [(s["service"], s["host"], s["port"], s["security"], s["login"]) for s in doc["servers"]] == [
+    assert [
+        (s["service"], s["host"], s["port"], s["security"], s["login"]) for s in doc["servers"]
+    ] == [
         ("imap", "imap.yandex.ru", 993, "ssl", "user"),
         ("pop3", "pop.yandex.ru", 995, "ssl", "user"),
         ("smtp", "smtp.yandex.ru", 465, "ssl", "user"),
@@ -74,15 +93,28 @@ def test_yandex_json() -> None:
 def test_gmail_lists_the_starttls_alternative() -> None:
     code, out, _ = settings("x@gmail.com", as_json=True)
     doc = json.loads(out)
-    assert doc["alternatives"] == [{"service": "smtp", "host": "smtp.gmail.com", "port": 587,
-                                    "security": "starttls", "login": "x@gmail.com",
-                                    "login_form": "address", "source": "provider"}]
+    assert doc["alternatives"] == [
+        {
+            "service": "smtp",
+            "host": "smtp.gmail.com",
+            "port": 587,
+            "security": "starttls",
+            "login": "x@gmail.com",
+            "login_form": "address",
+            "source": "provider",
+        }
+    ]
 
 
 def test_custom_domain_via_mx(dns_zone: Callable[..., DnsServer]) -> None:
-    server = dns_zone({"firma.test": {"MX": ["10 mx.yandex.net."]},
-                       "imap.yandex.ru": {"A": LOOP}, "pop.yandex.ru": {"A": LOOP},
-                       "smtp.yandex.ru": {"A": LOOP}})
+    server = dns_zone(
+        {
+            "firma.test": {"MX": ["10 mx.yandex.net."]},
+            "imap.yandex.ru": {"A": LOOP},
+            "pop.yandex.ru": {"A": LOOP},
+            "smtp.yandex.ru": {"A": LOOP},
+        }
+    )
     code, out, _ = settings("olga@firma.test", resolver=server.address, as_json=True)
     doc = json.loads(out)
     assert code == 0
@@ -94,17 +126,21 @@ def test_custom_domain_via_mx(dns_zone: Callable[..., DnsServer]) -> None:
 
 
 def test_srv_is_published_by_the_domain(dns_zone: Callable[..., DnsServer]) -> None:
-    server = dns_zone({
-        "example.test": {"MX": ["10 mx.example.test."]},
-        "_imaps._tcp.example.test": {"SRV": ["0 0 993 mail.example.test."]},
-        "_submission._tcp.example.test": {"SRV": ["0 0 587 mail.example.test."]},
-        "mail.example.test": {"A": LOOP},
-    })
+    server = dns_zone(
+        {
+            "example.test": {"MX": ["10 mx.example.test."]},
+            "_imaps._tcp.example.test": {"SRV": ["0 0 993 mail.example.test."]},
+            "_submission._tcp.example.test": {"SRV": ["0 0 587 mail.example.test."]},
+            "mail.example.test": {"A": LOOP},
+        }
+    )
     code, out, _ = settings("p@example.test", resolver=server.address)
     assert code == 0
     assert "published by the domain (DNS SRV records)" in out
-    assert table(out) == [["IMAP", "mail.example.test", "993", "SSL/TLS", "p@example.test"],
-                          ["SMTP", "mail.example.test", "587", "STARTTLS", "p@example.test"]]
+    assert table(out) == [
+        ["IMAP", "mail.example.test", "993", "SSL/TLS", "p@example.test"],
+        ["SMTP", "mail.example.test", "587", "STARTTLS", "p@example.test"],
+    ]
 
 
 def test_guess_says_it_is_unverified(dns_zone: Callable[..., DnsServer]) -> None:
@@ -125,13 +161,22 @@ def test_nothing_found_exits_2(dns_zone: Callable[..., DnsServer]) -> None:
     assert "does not exist" in out
     code, out, _ = settings("z@void.test", resolver=server.address, as_json=True)
     doc = json.loads(out)
-    assert (code, doc["certainty"], doc["servers"], doc["discovery"]["source"]) == (2, None, [], None)
+    assert (code, doc["certainty"], doc["servers"], doc["discovery"]["source"]) == (
+        2,
+        None,
+        [],
+        None,
+    )
     assert doc["problems"][0]["signal"] == "dns.nxdomain"
 
 
 def test_bad_input_is_one_line_and_exit_3(tmp_path: Path) -> None:
-    for kwargs in ({"address": "not-an-address"}, {"address": "a@b.test", "resolver": "dns.test"},
-                   {"address": "a@b.test", "lang": "de"}, {"address": "a@b.test", "timeout": 0}):
+    for kwargs in (
+        {"address": "not-an-address"},
+        {"address": "a@b.test", "resolver": "dns.test"},
+        {"address": "a@b.test", "lang": "de"},
+        {"address": "a@b.test", "timeout": 0},
+    ):
         code, out, err = settings(**kwargs)  # type: ignore[arg-type]
         assert code == 3 and out == ""
         assert err.startswith("maildiag: ") and err.count("\n") == 1, err

@@ -90,7 +90,9 @@ def _unwrap(text: str) -> str:
 
 def parse_address(text: str) -> Address:
     if len(text) > _MAX_INPUT:
-        raise AddressError(f"{_show(text)} is not a mail address (longer than {_MAX_INPUT} characters)")
+        raise AddressError(
+            f"{_show(text)} is not a mail address (longer than {_MAX_INPUT} characters)"
+        )
     raw = _unwrap(text)
     if any(ord(c) < 32 or ord(c) == 127 for c in raw):
         raise AddressError(f"{_show(text)}: the address contains control characters")
@@ -103,7 +105,9 @@ def parse_address(text: str) -> Address:
         raise AddressError(f"{_show(text)} has no domain after the @")
     local = unicodedata.normalize("NFC", local)
     if len(local.encode("utf-8")) > _MAX_LOCAL:
-        raise AddressError(f"{_show(text)}: the part before the @ is longer than {_MAX_LOCAL} octets")
+        raise AddressError(
+            f"{_show(text)}: the part before the @ is longer than {_MAX_LOCAL} octets"
+        )
     bad = sorted(set(local) & _LOCAL_FORBIDDEN)
     if bad or local.startswith(".") or local.endswith(".") or ".." in local:
         shown = f" (it contains {' '.join(repr(c) for c in bad)})" if bad else ""
@@ -120,7 +124,9 @@ def parse_address(text: str) -> Address:
         raise AddressError(f"{_show(text)}: the domain is longer than {_MAX_DOMAIN} characters")
     for label in ascii_domain.split("."):
         if not label or len(label) > 63:
-            raise AddressError(f"{_show(text)}: the domain {domain!r} has an empty or too long label")
+            raise AddressError(
+                f"{_show(text)}: the domain {domain!r} has an empty or too long label"
+            )
         if label.startswith("-") or label.endswith("-"):
             raise AddressError(f"{_show(text)}: a domain label cannot start or end with '-'")
         if not all(c.isalnum() or c in "-_" for c in label):

@@ -52,7 +52,9 @@ def parse_server(spec: str, default_port: int = 53) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"resolver {spec!r}: expected an IP address, optionally with :PORT") from None
+        raise ValueError(
+            f"resolver {spec!r}: expected an IP address, optionally with :PORT"
+        ) from None
     return host, port
 
 
@@ -111,7 +113,9 @@ class Dns:
         except dns.resolver.NoAnswer:
             raise DnsError("no_answer", name, self.label, f"no {rdtype} record") from None
         except dns.resolver.LifetimeTimeout:
-            raise DnsError("timeout", name, self.label, f"no answer within {self.timeout:g}s") from None
+            raise DnsError(
+                "timeout", name, self.label, f"no answer within {self.timeout:g}s"
+            ) from None
         except dns.resolver.NoNameservers as exc:
             raise DnsError("error", name, self.label, _first_line(exc)) from None
         except dns.exception.DNSException as exc:

@@ -51,7 +51,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "certain": "How sure: certain (maildiag's provider database).",
         "published_srv": "How sure: published by the domain (DNS SRV records).",
         "published_autoconfig": "How sure: published by the domain (autoconfig file {url}).",
-        "via_mx": "How sure: via MX — the domain's mail is hosted at {name}, whose settings these are.",
+        "via_mx": "How sure: via MX — the domain's mail is hosted at {name}, "
+        "whose settings these are.",
         "guess": "How sure: unverified guess — conventional server names that exist in DNS; "
         "the ports are the standard ones.",
         "ssl": "SSL/TLS",
@@ -60,7 +61,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "auto": "detect",
         "dns.nxdomain": "DNS: the domain {domain} does not exist.",
         "dns.no_mx": "DNS: {domain} has no MX record.",
-        "dns.no_servers": "DNS: no SRV records, autoconfig file or usual server names for {domain}.",
+        "dns.no_servers": "DNS: no SRV records, autoconfig file or usual server names "
+        "for {domain}.",
         "dns.timeout": "DNS: the resolver {resolver} did not answer.",
         "dns.error": "DNS: the lookup of {name} failed ({text}).",
         "dns.host_unresolved": "DNS: the server name {host} has no address.",
@@ -90,7 +92,8 @@ _LABELS: dict[str, dict[str, str]] = {
         "auto": "определить",
         "dns.nxdomain": "DNS: домен {domain} не существует.",
         "dns.no_mx": "DNS: у {domain} нет MX-записи.",
-        "dns.no_servers": "DNS: у {domain} нет SRV-записей, файла autoconfig и обычных имён серверов.",
+        "dns.no_servers": "DNS: у {domain} нет SRV-записей, файла autoconfig "
+        "и обычных имён серверов.",
         "dns.timeout": "DNS: DNS-сервер {resolver} не ответил.",
         "dns.error": "DNS: ошибка при поиске {name} ({text}).",
         "dns.host_unresolved": "DNS: у имени сервера {host} нет адреса.",
@@ -170,19 +173,31 @@ def run_settings(
     provider = db.by_domain(addr.domain)
     if provider is not None:  # certain, and no network needed
         discovery = Discovery(Source.PROVIDER, provider.id, f"provider database: {provider.id}")
-        rows = []
+        rows: list[_Row] = []
         for service in TABLE_ORDER:
             specs = provider.servers.get(service, ())
             for i, spec in enumerate(specs):
-                row = _Row(service, spec.host, spec.port, spec.security,
-                           provider.login_for(addr, False, service),
-                           provider.login_form(False, service), Source.PROVIDER)
+                row = _Row(
+                    service,
+                    spec.host,
+                    spec.port,
+                    spec.security,
+                    provider.login_for(addr, False, service),
+                    provider.login_form(False, service),
+                    Source.PROVIDER,
+                )
                 (rows if i == 0 else alternatives).append(row)
     else:
         from maildiag.discovery import discover
 
-        found = discover(addr, dns=dns, timeout=timeout, providers=db, ca_file=ca_file,
-                         autoconfig_port=autoconfig_port)
+        found = discover(
+            addr,
+            dns=dns,
+            timeout=timeout,
+            providers=db,
+            ca_file=ca_file,
+            autoconfig_port=autoconfig_port,
+        )
         discovery, provider = found.discovery, found.provider
         custom = bool(found.dns.data.get("custom_domain"))
         by_service = {t.service: t for t in found.targets}
@@ -193,14 +208,32 @@ def run_settings(
                 continue
             # without a word from the source, the full address is what most servers want
             login = found.logins.get(service) or f"{addr.local}@{addr.domain}"
-            rows.append(_Row(service, target.host, target.port, target.security, login,
-                             _form(login, addr), target.source))
+            rows.append(
+                _Row(
+                    service,
+                    target.host,
+                    target.port,
+                    target.security,
+                    login,
+                    _form(login, addr),
+                    target.source,
+                )
+            )
         if provider is not None and custom:
             servers = provider.servers_for(custom_domain=True)
             for row in [r for r in rows if r.source is Source.MX]:
                 for spec in servers.get(row.service, ())[1:]:
-                    alternatives.append(_Row(row.service, spec.host, spec.port, spec.security,
-                                             row.login, row.login_form, Source.MX))
+                    alternatives.append(
+                        _Row(
+                            row.service,
+                            spec.host,
+                            spec.port,
+                            spec.security,
+                            row.login,
+                            row.login_form,
+                            Source.MX,
+                        )
+                    )
         autoconfig_url = str(found.dns.data.get("autoconfig", {}).get("used", ""))
         problems = [
             {"signal": p.signal, "text": p.text, "params": dict(p.params)}
@@ -214,8 +247,9 @@ def run_settings(
         doc: dict[str, Any] = {
             "schema": SETTINGS_SCHEMA,
             "address": addr.original,
-            "discovery": discovery.to_json() if rows else {"source": None,
-                                                           "provider": discovery.provider},
+            "discovery": discovery.to_json()
+            if rows
+            else {"source": None, "provider": discovery.provider},
             "certainty": certainty,
             "servers": [r.to_json() for r in rows],
             "alternatives": [r.to_json() for r in alternatives],
@@ -229,16 +263,31 @@ def run_settings(
         json.dump(doc, out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
-        _render_text(out, lang, addr.original, addr.domain, rows, alternatives, discovery,
-                     provider.name if provider else "", certainty, autoconfig_url, notes, links,
-                     problems)
+        _render_text(
+            out,
+            lang,
+            addr.original,
+            addr.domain,
+            rows,
+            alternatives,
+            discovery,
+            provider.name if provider else "",
+            certainty,
+            autoconfig_url,
+            notes,
+            links,
+            problems,
+        )
     return 0 if rows else 2
 
 
 def _form(login: str, addr: Any) -> str:
     if login == addr.local:
         return "localpart"
-    if "@" in login and login.lower() in (f"{addr.local}@{addr.domain}".lower(), addr.ascii.lower()):
+    if "@" in login and login.lower() in (
+        f"{addr.local}@{addr.domain}".lower(),
+        addr.ascii.lower(),
+    ):
         return "address"
     return "other"
 
@@ -265,8 +314,14 @@ def _render_text(
         for problem in problems:
             template = t.get(problem["signal"])
             if template:
-                values = {"domain": domain, "resolver": "", "name": "", "host": "",
-                          **problem["params"], "text": problem["text"]}
+                values = {
+                    "domain": domain,
+                    "resolver": "",
+                    "name": "",
+                    "host": "",
+                    **problem["params"],
+                    "text": problem["text"],
+                }
                 lines.append(template.format(**values))
         out.write("\n".join(dict.fromkeys(lines)) + "\n")
         return
@@ -290,13 +345,16 @@ def _render_text(
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines.append(
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
     lines.append("")
     for login in dict.fromkeys(r.login for r in rows if r.login_form == "localpart"):
         lines.append(t["localpart"].format(login=login))
     if alternatives:
-        also = ", ".join(f"{r.service.name} {r.host} {r.port} {t[str(r.security)]}"
-                         for r in alternatives)
+        also = ", ".join(
+            f"{r.service.name} {r.host} {r.port} {t[str(r.security)]}" for r in alternatives
+        )
         lines.append(f"{t['also']}: {also}")
     if notes:
         lines.append("")

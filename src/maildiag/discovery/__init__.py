@@ -168,7 +168,9 @@ class _Lookups:
         for host, future in list(self._hosts.items()):
             if not future.done():
                 out.append(host)
-            elif (err := future.result().error) is not None and err.kind == "timeout":
+                continue
+            error = future.result().error
+            if error is not None and error.kind == "timeout":
                 out.append(host)
         return out
 
@@ -383,8 +385,9 @@ def discover(
         for service in needed:
             specs = home.servers.get(service)
             if specs:
-                chosen[service] = _target(service, specs[0].host, specs[0].port,
-                                          specs[0].security, Source.PROVIDER)
+                chosen[service] = _target(
+                    service, specs[0].host, specs[0].port, specs[0].security, Source.PROVIDER
+                )
                 logins[service] = home.login_for(address, False, service)
             else:
                 not_offered.append(service)
@@ -424,7 +427,7 @@ def discover(
         notes.insert(0, "explicit: " + ", ".join(str(s) for s in given))
     else:
         source = None
-    for service, target in chosen.items():
+    for service in chosen:
         if service not in logins and provider is not None:
             logins[service] = provider.login_for(address, custom_domain, service)
     data["custom_domain"] = custom_domain
@@ -481,7 +484,12 @@ def _apply_srv(
                 states.append("missing" if kind in ("nxdomain", "no_answer") else "failed")
                 continue
             data["records"][name] = [
-                {"priority": r.priority, "weight": r.weight, "port": r.port, "target": r.target or "."}
+                {
+                    "priority": r.priority,
+                    "weight": r.weight,
+                    "port": r.port,
+                    "target": r.target or ".",
+                }
                 for r in outcome.records
             ]
             usable = [r for r in outcome.records if r.target and r.port]
@@ -491,12 +499,14 @@ def _apply_srv(
             states.append("usable")
             if service not in chosen:
                 best = usable[0]
-                chosen[service] = _target(service, best.target, best.port, outcome.security,
-                                          Source.SRV)
+                chosen[service] = _target(
+                    service, best.target, best.port, outcome.security, Source.SRV
+                )
                 data["used"].append(name)
                 if len(usable) > 1:
                     data.setdefault("alternatives", {})[name] = [
-                        f"{r.target}:{r.port}" for r in usable[1:]]
+                        f"{r.target}:{r.port}" for r in usable[1:]
+                    ]
         if "usable" not in states and "dot" in states and "failed" not in states:
             not_offered.append(service)
     return data, not_offered
@@ -526,8 +536,9 @@ def _apply_autoconfig(
             if not specs or service in chosen or service in not_offered:
                 continue
             spec = specs[0]
-            chosen[service] = _target(service, spec.host, spec.port, spec.security,
-                                      Source.AUTOCONFIG)
+            chosen[service] = _target(
+                service, spec.host, spec.port, spec.security, Source.AUTOCONFIG
+            )
             if spec.login:
                 logins[service] = spec.login
             used = True
@@ -590,8 +601,13 @@ def _dns_observation(
         if err.kind == "timeout":
             timeouts.append(err.name)
         else:
-            problems.append(Problem("dns.error", err.detail or err.kind,
-                                    {"name": err.name, "resolver": dns.label, **(extra or {})}))
+            problems.append(
+                Problem(
+                    "dns.error",
+                    err.detail or err.kind,
+                    {"name": err.name, "resolver": dns.label, **(extra or {})},
+                )
+            )
 
     if mx_asked:
         records = mx.records if mx is not None else _timeout(address.ascii_domain, dns)
@@ -609,7 +625,9 @@ def _dns_observation(
             hosts = [h for _, h in records if h]
             data["mx"] = [{"preference": p, "host": h or "."} for p, h in records]
             if not hosts:  # RFC 7505 null MX: the domain accepts no mail
-                problems.append(Problem("dns.no_mx", "null MX", {"domain": domain, "null_mx": True}))
+                problems.append(
+                    Problem("dns.no_mx", "null MX", {"domain": domain, "null_mx": True})
+                )
                 facts.append(f"{domain} has a null MX")
             else:
                 facts.append(f"MX {', '.join(hosts[:3])}{' ...' if len(hosts) > 3 else ''}")
@@ -622,23 +640,29 @@ def _dns_observation(
                 timeouts.append(key)
     nx = any(p.signal == "dns.nxdomain" for p in problems)
     if needed and not discovered_any and not nx and not timeouts:
-        problems.append(Problem("dns.no_servers", "", {
-            "domain": domain, "services": [str(s) for s in needed]}))
+        problems.append(
+            Problem("dns.no_servers", "", {"domain": domain, "services": [str(s) for s in needed]})
+        )
         facts.append("no mail servers found")
 
     resolved_data: dict[str, Any] = {}
     unresolved = 0
     for target in targets:
         result = look.resolved(target.host) or _Resolved(
-            target.host, (), _timeout(target.host, dns))
+            target.host, (), _timeout(target.host, dns)
+        )
         if result.ips:
             resolved_data[target.host] = list(result.ips)
             continue
         unresolved += 1
         err = result.error or DnsError("no_answer", target.host, dns.label)
         resolved_data[target.host] = err.kind
-        params = {"host": target.host, "service": str(target.service), "port": target.port,
-                  "security": str(target.security)}
+        params = {
+            "host": target.host,
+            "service": str(target.service),
+            "port": target.port,
+            "security": str(target.security),
+        }
         if err.kind in ("nxdomain", "no_answer"):
             problems.append(Problem("dns.host_unresolved", err.detail or err.kind, params))
         else:
@@ -650,12 +674,19 @@ def _dns_observation(
 
     if timeouts:
         names = list(dict.fromkeys(timeouts))
-        problems.insert(0, Problem(
-            "dns.timeout",
-            f"no answer from {dns.label} within {budget.timeout:g}s",
-            {"name": names[0], "names": names, "resolver": dns.label,
-             "timeout": budget.timeout},
-        ))
+        problems.insert(
+            0,
+            Problem(
+                "dns.timeout",
+                f"no answer from {dns.label} within {budget.timeout:g}s",
+                {
+                    "name": names[0],
+                    "names": names,
+                    "resolver": dns.label,
+                    "timeout": budget.timeout,
+                },
+            ),
+        )
         facts.insert(0, f"resolver {dns.label} did not answer")
 
     worst = Status.OK

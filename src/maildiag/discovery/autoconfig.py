@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
     from maildiag.address import Address
-    from maildiag.dnsclient import Dns
 
-MAX_BYTES = 128 * 1024  # real config files are a few KiB; the largest in Thunderbird's ISPDB ~10 KiB
+MAX_BYTES = (
+    128 * 1024
+)  # real config files are a few KiB; the largest in Thunderbird's ISPDB ~10 KiB
 _FORBIDDEN = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _SOCKET_TYPES = {"SSL": Security.SSL, "STARTTLS": Security.STARTTLS, "PLAIN": Security.PLAIN}
 _INCOMING = {"imap": Service.IMAP, "pop3": Service.POP3}
@@ -134,7 +135,7 @@ def fetch(
             raise AutoconfigError("tls", exc.verify_message or str(exc)) from None
         except ssl.SSLError as exc:
             last = AutoconfigError("tls", exc.reason or str(exc))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise AutoconfigError("timeout", f"{host} ({ip}) did not answer in time") from None
         except (OSError, http.client.HTTPException) as exc:
             last = AutoconfigError("connect", f"{ip}:{port}: {exc.__class__.__name__}: {exc}")

@@ -279,7 +279,7 @@ def _yaml_load(text: str) -> Any:
 
     StrictLoader.add_constructor(
         yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-        construct_mapping,  # type: ignore[arg-type]
+        construct_mapping,
     )
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -295,7 +295,9 @@ def _build(data: Any, source: str) -> Provider:
         raise _Invalid("expected a mapping with id, name, servers, ... at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_KEYS)
     if unknown:
-        raise _Invalid(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_TOP_KEYS))})")
+        raise _Invalid(
+            f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_TOP_KEYS))})"
+        )
     missing = sorted(_REQUIRED_KEYS - set(data))
     if missing:
         raise _Invalid(f"missing key(s) {', '.join(missing)}")
@@ -306,7 +308,10 @@ def _build(data: Any, source: str) -> Provider:
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise _Invalid(f"{where}: name must be a non-empty string")
-    domains = tuple(_domain(d, f"{where}: domains") for d in _str_list(data.get("domains", []), f"{where}: domains"))
+    domains = tuple(
+        _domain(d, f"{where}: domains")
+        for d in _str_list(data.get("domains", []), f"{where}: domains")
+    )
     mx = tuple(_mx_pattern(p, where) for p in _str_list(data.get("mx", []), f"{where}: mx"))
     if not domains and not mx:
         raise _Invalid(f"{where}: needs at least one of domains or mx")
@@ -314,7 +319,9 @@ def _build(data: Any, source: str) -> Provider:
         if len(set(values)) != len(values):
             raise _Invalid(f"{where}: {label} lists a name twice")
     login = _login(data["login"], f"{where}: login")
-    custom_login = _login(data.get("custom_domain_login", "address"), f"{where}: custom_domain_login")
+    custom_login = _login(
+        data.get("custom_domain_login", "address"), f"{where}: custom_domain_login"
+    )
     servers = _servers(data["servers"], f"{where}: servers")
     if not servers:
         raise _Invalid(f"{where}: servers must name at least one service")
