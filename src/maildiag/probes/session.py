@@ -141,6 +141,12 @@ class Session:
         conn: Conn | None = None
         try:
             conn = self._run()
+        except NetError as exc:  # the network failed where no step expected it: still a fact
+            pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
+            if pending:
+                self.emit(pending[0].split(".", 1)[1], Status.FAIL, str(exc),
+                          problems=(self.problem(exc.signal, str(exc)),))
+            self.skip_reason = self.skip_reason or f"the connection failed: {exc}"
         except Exception as exc:  # a bug in us: visible, not a crash (STYLE.md 3)
             import traceback
 
@@ -226,7 +232,7 @@ class Session:
                 return None
             # Not TLS at all? A plaintext greeting on the same port means a mode mismatch.
             plain = self._reconnect()
-            if plain is not None and plain.peek_first_byte(self.env.config.timeout) is not None:
+            if plain is not None and _peek_quietly(plain, self.env.config.timeout) is not None:
                 return self._after_connect_plain(plain, mismatch_from=Security.SSL)
             if plain is not None:
                 plain.close()
@@ -255,11 +261,22 @@ class Session:
                     transcript=self._slice(), facts=facts)
         self.emit_observation(obs)
 
+    def _hung_up(self, conn: Conn, exc: NetError) -> Conn:
+        """The server closed (or reset) the connection before its first byte."""
+        self.emit("greeting", Status.FAIL, f"no greeting: {exc}",
+                  problems=(self.problem("greeting.closed", str(exc)),))
+        self.skip_reason = "the server closed the connection"
+        return conn
+
     # -- plaintext first (STARTTLS, plain, or unknown) -----------------------------------------
     def _plaintext_first(self, conn: Conn) -> Conn | None:
         cfg = self.env.config
         wait = min(cfg.timeout, SILENCE_WAIT)
-        if conn.peek_first_byte(wait) is not None:
+        try:
+            first = conn.peek_first_byte(wait)
+        except NetError as exc:
+            return self._hung_up(conn, exc)
+        if first is not None:
             return self._after_connect_plain(conn, mismatch_from=None)
         # Silent: maybe an implicit-TLS port waiting for our ClientHello.
         conn.close()
@@ -274,7 +291,11 @@ class Session:
             plain = self._reconnect()  # not TLS either: give the greeting the full timeout
             if plain is None:
                 return None
-            if plain.peek_first_byte(cfg.timeout) is None:
+            try:
+                first = plain.peek_first_byte(cfg.timeout)
+            except NetError as exc:
+                return self._hung_up(plain, exc)
+            if first is None:
                 self.emit("greeting", Status.FAIL, f"no greeting within {cfg.timeout:g}s, and no "
                           "TLS handshake either", problems=(self.problem(
                               "greeting.silent", "", timeout=f"{cfg.timeout:g}"),))
@@ -503,6 +524,14 @@ def capability_data(caps: Capabilities) -> dict[str, Any]:
         "logindisabled": caps.has("LOGINDISABLED"),
         "keywords": list(caps.items)[:64],
     }
+
+
+def _peek_quietly(conn: Conn, wait: float) -> int | None:
+    """The first byte within ``wait``; None when silent or when the server hung up."""
+    try:
+        return conn.peek_first_byte(wait)
+    except NetError:
+        return None
 
 
 def _first(reply: Reply) -> str:
