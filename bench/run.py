@@ -1,0 +1,133 @@
+"""Run every maildiag benchmark and print each as a ratio against its target.
+
+    python bench/run.py            # everything (about a minute)
+    python bench/run.py --quick    # fewer cold-start repetitions
+
+Absolute times are noisy on a shared machine; the ratios measured within one run are what
+counts. Benchmarks:
+
+- cold start: ``maildiag --help`` and ``maildiag explain --json TEXT`` against ``python -c pass``
+  on the same interpreter (the venv's), median of N interleaved runs — target <= 3;
+- check: three slow services against the slowest alone — target <= 1.2; every port filtered —
+  the whole run within --timeout + 1 s (bench/bench_check.py);
+- explain throughput in-process and ``explain --file`` on a 100,000-line Postfix log
+  (bench/bench_explain.py, the rule developer's benchmark: run here and its lines shown as is).
+
+Exit status 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_check import Result, bench_filtered, bench_slow  # noqa: E402
+
+EXPLAIN_TEXT = "553 5.7.1 Sender address rejected: not owned by auth user."
+
+
+def _entry() -> list[str]:
+    """How a user starts maildiag: the console script next to this interpreter, else -m."""
+    script = Path(sys.executable).with_name("maildiag")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "maildiag"]
+
+
+def _time(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                          timeout=60)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"{' '.join(cmd[-3:])} exited {proc.returncode}: {last}")
+    return elapsed
+
+
+def bench_cold(repeat: int) -> list[Result]:
+    env = {**os.environ, "COLUMNS": "100", "LANG": "C.UTF-8"}
+    env.pop("MAILDIAG_RULES", None)
+    baseline = [sys.executable, "-c", "pass"]
+    commands = {
+        "maildiag --help": [*_entry(), "--help"],
+        "maildiag explain --json": [*_entry(), "explain", "--json", EXPLAIN_TEXT],
+    }
+    # one warm-up of each (page cache, the rule cache), then interleaved rounds
+    times: dict[str, list[float]] = {"base": [], **{name: [] for name in commands}}
+    broken: dict[str, str] = {}
+    for name, cmd in commands.items():
+        try:
+            _time(cmd, env)
+        except RuntimeError as exc:
+            broken[name] = str(exc)
+    _time(baseline, env)
+    for _ in range(repeat):
+        times["base"].append(_time(baseline, env))
+        for name, cmd in commands.items():
+            if name not in broken:
+                times[name].append(_time(cmd, env))
+    base = statistics.median(times["base"])
+    results = []
+    for name in commands:
+        if name in broken:
+            results.append(Result(f"cold {name} / python -c pass", float("inf"), 3.0, "ratio",
+                                  f"could not run: {broken[name]}"))
+            continue
+        median = statistics.median(times[name])
+        results.append(Result(f"cold {name} / python -c pass", median / base, 3.0, "ratio",
+                              f"median {median * 1000:.0f} ms vs {base * 1000:.0f} ms "
+                              f"({repeat} runs each)"))
+    return results
+
+
+def bench_explain() -> tuple[bool, str]:
+    script = HERE / "bench_explain.py"
+    if not script.exists():
+        return False, "bench/bench_explain.py is not there yet (the rules developer's benchmark)"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600)
+    text = (proc.stdout + ("\n" + proc.stderr if proc.returncode else "")).rstrip()
+    return proc.returncode == 0, text
+
+
+def _show(r: Result) -> bool:
+    mark = "ok  " if r.ok else "OVER"
+    print(f"{mark} {r.name}: {r.value:.2f} {r.unit} (target <= {r.target:g})")
+    if r.detail:
+        print(f"     {r.detail}")
+    return r.ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer cold-start repetitions")
+    args = parser.parse_args(argv)
+    all_ok = True
+    print("== cold start")
+    for r in bench_cold(7 if args.quick else 21):
+        all_ok &= _show(r)
+    print("== check on loopback peers")
+    for bench in (bench_slow, bench_filtered):
+        try:
+            all_ok &= _show(bench())
+        except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run is a failure
+            print(f"OVER {bench.__name__}: could not run: {exc}")
+            all_ok = False
+    print("== explain (bench/bench_explain.py)")
+    ok, text = bench_explain()
+    print("\n".join(("     " if line.strip() else "") + line for line in text.splitlines()))
+    print(f"{'ok  ' if ok else 'OVER'} bench_explain.py {'met its targets' if ok else 'failed'}")
+    all_ok &= ok
+    print("== all targets met" if all_ok else "== some targets missed")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
