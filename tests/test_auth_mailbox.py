@@ -71,7 +71,7 @@ def test_imap_without_password_is_skipped(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users=USERS)
     a = run(Service.IMAP, server.port, certs)["imap.auth"]
     assert a.status is Status.SKIP and "needs a password" in a.summary
-    assert not any("LOGIN" == line.split(" ")[1] for line in server.received)
+    assert not any(line.split(" ")[1] == "LOGIN" for line in server.received)
 
 
 def test_imap_password_with_quotes(imap_server: Any, certs: Any) -> None:

@@ -107,7 +107,7 @@ def test_login_plain_then_sender_ok(peer: Any, certs: Any) -> None:
     a, s = obs["smtp.auth"], obs["smtp.sender"]
     assert a.status is Status.OK, a
     assert a.data["accepted"] is True and a.data["mechanism"] == "PLAIN"
-    assert f"C: AUTH PLAIN ********" in a.transcript
+    assert "C: AUTH PLAIN ********" in a.transcript
     assert s.status is Status.OK and s.data["accepted"] is True
     assert [c for c in server.commands() if c in ("AUTH", "MAIL", "RCPT", "RSET", "QUIT")] == [
         "AUTH", "MAIL", "RCPT", "RSET", "QUIT"]

@@ -135,8 +135,8 @@ def test_password_never_in_argv_or_config_repr() -> None:
 
     cfg = build_config(CheckOptions(address=ALICE), password=PASSWORD)
     assert PASSWORD not in repr(cfg)
-    from maildiag.probes.auth import make_plan
     from maildiag.address import parse_address
+    from maildiag.probes.auth import make_plan
 
     assert PASSWORD not in repr(make_plan(cfg, parse_address(ALICE), None))
 
