@@ -263,7 +263,11 @@ class _YamlProblem(Exception):
 def _yaml_load(text: str) -> Any:
     import yaml
 
-    class StrictLoader(yaml.SafeLoader):
+    base: type[yaml.SafeLoader] = getattr(
+        yaml, "CSafeLoader", yaml.SafeLoader
+    )  # libyaml: 5x faster
+
+    class StrictLoader(base):  # type: ignore[valid-type,misc]
         """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
     def construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
