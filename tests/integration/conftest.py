@@ -47,6 +47,20 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def _start(attempts: int = 2) -> MailServers:
+    """Start the servers; once more on fresh ports if a port we picked was taken meanwhile."""
+    for attempt in range(1, attempts + 1):
+        servers = MailServers(new_root())
+        atexit.register(servers.stop)  # belt and braces, should teardown itself be skipped
+        try:
+            return servers.start()
+        except ServerError as exc:
+            servers.cleanup()
+            if attempt == attempts:
+                pytest.fail(str(exc), pytrace=False)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def mail_servers() -> Iterator[MailServers]:
     reason = _unavailable()
@@ -54,13 +68,7 @@ def mail_servers() -> Iterator[MailServers]:
         if _in_ci():
             pytest.fail(f"integration servers unavailable under CI: {reason}", pytrace=False)
         pytest.skip(reason)
-    servers = MailServers(new_root())
-    atexit.register(servers.stop)  # belt and braces, should teardown itself be skipped
-    try:
-        servers.start()
-    except ServerError as exc:
-        servers.cleanup()
-        pytest.fail(str(exc), pytrace=False)
+    servers = _start()
     t = servers.timings
     _TIMINGS.update(configs_certs=t.configs_s, start=t.start_s, ready=t.ready_s)
     try:
