@@ -271,3 +271,37 @@ def test_cram_md5_preferred_in_clear(line_server: Any, certs: Any) -> None:
     assert a.data["mechanism"] == "CRAM-MD5" and a.data["accepted"] is True
     assert PASSWORD not in "\n".join(server.received)
     assert "C: ********" in a.transcript
+
+
+def test_server_hangs_up_during_auth(line_server: Any, certs: Any) -> None:
+    def handle(p: Any) -> None:
+        p.send("220 test ESMTP")
+        while (line := p.readline()) is not None:
+            if line.startswith("EHLO"):
+                p.send("250-test")
+                p.send("250 AUTH PLAIN")
+            elif line.startswith("AUTH"):
+                return  # hang up mid-login
+
+    server = line_server(handle, tls=certs.valid)
+    obs = run(server.port, certs, Security.SSL, password=PASSWORD)
+    a = obs["smtp.auth"]
+    assert a.status is Status.FAIL and signals(a) == ["greeting.closed"]
+    assert obs["smtp.sender"].status is Status.SKIP
+    assert "broke off" in obs["smtp.sender"].summary
+
+
+def test_server_silent_after_auth_times_out(line_server: Any, certs: Any) -> None:
+    def handle(p: Any) -> None:
+        p.send("220 test ESMTP")
+        while (line := p.readline()) is not None:
+            if line.startswith("EHLO"):
+                p.send("250-test")
+                p.send("250 AUTH PLAIN")
+            # AUTH: say nothing, keep the connection open
+
+    server = line_server(handle, tls=certs.valid)
+    obs = run(server.port, certs, Security.SSL, password=PASSWORD, timeout=0.5)
+    a = obs["smtp.auth"]
+    assert a.status is Status.FAIL and signals(a) == ["connect.timeout"]
+    assert PASSWORD not in repr(obs)

@@ -188,9 +188,10 @@ def make_login_stage(config: RunConfig, address: Address,
                 if first:
                     tried[service] = state.target.label
         if not first:
-            _Login(state, plan).skip_all(
-                f"the login was already tried on {tried[service]} (one attempt per service "
-                "per run)")
+            login = _Login(state, plan)
+            login.goodbye()
+            login.skip_all(f"the login was already tried on {tried[service]} (one attempt per "
+                           "service per run)")
             return
         _Login(state, plan).run()
 
@@ -198,10 +199,6 @@ def make_login_stage(config: RunConfig, address: Address,
 
 
 # -- one session's login checks ---------------------------------------------------------------
-
-class _Stop(Exception):
-    """Ends the stage early; everything it had to say is already emitted."""
-
 
 class _Login:
     def __init__(self, state: LoginState, plan: LoginPlan) -> None:
@@ -255,13 +252,12 @@ class _Login:
 
     # -- the sequence ----------------------------------------------------------------------
     def run(self) -> None:
-        current = "auth"
         try:
             if self.service is Service.SMTP:
                 if self.plan.password is None:
                     self.smtp_unauthenticated()
                 else:
-                    current = self.smtp_login_and_sender()
+                    self.smtp_login_and_sender()
             elif self.plan.password is None:
                 self.goodbye()
                 self.emit("auth", Status.SKIP, "needs a password (--password-env or "
@@ -270,11 +266,10 @@ class _Login:
                 self.imap_login()
             else:
                 self.pop3_login()
-        except _Stop:
-            pass
         except (NetError, ProtocolViolation) as exc:
             pending = [n for n in _AUTH_CHECKS[self.service] if n not in self.emitted]
-            self.broke(exc, pending[0] if pending else current)
+            if pending:
+                self.broke(exc, pending[0])
         finally:
             self.skip_all(self.session.skip_reason or "an earlier login step did not finish")
 
@@ -365,13 +360,13 @@ class _Login:
                       problems=(self.problem("reply", reply.text, refused_at=stage),))
         self.emit("sender", Status.SKIP, "needs a password (--password-env or --ask-password)")
 
-    def smtp_login_and_sender(self) -> str:
+    def smtp_login_and_sender(self) -> None:
         if not self.may_send_password():
-            return "auth"
+            return
         if not self.smtp_authenticate():
             self.goodbye()
             self.emit("sender", Status.SKIP, "the login did not succeed")
-            return "auth"
+            return
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
         data = {"login": self.login, "sender": self.plan.sender,
@@ -385,7 +380,6 @@ class _Login:
                       data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
                       problems=(self.problem("reply", reply.text, refused_at=stage,
                                              sender=self.plan.sender, login=self.login),))
-        return "sender"
 
     def smtp_authenticate(self) -> bool:
         """One AUTH exchange; emits ``smtp.auth``; True when the server accepted it."""
