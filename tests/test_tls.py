@@ -245,7 +245,7 @@ def test_antivirus_issuer_is_interception(av_server: Any, certs: Certs,
     assert tls.status is Status.FAIL
     assert signals(tls) == ["tls.interception"]
     p = tls.problems[0].params
-    assert p["product"] == "Kaspersky"
+    assert p["product"] == "Kaspersky" and p["product_known"] is True
     assert "Kaspersky Anti-Virus Personal Root Certificate" in p["issuer"]
     assert tls.data["verify_code"] in (19, 20, 21, 2)
     assert "os_store" not in tls.data, "the issuer name sufficed: no second handshake"
@@ -259,8 +259,9 @@ def test_os_store_trust_is_interception(smtp_server: Callable[..., Any], certs: 
     tls = run_session(smtp(server.port), str(certs.ca_pem))["smtp.tls"]
     assert signals(tls) == ["tls.interception"]
     p = tls.problems[0].params
-    assert "product" not in p, "no product named: the rule words it without one"
+    assert p["product"] == "Example Corp" and p["product_known"] is False, "the CA's owner"
     assert "Egress Proxy CA" in p["issuer"] and p["os_store_trusted"] is True
+    assert "Egress Proxy CA" in tls.problems[0].text, "the evidence names the issuer"
     assert tls.data["os_store"] == {"verified": True, "verify_code": None, "message": ""}
 
 

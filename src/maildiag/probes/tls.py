@@ -64,9 +64,11 @@ def describe_certificate(der: bytes) -> dict[str, Any]:
         sans += [str(v) for v in ext.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         sans = []
+    org = cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return {
         "subject": name(cert.subject),
         "issuer": name(cert.issuer),
+        "issuer_org": str(org[0].value) if org else name(cert.issuer),
         "issuer_dn": cert.issuer.rfc4514_string(),
         "sans": sans,
         "not_before": cert.not_valid_before_utc,
@@ -209,7 +211,8 @@ def _chain_entries(chain: Sequence[bytes], now: dt.datetime) -> list[dict[str, A
             continue
         entries.append({
             "position": position, "subject": c["subject"], "issuer": c["issuer"],
-            "issuer_dn": c["issuer_dn"], "not_before": c["not_before"].isoformat(),
+            "issuer_dn": c["issuer_dn"], "issuer_org": c["issuer_org"],
+            "not_before": c["not_before"].isoformat(),
             "not_after": c["not_after"].isoformat(),
             "days_to_expiry": (c["not_after"] - now).days, "self_signed": c["self_signed"],
         })
@@ -270,7 +273,8 @@ def judge(
         intercepted = _interception(failure, entries, facts)
         if intercepted is not None:
             data["interception"] = intercepted
-            problems.append(Problem("tls.interception", str(failure), dict(params, **intercepted)))
+            text = f"{failure}; issuer: {intercepted['issuer_dn']}"
+            problems.append(Problem("tls.interception", text, dict(params, **intercepted)))
         else:
             problems.append(Problem(failure.signal, str(failure), params))
     else:
@@ -313,12 +317,11 @@ def _interception(failure: TlsFailed, entries: list[dict[str, Any]],
     if product is None and not os_trusted:
         return None
     # The top of the sent chain names the inspecting CA (the leaf's issuer when sent alone).
+    # Without a known product, the CA's organisation is the best name for who intercepts.
     top = entries[-1] if entries else {}
-    out: dict[str, Any] = {"issuer": top.get("issuer", ""), "os_store_trusted": os_trusted,
-                           "evidence": "issuer" if product else "os_store"}
-    if product:
-        out["product"] = product
-    return out
+    return {"product": product or top.get("issuer_org", ""), "product_known": bool(product),
+            "issuer": top.get("issuer", ""), "issuer_dn": top.get("issuer_dn", ""),
+            "os_store_trusted": os_trusted, "evidence": "issuer" if product else "os_store"}
 
 
 def _expiring(entries: list[dict[str, Any]], warn_days: int) -> dict[str, Any] | None:
