@@ -106,7 +106,7 @@ def _ok_text(checks: tuple[CheckResult, ...], what: str) -> str:
 
 
 def _long_output(report: Report) -> list[tuple[Status, str]]:
-    lines = []
+    lines: list[tuple[Status, str]] = []
     for check in report.checks:
         if check.status is Status.OK:
             continue
