@@ -32,14 +32,20 @@ def run_check(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> Report:
     from maildiag.discovery import discover
+    from maildiag.discovery.providers import ProviderError, load_providers
     from maildiag.dnsclient import Dns
+    from maildiag.errors import UsageError
 
     started = time.monotonic()
     address = parse_address(config.address)
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
+    try:
+        providers = load_providers(config.rules_dirs)
+    except ProviderError as exc:
+        raise UsageError(f"cannot load the provider database: {exc}") from None
     found = discover(address, explicit=config.explicit, only=config.only, dns=dns,
-                     timeout=config.timeout, ca_file=config.ca_file)
+                     timeout=config.timeout, ca_file=config.ca_file, providers=providers)
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
