@@ -193,6 +193,8 @@ def test_unknown_key_names_line_target_and_suggestion(tmp_path: Path) -> None:
          "(expected name@domain)"),
         ("targets:\n  - address: a@example.test\n    ca_file: missing.pem\n",
          ":3: 'ca_file' in target 1 names 'missing.pem', which is not a readable file"),
+        ("targets:\n  - address: a@example.test\n    time_server: 'ntp.example.test:0'\n",
+         ":3: 'time_server' in target 1 must be HOST[:PORT], not 'ntp.example.test:0'"),
         ("max_parallel: 0\ntargets: [a@example.test]\n",
          ":1: 'max_parallel' in the top level must be a whole number from 1 to 64, not 0"),
         ("defaults:\n  timeout: -1\ntargets: [a@example.test]\n",
