@@ -141,3 +141,21 @@ def test_gmail_app_password_required(imap_server: Any, certs: Any) -> None:
     r = check(certs, f"--imap 127.0.0.1:{server.port}/ssl")
     assert categories(r, "imap.auth") == ["app_password_required"]
     assert r.code == 2
+
+
+def test_wrong_login_form_for_provider(imap_server: Any, certs: Any) -> None:
+    # yandex.ru boxes log in with the part before the @ (provider database)
+    server = imap_server(implicit_tls=True, users={"alice": PASSWORD})
+    r = run_cli("check", "alice@yandex.ru", "--imap", f"127.0.0.1:{server.port}/ssl",
+                "--only", "imap", "--login", "alice@yandex.ru", "--ca-file", str(certs.ca_pem),
+                "--no-clock", "--timeout", "5", "--json", "--password-env", "MAILDIAG_TEST_PW",
+                env=ENV)
+    findings = login_findings(r, "imap.auth")
+    assert "auth.login-form" in [f["rule"] for f in findings], findings
+    assert r.code == 2
+    # without --login the provider's form is used and the login works
+    ok = run_cli("check", "alice@yandex.ru", "--imap", f"127.0.0.1:{server.port}/ssl",
+                 "--only", "imap", "--ca-file", str(certs.ca_pem), "--no-clock", "--timeout",
+                 "5", "--json", "--password-env", "MAILDIAG_TEST_PW", env=ENV)
+    auth = next(c for c in ok.json["checks"] if c["id"] == "imap.auth")
+    assert auth["status"] == "ok" and auth["data"]["login"] == "alice"
