@@ -14,11 +14,11 @@ from maildiag.models import CheckResult, Observation, Report, Severity, Status
 
 LABELS = {
     "en": {"servers": "Servers", "checks": "Checks", "findings": "What is wrong and what to do",
-           "source": "found via", "none": "no servers found", "evidence": "server said",
+           "source": "found via", "none": "no servers found", "evidence": "seen",
            "ok": "Everything checked is fine.", "report": "Report", "took": "took",
            "exit": "exit code", "checking": "checking", "done": "done"},
     "ru": {"servers": "Серверы", "checks": "Проверки", "findings": "Что не так и что сделать",
-           "source": "источник", "none": "серверы не найдены", "evidence": "ответ сервера",
+           "source": "источник", "none": "серверы не найдены", "evidence": "что видно",
            "ok": "Всё проверенное в порядке.", "report": "Отчёт", "took": "заняло",
            "exit": "код выхода", "checking": "проверяю", "done": "готово"},
 }
@@ -31,7 +31,9 @@ _SEVERITY_STYLE = {Severity.FAIL: "bold red", Severity.WARN: "bold yellow",
 def _console(file: Any = None) -> Any:
     from rich.console import Console
 
-    return Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+    stream = file or sys.stdout
+    # A terminal wraps to its width; a pipe or a log file gets whole lines.
+    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
 def render_text(report: Any, *, lang: str = "en", console: Any = None) -> None:
@@ -101,11 +103,10 @@ def _where(result: CheckResult) -> str:
 
 
 def _check_row(table: Any, result: CheckResult, escape: Any) -> None:
+    # one server per service, so the check id names the server listed above
     mark, style = _STATUS_STYLE[result.status]
-    t = result.observation.target
-    where = f"{t.host}:{t.port}" if t else ""
-    table.add_row(f"[{style}]{mark}[/]", result.id, escape(where),
-                  escape(" ".join(result.observation.summary.split())[:120]))
+    table.add_row(f"[{style}]{mark}[/]", result.id,
+                  escape(" ".join(result.observation.summary.split())[:160]))
 
 
 class Progress:
