@@ -6,7 +6,8 @@ Reference clocks, in order:
    checked before it is believed: server mode, stratum 1..15, leap indicator not "alarm", a
    non-zero transmit timestamp, and our own transmit timestamp echoed as its originate timestamp
    (so a stale or spoofed datagram is ignored). One retransmission at half the timeout covers a
-   lost datagram; the whole query is bounded by ``--timeout``, each datagram read by 512 bytes.
+   lost datagram; the whole query is bounded by ``--timeout`` (at most ``SNTP_WAIT``), each
+   datagram read by 512 bytes.
 2. When UDP is filtered (no valid answer), the ``Date`` header of an HTTPS response (RFC 9110
    6.6.1) from the provider's web site (its help links) or the servers' host names on port 443.
    The chain and host name are verified against certifi plus ``--ca-file`` but *not* the validity
@@ -53,6 +54,9 @@ NTP_EPOCH = 2208988800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 MAX_DATAGRAM = 512
 MAX_HEADER_LINES = 64
 MAX_WEB_ATTEMPTS = 2  # HTTPS Date fallbacks tried, each bounded by the timeout
+# The SNTP wait is capped below --timeout: a time server answers in milliseconds or not at all
+# (UDP filtered), and the whole report waits for this check.
+SNTP_WAIT = 4.0
 EXPIRY_SIGNALS = ("tls.cert_expired", "tls.cert_not_yet_valid")
 
 
@@ -416,7 +420,8 @@ def judge_clock(reading: ClockReading, *, transcript: tuple[str, ...] = (),
         data["unavailable"] = list(tried)
     human = humanize(offset)[0]
     if size <= WARN_SKEW:
-        return Observation("clock", Status.OK, f"local clock within {human} of {reading.source}",
+        within = f"{size:.1f} s" if size < 60 else human
+        return Observation("clock", Status.OK, f"local clock within {within} of {reading.source}",
                            None, data, (), transcript, duration_ms)
     status = Status.FAIL if size > FAIL_SKEW else Status.WARN
     direction = "ahead of" if offset > 0 else "behind"
@@ -441,8 +446,8 @@ def measure(
     tried: list[str] = []
     try:
         host, port = parse_time_server(config.time_server)
-        reading = sntp_query(host, port, timeout=config.timeout, now=now, dns=dns,
-                             transcript=log)
+        reading = sntp_query(host, port, timeout=min(config.timeout, SNTP_WAIT), now=now,
+                             dns=dns, transcript=log)
         return judge_clock(reading, transcript=tuple(log),
                            duration_ms=int((time.monotonic() - started) * 1000))
     except ClockError as exc:
