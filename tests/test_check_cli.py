@@ -1,0 +1,141 @@
+"""``maildiag check`` end to end against loopback peers: JSON (golden), text, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import CliResult, run_cli
+from peers import Certs, LineServer
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    return run_cli("check", "alice@example.test", "--no-clock", "--timeout", "3", *args, env=env)
+
+
+def normalise(report: dict[str, Any]) -> dict[str, Any]:
+    """Replace what differs between runs (ports, times, dates, peer banners) by placeholders."""
+    text = json.dumps(report, sort_keys=True)
+    text = re.sub(r'"duration_ms": \d+', '"duration_ms": 0', text)
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
+    text = re.sub(r'"port": \d+', '"port": 0', text)
+    text = re.sub(r"(port|порт[уа]?) \d+", r"\1 PORT", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?", "DATE", text)
+    text = re.sub(r"Testing (CA|cert) #[\w-]+", r"Testing \1 #ID", text)
+    text = re.sub(r"valid for \d+ days", "valid for N days", text)
+    text = re.sub(r'"days_to_expiry": \d+', '"days_to_expiry": 0', text)
+    text = re.sub(r'"resolver": "[^"]*"', '"resolver": "R"', text)
+    text = re.sub(r'"cipher": "[^"]*"', '"cipher": "C"', text)
+    text = re.sub(r"Python SMTP [\d.]+", "Python SMTP V", text)
+    return json.loads(text)
+
+
+def assert_golden(name: str, report: dict[str, Any]) -> None:
+    path = GOLDEN / f"{name}.json"
+    got = normalise(report)
+    if os.environ.get("MAILDIAG_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(got, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    expected = json.loads(path.read_text())
+    assert got == expected, f"{name}: JSON differs from {path} (MAILDIAG_UPDATE_GOLDEN=1 rewrites)"
+
+
+@pytest.fixture
+def three(smtp_server: Callable[..., Any], imap_server: Callable[..., LineServer],
+          pop3_server: Callable[..., LineServer], certs: Certs) -> list[str]:
+    smtp = smtp_server("ssl")
+    imap = imap_server(starttls=certs.valid)
+    pop = pop3_server(implicit_tls=True)
+    return ["--smtp", f"127.0.0.1:{smtp.port}/ssl", "--imap", f"127.0.0.1:{imap.port}/starttls",
+            "--pop3", f"127.0.0.1:{pop.port}/ssl", "--ca-file", str(certs.ca_pem)]
+
+
+def test_three_healthy_services_json_golden(three: list[str]) -> None:
+    result = check(*three, "--json")
+    assert result.code == 0, result.err
+    report = result.json
+    assert report["schema"] == "maildiag.report/1"
+    assert (report["status"], report["exit_code"]) == ("ok", 0)
+    assert report["discovery"] == {"source": "explicit", "provider": None}
+    ids = [c["id"] for c in report["checks"]]
+    assert ids[:2] == ["dns", "clock"]
+    for svc in ("smtp", "imap", "pop3"):
+        for stage in ("connect", "greeting", "tls", "capabilities", "auth"):
+            assert f"{svc}.{stage}" in ids
+    assert_golden("three-healthy", report)
+
+
+def test_failing_checks_json_golden(smtp_server: Callable[..., Any], certs: Certs,
+                                    closed_port: int) -> None:
+    expired = smtp_server("ssl", tls=certs.expired)
+    result = check("--smtp", f"127.0.0.1:{expired.port}/ssl", "--imap",
+                   f"127.0.0.1:{closed_port}/ssl", "--only", "smtp,imap", "--ca-file",
+                   str(certs.ca_pem), "--json")
+    assert result.code == 2
+    report = result.json
+    assert (report["status"], report["exit_code"]) == ("fail", 2)
+    categories = [f["category"] for f in report["findings"]]
+    assert "cert_expired" in categories and "connection_refused" in categories
+    for finding in report["findings"]:
+        assert set(finding) == {"rule", "category", "severity", "check", "title", "steps",
+                                "evidence"}
+        assert finding["title"] and finding["steps"]
+    assert_golden("expired-and-refused", report)
+
+
+def test_exit_code_1_for_a_warning_and_fail_on_warn(smtp_server: Callable[..., Any],
+                                                    certs: Certs) -> None:
+    soon = smtp_server("ssl", tls=certs.expiring(12))
+    args = ["--smtp", f"127.0.0.1:{soon.port}/ssl", "--only", "smtp", "--ca-file",
+            str(certs.ca_pem), "--json"]
+    result = check(*args)
+    assert (result.code, result.json["status"], result.json["exit_code"]) == (1, "warn", 1)
+    strict = check(*args, "--fail-on", "warn")
+    assert (strict.code, strict.json["status"], strict.json["exit_code"]) == (2, "warn", 2)
+
+
+def test_mode_mismatch_names_the_real_mode(smtp_server: Callable[..., Any],
+                                           certs: Certs) -> None:
+    starttls = smtp_server("starttls")
+    result = check("--smtp", f"127.0.0.1:{starttls.port}/ssl", "--only", "smtp", "--ca-file",
+                   str(certs.ca_pem), "--json")
+    assert result.code == 2
+    finding = next(f for f in result.json["findings"] if f["check"] == "smtp.greeting")
+    assert finding["category"] == "tls_mismatch"
+    assert "STARTTLS" in finding["title"].upper()
+
+
+def test_text_output_in_both_languages(three: list[str]) -> None:
+    en = check(*three)
+    assert en.code == 0
+    assert "smtp.tls" in en.out and "Everything checked is fine" in en.out
+    ru = check(*three, "--lang", "ru")
+    assert "Всё проверенное в порядке" in ru.out
+
+
+def test_text_findings_carry_steps(certs: Certs, closed_port: int) -> None:
+    result = check("--smtp", f"127.0.0.1:{closed_port}/ssl", "--only", "smtp")
+    assert result.code == 2
+    assert "connection_refused" in result.out and "1)" in result.out
+
+
+def test_transcript_in_json_and_text(smtp_server: Callable[..., Any], certs: Certs) -> None:
+    server = smtp_server("starttls")
+    args = ["--smtp", f"127.0.0.1:{server.port}/starttls", "--only", "smtp", "--ca-file",
+            str(certs.ca_pem), "--transcript"]
+    report = check(*args, "--json").json
+    greeting = next(c for c in report["checks"] if c["id"] == "smtp.greeting")
+    assert any(line.startswith("S: 220") for line in greeting["transcript"])
+    tls = next(c for c in report["checks"] if c["id"] == "smtp.tls")
+    assert any("TLS established" in line for line in tls["transcript"])
+    assert "C: STARTTLS" in check(*args).out
+    plain = check(*args[:-1], "--json").json
+    assert "transcript" not in plain["checks"][0]
