@@ -7,6 +7,7 @@ Headings are interface labels, not advice; the advice itself comes from the find
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -49,8 +50,9 @@ def render_text(report: Any, *, lang: str = "en", console: Any = None) -> None:
 
 
 def _render_one(report: Report, lang: str, console: Any) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    escape = _escape
 
     labels = LABELS.get(lang, LABELS["en"])
     mark, style = _STATUS_STYLE[report.status]
@@ -95,6 +97,18 @@ def _render_one(report: Report, lang: str, console: Any) -> None:
             console.print(f"   [dim]{labels['evidence']}: {escape(evidence[:300])}[/]")
         for link in f.links:
             console.print(f"   [dim]{escape(link)}[/]")
+
+
+# C0 and C1 control characters except tab and newline (ESC, BEL, CSI ...): a server's words are
+# shown, never obeyed by the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(text: str) -> str:
+    """Text for the console: control characters as ``\\xNN``, then rich markup escaped."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 def _where(result: CheckResult) -> str:
