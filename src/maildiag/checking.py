@@ -233,15 +233,15 @@ def emit(report: object, fmt: str, fail_on: str, *, lang: str) -> int:
     elif fmt == "junit":
         from maildiag.report.junit import render_junit
 
-        print(render_junit(report))  # type: ignore[arg-type]
+        _write(render_junit(report))  # type: ignore[arg-type]
     elif fmt == "nagios":
         from maildiag.report.nagios import render_nagios
 
-        print(render_nagios(report))  # type: ignore[arg-type]
+        _write(render_nagios(report))  # type: ignore[arg-type]
     elif fmt == "prometheus":
         from maildiag.report.prometheus import render_prometheus
 
-        sys.stdout.write(render_prometheus(report))  # type: ignore[arg-type]
+        _write(render_prometheus(report))  # type: ignore[arg-type]
     else:
         from maildiag.report.text import render_text
 
@@ -249,19 +249,27 @@ def emit(report: object, fmt: str, fail_on: str, *, lang: str) -> int:
     return int(report.exit_code)  # type: ignore[attr-defined]
 
 
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
 def _run_many(opts: CheckOptions) -> int:
-    from maildiag.multi import ConfigError, load_targets, run_many
+    """``--config FILE``: every target validated first, then run concurrently under the cap."""
+    from maildiag.multi import ConfigError, load_config, run_many
 
     try:
-        specs = load_targets(opts.config_file or "")
+        targets = load_config(opts.config_file or "")
+        configs = {}
+        for spec in targets.targets:
+            try:
+                configs[id(spec)] = build_config(spec.to_options(opts), password=spec.password())
+            except ValueError as exc:  # a bad server spec, address, CA file ...
+                raise ConfigError(f"{spec.where}: target {spec.index}: {exc}") from None
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     rules = load_rules(opts.rules)
-    configs = [(spec, build_config(spec.to_options(opts), password=spec.password()))
-               for spec in specs]
-    by_id = {id(spec): config for spec, config in configs}
-    multi = run_many(specs, lambda spec: _run_one(by_id[id(spec)], rules, "json"),
-                     max_parallel=4)
+    multi = run_many(targets.targets, lambda spec: _run_one(configs[id(spec)], rules, "json"),
+                     max_parallel=targets.max_parallel)
     return emit(multi, opts.fmt, opts.fail_on, lang=opts.lang)
 
 

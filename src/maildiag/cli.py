@@ -74,7 +74,8 @@ def _lang(value: str | None) -> str:
 
 @app.command()
 def check(
-    address: Annotated[str, typer.Argument(help="The mailbox address, e.g. you@yandex.ru.")],
+    address: Annotated[str | None, typer.Argument(help="The mailbox address, e.g. you@yandex.ru "
+                                                  "(not with --config).")] = None,
     smtp: Annotated[str | None, typer.Option("--smtp", metavar="HOST[:PORT][/MODE]",
                                              help="Use this SMTP server (mode ssl, starttls or "
                                              "plain).")] = None,
@@ -123,8 +124,11 @@ def check(
     """Diagnose a mailbox's servers end to end."""
     from maildiag.checking import CheckOptions, run_check_command
 
+    if (address is None) == (config_file is None):
+        raise Fail("check needs an ADDRESS, or --config FILE with the targets, not both"
+                   if address else "Missing argument 'ADDRESS' (or --config FILE)")
     options = CheckOptions(
-        address=address, smtp=smtp, imap=imap, pop3=pop3, only=only, login=login,
+        address=address or "", smtp=smtp, imap=imap, pop3=pop3, only=only, login=login,
         password_env=password_env, ask_password=ask_password, sender=sender, ca_file=ca_file,
         resolver=resolver, time_server=time_server, no_clock=no_clock, timeout=timeout,
         warn_days=warn_days, crit_days=crit_days, fmt="json" if as_json else fmt,
