@@ -32,7 +32,8 @@ import pytest
 from maildiag.config import MAX_LINE, MAX_REPLY_LINES, RunConfig
 from maildiag.models import Observation, Security, Service, Status, Target
 from maildiag.probes.session import Env, Session
-from peers import LineServer, PeerConn
+from conftest import run_cli
+from peers import LineServer, PeerConn, free_port
 
 TIMEOUT = 1.5  # --timeout of every run here: the step bound the tests hold maildiag to
 RSS_LIMIT_MB = 100
@@ -194,32 +195,50 @@ CASES = [
 IDS = [c.name for c in CASES]
 
 
-@pytest.fixture
-def serve(line_server: Callable[..., LineServer]) -> Callable[[Case], LineServer]:
-    def make(case: Case) -> LineServer:
-        return line_server(case.handler)
-
-    return make
-
-
 # -- the session against each peer --------------------------------------------------------------
 
 
-def run_session(target: Target) -> tuple[dict[str, Observation], float]:
+@dataclass
+class SessionRun:
+    observations: dict[str, Observation]
+    elapsed: float
+    emitted: int
+
+
+def _run_session(target: Target) -> SessionRun:
     seen: list[Observation] = []
     started = time.monotonic()
     Session(target, Env(RunConfig("a@example.test", timeout=TIMEOUT), seen.append)).run()
     elapsed = time.monotonic() - started
-    by_id = {o.check: o for o in seen}
-    assert len(by_id) == len(seen), "every check id is emitted exactly once"
-    return by_id, elapsed
+    return SessionRun({o.check: o for o in seen}, elapsed, len(seen))
+
+
+@pytest.fixture(scope="module")
+def session_runs() -> Iterator[dict[str, SessionRun]]:
+    """Every case's session, all at once (each in its own thread, as the runner does)."""
+    servers = [LineServer(case.handler) for case in CASES]
+    results: dict[str, SessionRun] = {}
+
+    def run(case: Case, server: LineServer) -> None:
+        target = Target(Service.SMTP, "127.0.0.1", server.port, case.security)
+        results[case.name] = _run_session(target)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(CASES, servers,
+                                                                       strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    yield results
+    for server in servers:
+        server.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_session_survives(case: Case, serve: Callable[[Case], LineServer]) -> None:
-    server = serve(case)
-    target = Target(Service.SMTP, "127.0.0.1", server.port, case.security)
-    obs, elapsed = run_session(target)
+def test_session_survives(case: Case, session_runs: dict[str, SessionRun]) -> None:
+    run = session_runs[case.name]
+    obs, elapsed = run.observations, run.elapsed
+    assert run.emitted == len(obs), "every check id is emitted exactly once"
     assert elapsed < case.steps * TIMEOUT + 1.0, f"took {elapsed:.2f}s"
     failed = obs[case.check]
     assert failed.status is Status.FAIL, failed
@@ -237,3 +256,178 @@ def test_session_survives(case: Case, serve: Callable[[Case], LineServer]) -> No
         if check == "smtp.capabilities" and case.check == "smtp.tls":
             continue  # what the server listed before the failed upgrade is still reported
         assert obs[check].status is Status.SKIP, obs[check]
+
+
+# -- the real command in a child process ----------------------------------------------------------
+
+
+@dataclass
+class ChildRun:
+    code: int
+    out: str
+    err: str
+    wall: float  # seconds from spawn to exit, start-up included
+    peak_rss_mb: float  # the child's own ru_maxrss (os.wait4)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads(self.out)  # type: ignore[no-any-return]
+
+
+_SUFFIX = {Security.AUTO: "", Security.SSL: "/ssl", Security.STARTTLS: "/starttls",
+           Security.PLAIN: "/plain"}
+
+
+def _spawn(args: list[str], env: dict[str, str], workdir: Path, name: str) -> ChildRun:
+    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "maildiag", *args], stdout=out,
+                                stderr=err, stdin=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return ChildRun(proc.returncode, out_path.read_text("utf-8", "replace"),
+                    err_path.read_text("utf-8", "replace"), wall, usage.ru_maxrss / 1024)
+
+
+@pytest.fixture(scope="module")
+def child_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ChildRun]]:
+    """Every case through ``python -m maildiag check``, all children at once."""
+    workdir = tmp_path_factory.mktemp("hostile")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILDIAG_", "LC_"))}
+    env.update(LANG="C.UTF-8", XDG_CACHE_HOME=str(workdir / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    servers = [LineServer(case.handler) for case in CASES]
+    jobs: dict[str, list[str]] = {}
+    for case, server in zip(CASES, servers, strict=True):
+        base = ["check", "a@example.test", "--smtp",
+                f"127.0.0.1:{server.port}{_SUFFIX[case.security]}", "--only", "smtp",
+                "--no-clock", "--timeout", f"{TIMEOUT:g}"]
+        jobs[case.name] = [*base, "--json", "--transcript"]
+    results: dict[str, ChildRun] = {}
+    # warm the rule cache once so the children measure the run, not the first YAML parse
+    _spawn(["explain", "550 warm-up"], env, workdir, "warm")
+
+    def run(name: str) -> None:
+        results[name] = _spawn(jobs[name], env, workdir, name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    yield results
+    for server in servers:
+        server.close()
+
+
+def _check(report: dict[str, Any], check_id: str) -> dict[str, Any]:
+    return next(c for c in report["checks"] if c["id"] == check_id)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_command_survives(case: Case, child_runs: dict[str, ChildRun]) -> None:
+    run = child_runs[case.name]
+    assert "Traceback" not in run.err and "internal error" not in run.err, run.err
+    assert run.code == 2, (run.code, run.err)
+    report = run.report
+    assert report["exit_code"] == 2 and report["status"] == "fail"
+    session_ms = sum(c["duration_ms"] for c in report["checks"] if c["id"].startswith("smtp."))
+    assert session_ms <= (case.steps * TIMEOUT + 1.0) * 1000, session_ms
+    failed = _check(report, case.check)
+    assert failed["status"] == "fail", failed
+    assert any(word in failed["summary"].lower() for word in case.says), failed["summary"]
+    assert failed["findings"], f"no finding explains {case.check}: {failed['summary']}"
+    finding = failed["findings"][0]
+    assert finding["title"] and finding["steps"] and finding["category"]
+    assert finding["severity"] == "fail"
+    assert any(f["rule"] == finding["rule"] for f in report["findings"])
+    assert run.peak_rss_mb < RSS_LIMIT_MB, f"peak RSS {run.peak_rss_mb:.0f} MB"
+    json.dumps(report)  # the report holds no unencodable text (invalid UTF-8 came in)
+
+
+TEXT_CASES = [c for c in CASES if c.name in {"terminal-escapes", "invalid-utf8", "binary-garbage",
+                                             "endless-line", "imap-greeting-on-smtp-port"}]
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[c.name for c in TEXT_CASES])
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_text_output_is_safe_for_a_terminal(case: Case, lang: str,
+                                            line_server: Callable[..., LineServer]) -> None:
+    server = line_server(case.handler)
+    result = run_cli("check", "a@example.test", "--smtp",
+                     f"127.0.0.1:{server.port}{_SUFFIX[case.security]}", "--only", "smtp",
+                     "--no-clock", "--timeout", f"{TIMEOUT:g}", "--transcript", "--lang", lang)
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 2, (result.code, result.err)
+    for stream in (result.out, result.err):
+        assert "\x1b" not in stream and "\x07" not in stream and "\x00" not in stream
+    assert max((len(line) for line in result.out.splitlines()), default=0) < MAX_LINE + 200
+    assert case.check in result.out
+
+
+def test_report_peak_rss(child_runs: dict[str, ChildRun],
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Every child's exit, time, peak RSS and failing checks, printed for the record."""
+    with capsys.disabled():
+        for name, run in sorted(child_runs.items()):
+            failed = []
+            if run.out.startswith("{"):
+                failed = [(c["id"], [f["rule"] for f in c["findings"]])
+                          for c in run.report["checks"] if c["status"] == "fail"]
+            print(f"\n[hostile] {name}: exit {run.code}, {run.wall:.2f}s wall, "
+                  f"peak RSS {run.peak_rss_mb:.1f} MB {failed if failed else ''}")
+        worst = max(child_runs.items(), key=lambda kv: kv[1].peak_rss_mb)
+        print(f"\n[hostile] worst peak RSS: {worst[0]} {worst[1].peak_rss_mb:.1f} MB")
+    assert worst[1].peak_rss_mb < RSS_LIMIT_MB
+
+
+# -- every port filtered ---------------------------------------------------------------------------
+
+
+class FilteredPort:
+    """connect() times out here: backlog 0, accept queue already full, so SYNs are dropped."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = int(self.listener.getsockname()[1])
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
+def test_every_port_filtered_takes_one_timeout_not_three() -> None:
+    timeout = 1.0
+    ports = [FilteredPort() for _ in range(3)]
+    try:
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            probe.connect(("127.0.0.1", ports[0].port))
+        probe.close()
+        # imports and the rule cache are start-up, not the run: warm them on a refused port
+        run_cli("check", "a@example.test", "--json", "--no-clock", "--only", "smtp",
+                "--smtp", f"127.0.0.1:{free_port()}/plain")
+        started = time.monotonic()
+        result = run_cli("check", "a@example.test", "--json", "--no-clock",
+                         "--timeout", f"{timeout:g}",
+                         "--smtp", f"127.0.0.1:{ports[0].port}/ssl",
+                         "--imap", f"127.0.0.1:{ports[1].port}/starttls",
+                         "--pop3", f"127.0.0.1:{ports[2].port}")
+        elapsed = time.monotonic() - started
+    finally:
+        for p in ports:
+            p.close()
+    assert result.code == 2, result.err
+    assert elapsed <= timeout + 1.0, f"{elapsed:.2f}s for --timeout {timeout:g}"
+    print(f"[hostile] every port filtered: {elapsed:.2f}s with --timeout {timeout:g}")
+    report = result.json
+    for svc in ("smtp", "imap", "pop3"):
+        connect = _check(report, f"{svc}.connect")
+        assert connect["status"] == "fail"
+        assert "timed out" in connect["summary"]
+        assert connect["findings"][0]["category"] == "connection_timeout"
