@@ -56,8 +56,12 @@ def explain_matches(rules: RuleBase, text: str) -> list[Match]:
     """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
     matches = rules.match(text)
     if any(m.via != "code" for m in matches):
-        matches = [m for m in matches if m.via != "code"]
-    return matches[:MAX_FINDINGS]
+        return [m for m in matches if m.via != "code"][:MAX_FINDINGS]
+    # only the reply code is known: its most specific meaning, enhanced and basic
+    best: dict[int, Match] = {}
+    for m in matches:
+        best.setdefault(m.rank[4], m)
+    return [best[level] for level in sorted(best, reverse=True)]
 
 
 def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> list[Finding]:

@@ -16,6 +16,7 @@ A rule file is a mapping with these top-level keys (all optional)::
     params:         {name: {en: text, ru: text}}   default wording of a missing {param}
     ui:             {key: {en: text, ru: text}}     labels the explain command prints
     interception:   [{issuer: substring, product: name}]   TLS-inspection products
+    provider_hints: {provider: [regex, ...]}          words that reveal who answered
 
 A rule::
 
@@ -37,9 +38,11 @@ A rule::
     examples: [text | {text, signal, protocol, provider}]   # must match, as the best rule
     counterexamples: [same]                                  # must not match
 
-Ranking, best first: explained by the signal asked for; priority; provider-specific; matched by
-text; enhanced code over basic code; the longer text match. Code-only rules (the RFC 3463 layer)
-are dropped by ``explain`` when any text rule matched.
+Ranking, best first: explained by the signal asked for; priority; provider-specific (the caller
+named the provider, or a provider hint such as ``gsmtp`` or ``yandex`` is in the text); matched by
+text; enhanced code over basic code; the longer text match; a generic rule over a provider rule
+(a provider rule whose provider is not known applies, but does not outrank the generic one).
+Code-only rules (the RFC 3463 layer) are dropped by ``explain`` when any text rule matched.
 
 Speed: regexes are compiled lazily, one by one, and only run when a literal every match of them
 must contain (found at load time) is present in the text; a trigram index finds those literals.
@@ -98,7 +101,7 @@ _RULE_KEYS = frozenset(
 )
 _MATCH_KEYS = frozenset({"text", "unless", "code", "enhanced", "protocol", "provider", "signal"})
 _EXAMPLE_KEYS = frozenset({"text", "signal", "protocol", "provider"})
-_FILE_KEYS = frozenset({"rules", "params", "ui", "interception"})
+_FILE_KEYS = frozenset({"rules", "params", "ui", "interception", "provider_hints"})
 _INTERCEPTION_KEYS = frozenset({"issuer", "product"})
 
 
@@ -321,7 +324,7 @@ class Match:
     ) -> None:
         self.rule = rule
         self.via = via  # "signal", "text" or "code"
-        self.rank = rank
+        self.rank = rank  # (signal, priority, provider known, text, code level, length, generic)
         self.evidence = evidence
         self.groups = groups
         self.code = code  # the reply code found in the text (enhanced if any, else basic)
@@ -367,6 +370,9 @@ class RuleBase:
         for i, lits in enumerate(keys):
             for lit in lits or ():
                 self._trigrams.setdefault(_rarest(lit, data["trigram_freq"]), []).append((lit, i))
+        self._hint_ids: dict[int, str] = {
+            pattern_index[src]: pid for pid, pats in data["hints"].items() for src in pats
+        }
         self._text_rules: dict[int, list[Rule]] = {}
         for r in self.rules:
             for i in r.text_ids:
@@ -447,8 +453,9 @@ class RuleBase:
                 if not applies(r) or _code_level(r, basic, enhanced) < 0:
                     continue
                 if not self._vetoed(r, norm):
+                    known = bool(provider and provider in r.providers)
                     results[r.id] = Match(
-                        r, "signal", (1, r.priority, int(bool(r.providers)), 0, 0, 0),
+                        r, "signal", (1, r.priority, int(known), 0, 0, 0, int(not r.providers)),
                         text.strip()[:500], {}, None,
                     )
             return _sorted(results)
@@ -457,6 +464,16 @@ class RuleBase:
         basic, enhanced = extract_codes(norm)
         lowered = norm.lower()
         cand = self.candidates(lowered)
+        known: set[str] = {provider} if provider else set()
+        if not provider:
+            for i in cand:
+                pid = self._hint_ids.get(i)
+                if pid and pid not in known and self._pattern(i).search(norm):
+                    known.add(pid)
+
+        def bonus(r: Rule) -> int:
+            return int(bool(r.providers & known)) if r.providers else 0
+
         hits: dict[int, re.Match[str] | None] = {}
         for i in sorted(cand):
             rules_here = self._text_rules.get(i)
@@ -474,7 +491,8 @@ class RuleBase:
                 level = _code_level(r, basic, enhanced)
                 if level < 0 or self._vetoed(r, norm):
                     continue
-                rank = (0, r.priority, int(bool(r.providers)), 1, level, m.end() - m.start())
+                rank = (0, r.priority, bonus(r), 1, level, m.end() - m.start(),
+                        int(not r.providers))
                 results[r.id] = Match(
                     r, "text", rank, _line_of(norm, m.start(), m.end()),
                     {k: v for k, v in m.groupdict().items() if v}, enhanced or basic,
@@ -488,7 +506,7 @@ class RuleBase:
                 code = enhanced if level == 2 else basic
                 start = norm.find(code) if code else -1
                 evidence = _line_of(norm, start, start + len(code)) if code and start >= 0 else ""
-                rank = (0, r.priority, int(bool(r.providers)), 0, level, _specificity(key))
+                rank = (0, r.priority, bonus(r), 0, level, _specificity(key), int(not r.providers))
                 results[r.id] = Match(r, "code", rank, evidence, {}, enhanced or basic)
         return _sorted(results)
 
@@ -703,6 +721,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
     params: dict[str, dict[str, str]] = {}
     ui: dict[str, dict[str, str]] = {}
     interception: list[list[str]] = []
+    hints: dict[str, list[str]] = {}
     for _directory, files in listing:
         seen_here: dict[str, str] = {}
         for path, _size, _mtime in files:
@@ -719,6 +738,13 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
             for name, texts in (doc.get("ui") or {}).items():
                 ui[str(name)] = _translations(texts, path, f"ui.{name}")
             interception.extend(_interception(doc.get("interception"), path))
+            for pid, pats in (doc.get("provider_hints") or {}).items():
+                pats = _str_list(pats, path, f"provider_hints.{pid}", "patterns")
+                for src in pats:
+                    problem = regex_problem(src)
+                    if problem:
+                        raise RuleBaseError(f"{path}: provider_hints.{pid}: regex {src!r}: {problem}")
+                hints.setdefault(str(pid).lower(), []).extend(pats)
             raw_rules = doc.get("rules") or []
             if not isinstance(raw_rules, list):
                 raise RuleBaseError(f"{path}: 'rules' must be a list")
@@ -734,12 +760,12 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
     patterns: list[str] = []
     index: dict[str, int] = {}
     keys: list[list[str] | None] = []
-    for rule in rules.values():
-        for src in (*rule["text"], *rule["unless"]):
-            if src not in index:
-                index[src] = len(patterns)
-                patterns.append(src)
-                keys.append(required_literals(src))
+    hint_sources = [src for pats in hints.values() for src in pats]
+    for src in (*(x for r in rules.values() for x in (*r["text"], *r["unless"])), *hint_sources):
+        if src not in index:
+            index[src] = len(patterns)
+            patterns.append(src)
+            keys.append(required_literals(src))
     freq: dict[str, int] = {}
     for lits in keys:
         for lit in lits or ():
@@ -750,6 +776,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
         "params": params,
         "ui": ui,
         "interception": interception,
+        "hints": hints,
         "patterns": patterns,
         "keys": keys,
         "trigram_freq": freq,
