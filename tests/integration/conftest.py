@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -118,7 +118,7 @@ class CheckRun:
     stdout: str
     stderr: str
     seconds: float
-    report: dict[str, Any] | None = None
+    report: dict[str, Any] = field(default_factory=dict)  # empty for text output
     password: str | None = None
     logs: dict[str, str] = field(default_factory=dict)  # what the servers logged meanwhile
     rawlog: dict[str, str] = field(default_factory=dict)  # Dovecot post-login commands meanwhile
@@ -129,7 +129,7 @@ class CheckRun:
     queued: list[str] = field(default_factory=list)
 
     def checks(self, check_id: str) -> list[dict[str, Any]]:
-        assert self.report is not None
+        assert self.report, "no JSON report: this run asked for text output"
         return [c for c in self.report["checks"] if c["id"] == check_id]
 
     def check(self, check_id: str, port: int | None = None) -> dict[str, Any]:
@@ -138,15 +138,15 @@ class CheckRun:
         return found[0]
 
     def ids(self) -> list[tuple[str, Any, str]]:
-        assert self.report is not None
+        assert self.report, "no JSON report: this run asked for text output"
         return [(c["id"], c.get("port"), c["status"]) for c in self.report["checks"]]
 
     def categories(self) -> set[str]:
-        assert self.report is not None
+        assert self.report, "no JSON report: this run asked for text output"
         return {f["category"] for f in self.report["findings"]}
 
     def findings(self, category: str) -> list[dict[str, Any]]:
-        assert self.report is not None
+        assert self.report, "no JSON report: this run asked for text output"
         return [f for f in self.report["findings"] if f["category"] == category]
 
     def explain(self) -> str:
@@ -158,8 +158,19 @@ class CheckRun:
         )
 
 
+class RunCheck(Protocol):
+    def __call__(
+        self,
+        address: str,
+        *args: str,
+        password: str | None = None,
+        json_output: bool = True,
+        timeout: float = 5,
+    ) -> CheckRun: ...
+
+
 @pytest.fixture
-def maildiag(mail_servers: MailServers):  # type: ignore[no-untyped-def]
+def maildiag(mail_servers: MailServers) -> RunCheck:
     """Run ``python -m maildiag check ADDRESS --json`` against the servers, return a CheckRun."""
 
     def run(
@@ -199,16 +210,25 @@ def maildiag(mail_servers: MailServers):  # type: ignore[no-untyped-def]
         counts_before = mail_servers.mailbox_counts()
         t0 = time.monotonic()
         proc = subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
             stdin=subprocess.DEVNULL,
         )
-        result = CheckRun(argv, proc.returncode, proc.stdout, proc.stderr,
-                          time.monotonic() - t0, password=password)
+        result = CheckRun(
+            argv,
+            proc.returncode,
+            proc.stdout,
+            proc.stderr,
+            time.monotonic() - t0,
+            password=password,
+        )
         time.sleep(0.1)  # let the servers flush their log lines about this run
         result.logs = mail_servers.logs_since(mark)
-        result.rawlog = {
-            k: v for k, v in mail_servers.rawlogs().items() if k not in rawlogs_before
-        }
+        result.rawlog = {k: v for k, v in mail_servers.rawlogs().items() if k not in rawlogs_before}
         result.mailboxes_before = mailboxes_before
         result.mailboxes_after = mail_servers.mailbox_snapshot()
         result.counts_before = counts_before
@@ -216,10 +236,12 @@ def maildiag(mail_servers: MailServers):  # type: ignore[no-untyped-def]
         result.queued = mail_servers.queued_files()
         if json_output:
             try:
-                result.report = json.loads(proc.stdout)
+                report = json.loads(proc.stdout)
             except ValueError:
-                result.report = None
-            if not isinstance(result.report, dict):
+                report = None
+            if isinstance(report, dict):
+                result.report = report
+            else:
                 pytest.fail(f"stdout is not one JSON report\n{result.explain()}", pytrace=False)
         return result
 

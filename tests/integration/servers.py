@@ -37,6 +37,7 @@ that maildiag never sent it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -78,6 +79,19 @@ BINARIES = (POSTFIX, DOVECOT, DNSMASQ, "/usr/lib/dovecot/imap-login", "/usr/lib/
 MAIL_UID = 65534  # nobody: Dovecot refuses mail processes as root
 MAIL_GID = 65534
 
+# every mailbox change Dovecot's mail_log plugin can report
+MAIL_LOG_EVENTS = (
+    "delete",
+    "undelete",
+    "expunge",
+    "save",
+    "copy",
+    "mailbox_create",
+    "mailbox_delete",
+    "mailbox_rename",
+    "flag_change",
+)
+
 SMTP_LISTENERS = (
     "smtp_plain",
     "submission",
@@ -102,7 +116,7 @@ def _free_port(udp_too: bool = False) -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((HOST, 0))
-            port = s.getsockname()[1]
+            port: int = s.getsockname()[1]
         if not udp_too:
             return port
         try:
@@ -177,7 +191,7 @@ def make_certs(directory: Path) -> Certs:
     from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca = trustme.CA(organization_name="maildiag integration CA")
     ca_pem = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_pem))
@@ -412,7 +426,7 @@ userdb {{
 # command after login is recorded in ~/dovecot.rawlog/ (IMAP and POP3 alike).
 mail_plugins = $mail_plugins notify mail_log
 plugin {{
-  mail_log_events = delete undelete expunge save copy mailbox_create mailbox_delete mailbox_rename flag_change
+  mail_log_events = {" ".join(MAIL_LOG_EVENTS)}
   mail_log_fields = uid box msgid size flags
 }}
 service postlogin {{
@@ -534,8 +548,16 @@ class MailServers:
         t0 = time.monotonic()
         root = self.root
         root.chmod(0o755)  # Postfix and Dovecot children run as their own users
-        for sub in ("logs", "postfix/etc", "postfix/spool", "postfix/data", "dovecot/run",
-                    "dovecot/state", "dnsmasq", "vmail"):
+        for sub in (
+            "logs",
+            "postfix/etc",
+            "postfix/spool",
+            "postfix/data",
+            "dovecot/run",
+            "dovecot/state",
+            "dnsmasq",
+            "vmail",
+        ):
             (root / sub).mkdir(parents=True, exist_ok=True)
             (root / sub).chmod(0o755)
         for log in self.logs.values():
@@ -558,7 +580,8 @@ class MailServers:
             for sub in ("Maildir/cur", "Maildir/new", "Maildir/tmp", "dovecot.rawlog"):
                 (home / sub).mkdir(parents=True, exist_ok=True)
             (home / "Maildir" / "cur" / SEEDED_MESSAGE).write_bytes(
-                b"From: harness@example.test\r\nTo: " + u.encode()
+                b"From: harness@example.test\r\nTo: "
+                + u.encode()
                 + b"\r\nSubject: seeded\r\nMessage-ID: <seed@example.test>\r\n\r\nseeded\r\n"
             )
             for dirpath, _dirs, files in os.walk(home):
@@ -664,10 +687,8 @@ class MailServers:
         }
         out = {}
         for name, path in files.items():
-            try:
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 out[name] = int(path.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
         return out
 
     def stop(self) -> None:
@@ -677,19 +698,15 @@ class MailServers:
         for name in ("postfix", "dovecot", "dnsmasq"):
             pid = pids.get(name)
             if pid is not None and _alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for pid, started in family.items():
             while _same_process(pid, started) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if _same_process(pid, started):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self.started.clear()
 
     def cleanup(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CheckRun
+from .conftest import CheckRun, RunCheck
 from .servers import (
     ALICE,
     CAROL,
@@ -22,6 +22,7 @@ from .servers import (
     GOOD_CERT_DAYS,
     HOST,
     MAIL_HOST,
+    MAIL_LOG_EVENTS,
     NOT_OWNED,
     NXDOMAIN,
     PASSWORDS,
@@ -33,15 +34,20 @@ pytestmark = pytest.mark.integration
 
 WRONG_PASSWORD = "Wrong-Integration-Passw0rd-5580"
 
-IMAP_CHANGING = {"SELECT", "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE",
-                 "RENAME"}
+IMAP_CHANGING = {
+    "SELECT",
+    "STORE",
+    "EXPUNGE",
+    "APPEND",
+    "COPY",
+    "MOVE",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+}
 IMAP_UID_CHANGING = {"STORE", "COPY", "MOVE", "EXPUNGE"}
 POP3_CHANGING = {"RETR", "DELE"}
-MAIL_LOG_EVENTS = re.compile(
-    r": Info: (delete|undelete|expunge|save|copy|mailbox_create|mailbox_delete|"
-    r"mailbox_rename|flag_change): "
-)
-LOGIN_CHECKS = ("smtp.auth", "smtp.sender", "imap.auth", "pop3.auth")
+MAIL_LOG_EVENT = re.compile(r": Info: (" + "|".join(MAIL_LOG_EVENTS) + r"): ")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -68,7 +74,7 @@ def assert_safe(run: CheckRun) -> None:
                 or (len(words) > 2 and words[1] == "UID" and words[2] in IMAP_UID_CHANGING)
             )
             assert not bad, f"maildiag sent a mailbox-changing command ({name}): {line}"
-    events = [ln for ln in run.logs["dovecot"].splitlines() if MAIL_LOG_EVENTS.search(ln)]
+    events = [ln for ln in run.logs["dovecot"].splitlines() if MAIL_LOG_EVENT.search(ln)]
     assert events == [], f"Dovecot logged mailbox changes: {events}"
     for line in run.logs["dovecot"].splitlines():
         if "pop3(" in line and "Logged out" in line:
@@ -82,17 +88,26 @@ def assert_safe(run: CheckRun) -> None:
 
 
 def finding(run: CheckRun, category: str, check: str | None = None) -> dict[str, Any]:
-    found = [f for f in run.findings(category) if check is None or f["check"] == check]
-    assert found, (
-        f"no {category} finding" + (f" from {check}" if check else "")
-        + f"; findings: {[(f['check'], f['category'], f['severity']) for f in run.report['findings']]}"
-        + f"\nchecks: {run.ids()}"
+    """The finding of this category: from the check's own findings when a check is named
+    (the top-level list drops repeats of the same advice), and always in the top-level list."""
+    assert run.report
+    summary = (
+        f"findings: {[(f['check'], f['category'], f['severity']) for f in run.report['findings']]}"
+        f"\nchecks: {run.ids()}"
     )
-    return found[0]
+    assert category in run.categories(), f"no {category} finding in the report; {summary}"
+    if check is None:
+        found: dict[str, Any] = run.findings(category)[0]
+        return found
+    own: list[dict[str, Any]] = [
+        f for c in run.checks(check) for f in c["findings"] if f["category"] == category
+    ]
+    assert own, f"no {category} finding under check {check}; {summary}"
+    return own[0]
 
 
 def assert_exit(run: CheckRun, code: int, status: str) -> None:
-    assert run.report is not None
+    assert run.report
     assert (run.returncode, run.report["exit_code"], run.report["status"]) == (
         code,
         code,
@@ -107,7 +122,9 @@ def explicit(service: str, host: str, port: int, mode: str) -> list[str]:
 # ------------------------------------------------------------------------------- the happy path
 
 
-def test_healthy_mailbox_through_srv_discovery(maildiag, mail_servers: MailServers) -> None:
+def test_healthy_mailbox_through_srv_discovery(
+    maildiag: RunCheck, mail_servers: MailServers
+) -> None:
     run = maildiag(ALICE, password=PASSWORDS[ALICE])
     r = run.report
     assert r["schema"] == "maildiag.report/1" and r["address"] == ALICE
@@ -149,17 +166,117 @@ def test_healthy_mailbox_through_srv_discovery(maildiag, mail_servers: MailServe
     [(GOOD_CERT_DAYS + 30, 7, "warn", 1), (GOOD_CERT_DAYS + 60, GOOD_CERT_DAYS + 30, "fail", 2)],
 )
 def test_certificate_expiring_within_thresholds(
-    maildiag, mail_servers: MailServers, warn_days: int, crit_days: int, status: str, code: int
+    maildiag: RunCheck,
+    mail_servers: MailServers,
+    warn_days: int,
+    crit_days: int,
+    status: str,
+    code: int,
 ) -> None:
     run = maildiag(
         ALICE,
         *explicit("smtp", HOST, mail_servers.ports.submissions, "ssl"),
-        "--warn-days", str(warn_days), "--crit-days", str(crit_days),
+        "--warn-days",
+        str(warn_days),
+        "--crit-days",
+        str(crit_days),
     )
     tls = run.check("smtp.tls")
     assert tls["status"] == status, run.ids()
     assert tls["findings"], tls
     assert_exit(run, code, status)
+    assert_safe(run)
+
+
+def test_starttls_everywhere_explicit(maildiag: RunCheck, mail_servers: MailServers) -> None:
+    """SRV discovery picks the implicit-TLS ports; this walks Postfix's and Dovecot's STARTTLS
+    and STLS paths, logins included."""
+    p = mail_servers.ports
+    run = maildiag(
+        ALICE,
+        "--smtp",
+        f"{MAIL_HOST}:{p.submission}/starttls",
+        "--imap",
+        f"{MAIL_HOST}:{p.imap}/starttls",
+        "--pop3",
+        f"{MAIL_HOST}:{p.pop3}/starttls",
+        password=PASSWORDS[ALICE],
+    )
+    assert run.report["discovery"]["source"] == "explicit", run.report["discovery"]
+    assert {(s["service"], s["port"], s["security"]) for s in run.report["servers"]} == {
+        ("smtp", p.submission, "starttls"),
+        ("imap", p.imap, "starttls"),
+        ("pop3", p.pop3, "starttls"),
+    }
+    for svc in ("smtp", "imap", "pop3"):
+        for step in ("connect", "greeting", "tls", "capabilities", "auth"):
+            assert run.check(f"{svc}.{step}")["status"] == "ok", run.ids()
+    assert run.check("smtp.sender")["status"] == "ok", run.ids()
+    assert_exit(run, 0, "ok")
+    postfix = run.logs["postfix"]
+    assert "postfix/submission/smtpd" in postfix and "sasl_username=alice@example.test" in postfix
+    dovecot = run.logs["dovecot"]
+    assert re.search(r"imap-login: Info: Login: user=<alice@example.test>.*\bTLS\b", dovecot)
+    assert re.search(r"pop3-login: Info: Login: user=<alice@example.test>.*\bTLS\b", dovecot)
+    assert_safe(run)
+
+
+@pytest.mark.parametrize(
+    ("service", "listener", "mode"),
+    [
+        # an implicit-TLS port set up as STARTTLS: Postfix waits silently for a TLS ClientHello
+        ("smtp", "submissions", "starttls"),
+        # a STARTTLS port set up as SSL: Dovecot greets in plain text instead of TLS
+        ("imap", "imap", "ssl"),
+        # an implicit-TLS port set up without encryption: Dovecot waits silently
+        ("pop3", "pop3s", "plain"),
+    ],
+)
+def test_tls_mode_mismatch(
+    maildiag: RunCheck, mail_servers: MailServers, service: str, listener: str, mode: str
+) -> None:
+    port = getattr(mail_servers.ports, listener)
+    run = maildiag(ALICE, *explicit(service, HOST, port, mode), timeout=2)
+    assert run.check(f"{service}.greeting")["status"] == "fail", run.ids()
+    finding(run, "tls_mismatch", f"{service}.greeting")
+    assert "connection_timeout" not in run.categories(), run.report["findings"]
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
+@pytest.mark.parametrize(
+    ("service", "listener"),
+    [("smtp", "submissions"), ("smtp", "submission"), ("pop3", "pop3")],
+    ids=["smtp-implicit-tls", "smtp-starttls", "pop3-stls"],
+)
+def test_mode_detected_on_unknown_port(
+    maildiag: RunCheck, mail_servers: MailServers, service: str, listener: str
+) -> None:
+    """No mode given on a port that implies none: maildiag works it out from the real server
+    (Postfix's implicit-TLS listener says nothing to a plaintext client)."""
+    port = getattr(mail_servers.ports, listener)
+    run = maildiag(
+        ALICE,
+        f"--{service}",
+        f"{HOST}:{port}",
+        "--only",
+        service,
+        password=PASSWORDS[ALICE],
+        timeout=2,
+    )
+    for step in ("connect", "greeting", "tls", "capabilities", "auth"):
+        assert run.check(f"{service}.{step}")["status"] == "ok", run.ids()
+    assert_exit(run, 0, "ok")
+    # the login went over TLS in either mode (Dovecot calls plaintext on 127.0.0.1 "secured")
+    if service == "smtp":
+        assert re.search(
+            rf"postfix/{listener}/smtpd\[\d+\]: Anonymous TLS connection established",
+            run.logs["postfix"],
+        ), run.logs["postfix"]
+    else:
+        assert re.search(
+            r"pop3-login: Info: Login: user=<alice@example.test>.*\bTLS\b", run.logs["dovecot"]
+        ), run.logs["dovecot"]
     assert_safe(run)
 
 
@@ -178,7 +295,7 @@ def test_certificate_expiring_within_thresholds(
     ],
 )
 def test_bad_certificate(
-    maildiag, mail_servers: MailServers, listener: str, host: str, category: str
+    maildiag: RunCheck, mail_servers: MailServers, listener: str, host: str, category: str
 ) -> None:
     port = getattr(mail_servers.ports, listener)
     run = maildiag(ALICE, *explicit("smtp", host, port, "ssl"))
@@ -197,7 +314,7 @@ def test_bad_certificate(
 
 @pytest.mark.parametrize("password", [PASSWORDS[ALICE], None], ids=["password", "no-password"])
 def test_starttls_required_before_auth(
-    maildiag, mail_servers: MailServers, password: str | None
+    maildiag: RunCheck, mail_servers: MailServers, password: str | None
 ) -> None:
     """A program set to 'no encryption' on a submission port that wants STARTTLS first:
     Postfix offers no AUTH before STARTTLS and answers MAIL FROM with
@@ -211,7 +328,9 @@ def test_starttls_required_before_auth(
     assert_safe(run)
 
 
-def test_auth_required_without_password_is_info(maildiag, mail_servers: MailServers) -> None:
+def test_auth_required_without_password_is_info(
+    maildiag: RunCheck, mail_servers: MailServers
+) -> None:
     """No password: Postfix (submission) accepts MAIL FROM and refuses at RCPT TO with
     '554 5.7.1 <alice@example.test>: Recipient address rejected: Access denied'."""
     run = maildiag(ALICE)
@@ -222,14 +341,15 @@ def test_auth_required_without_password_is_info(maildiag, mail_servers: MailServ
     for cid in ("smtp.sender", "imap.auth", "pop3.auth"):
         assert run.check(cid)["status"] == "skip", run.ids()
     # maildiag really asked: Postfix logged its refusal of the unauthenticated RCPT TO
-    assert re.search(r"reject: RCPT from .*Recipient address rejected: Access denied",
-                     run.logs["postfix"]), run.logs["postfix"]
+    assert re.search(
+        r"reject: RCPT from .*Recipient address rejected: Access denied", run.logs["postfix"]
+    ), run.logs["postfix"]
     assert "Access denied" in f["evidence"] or "554" in f["evidence"], f
     assert_exit(run, 0, "ok")
     assert_safe(run)
 
 
-def test_open_port_is_not_auth_required(maildiag, mail_servers: MailServers) -> None:
+def test_open_port_is_not_auth_required(maildiag: RunCheck, mail_servers: MailServers) -> None:
     """The control for the test above: a port-25-like listener takes mail for its own domain
     without AUTH, so there is no auth_required finding."""
     run = maildiag(ALICE, *explicit("smtp", HOST, mail_servers.ports.smtp_plain, "plain"))
@@ -241,7 +361,7 @@ def test_open_port_is_not_auth_required(maildiag, mail_servers: MailServers) -> 
 # ------------------------------------------------------------------------------------- logins
 
 
-def test_wrong_password(maildiag, mail_servers: MailServers) -> None:
+def test_wrong_password(maildiag: RunCheck, mail_servers: MailServers) -> None:
     """Every protocol refuses: that is auth_failed everywhere, not protocol_disabled.
     Postfix: '535 5.7.8 Error: authentication failed: (reason unavailable)';
     Dovecot IMAP: 'NO [AUTHENTICATIONFAILED] Authentication failed.';
@@ -260,7 +380,7 @@ def test_wrong_password(maildiag, mail_servers: MailServers) -> None:
 
 
 @pytest.mark.parametrize("via", ["srv", "starttls"])
-def test_sender_not_owned(maildiag, mail_servers: MailServers, via: str) -> None:
+def test_sender_not_owned(maildiag: RunCheck, mail_servers: MailServers, via: str) -> None:
     """Postfix takes MAIL FROM and refuses at RCPT TO: '553 5.7.1 <someone-else@example.test>:
     Sender address rejected: not owned by user alice@example.test'."""
     where = (
@@ -278,7 +398,9 @@ def test_sender_not_owned(maildiag, mail_servers: MailServers, via: str) -> None
     assert_safe(run)
 
 
-def test_pop3_disabled_for_carol_while_imap_accepts(maildiag, mail_servers: MailServers) -> None:
+def test_pop3_disabled_for_carol_while_imap_accepts(
+    maildiag: RunCheck, mail_servers: MailServers
+) -> None:
     """Dovecot answers a POP3-denied login exactly as a wrong password
     ('-ERR [AUTH] Authentication failed.'); IMAP and SMTP accept the same password, so the
     cross-check must call it protocol_disabled."""
@@ -299,7 +421,7 @@ def test_pop3_disabled_for_carol_while_imap_accepts(maildiag, mail_servers: Mail
 # -------------------------------------------------------------------------- reachability, DNS
 
 
-def test_connection_refused(maildiag, mail_servers: MailServers) -> None:
+def test_connection_refused(maildiag: RunCheck, mail_servers: MailServers) -> None:
     run = maildiag(ALICE, *explicit("smtp", HOST, mail_servers.ports.refused, "ssl"))
     assert run.check("smtp.connect")["status"] == "fail", run.ids()
     finding(run, "connection_refused", "smtp.connect")
@@ -312,7 +434,7 @@ def test_connection_refused(maildiag, mail_servers: MailServers) -> None:
     assert_safe(run)
 
 
-def test_nxdomain(maildiag, mail_servers: MailServers) -> None:
+def test_nxdomain(maildiag: RunCheck, mail_servers: MailServers) -> None:
     run = maildiag(f"user@{NXDOMAIN}")
     r = run.report
     assert r["discovery"]["source"] is None and r["servers"] == [], r["discovery"]
@@ -333,7 +455,7 @@ def test_nxdomain(maildiag, mail_servers: MailServers) -> None:
     ids=["right-password", "wrong-password", "pop3-denied"],
 )
 def test_transcripts_never_show_the_password(
-    maildiag, mail_servers: MailServers, address: str, password: str, output: str
+    maildiag: RunCheck, mail_servers: MailServers, address: str, password: str, output: str
 ) -> None:
     run = maildiag(address, "--transcript", password=password, json_output=(output == "json"))
     output_text = run.stdout + run.stderr
@@ -349,7 +471,9 @@ def test_transcripts_never_show_the_password(
     assert_safe(run)
 
 
-def test_never_sends_and_never_changes_a_mailbox(maildiag, mail_servers: MailServers) -> None:
+def test_never_sends_and_never_changes_a_mailbox(
+    maildiag: RunCheck, mail_servers: MailServers
+) -> None:
     """The full password path for alice, read from the servers' side: SMTP stopped at RCPT TO,
     IMAP and POP3 issued no command that changes a mailbox."""
     run = maildiag(ALICE, "--transcript", password=PASSWORDS[ALICE])

@@ -22,7 +22,11 @@ def run_without_servers(ci: str | None) -> subprocess.CompletedProcess[str]:
         env["CI"] = ci
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", ONE_TEST],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
     )
 
 

@@ -164,8 +164,7 @@ def test_submissions_implicit_tls_and_carol_smtp(mail_servers: MailServers) -> N
         raw = socket.create_connection((HOST, mail_servers.ports.submissions), timeout=T)
         with c.wrap_socket(raw, server_hostname=server_hostname) as tls:
             assert tls.recv(512).startswith(b"220 mail.example.test ESMTP")
-    s = smtplib.SMTP_SSL(HOST, mail_servers.ports.submissions, timeout=T,
-                         context=ctx(mail_servers))
+    s = smtplib.SMTP_SSL(HOST, mail_servers.ports.submissions, timeout=T, context=ctx(mail_servers))
     with s:
         s.ehlo("client.example.test")
         assert s.login(CAROL, PASSWORDS[CAROL])[0] == 235  # POP3 is off for carol, SMTP is not
@@ -223,8 +222,9 @@ def test_imap(mail_servers: MailServers) -> None:
         assert str(err.value) == "b'[AUTHENTICATIONFAILED] Authentication failed.'"
         assert m.login(ALICE, PASSWORDS[ALICE])[0] == "OK"
         m.logout()
-    with imaplib.IMAP4_SSL(HOST, mail_servers.ports.imaps, ssl_context=ctx(mail_servers),
-                           timeout=T) as m:
+    with imaplib.IMAP4_SSL(
+        HOST, mail_servers.ports.imaps, ssl_context=ctx(mail_servers), timeout=T
+    ) as m:
         assert m.login(CAROL, PASSWORDS[CAROL])[0] == "OK"  # IMAP is allowed for carol
         m.logout()
 
@@ -271,8 +271,11 @@ def test_a_real_delivery_is_visible(mail_servers: MailServers) -> None:
     before = mail_servers.mailbox_counts()
     mark = mail_servers.log_mark()
     with smtplib.SMTP(HOST, mail_servers.ports.smtp_plain, timeout=T) as s:
-        s.sendmail("harness@elsewhere.example", [SINK],
-                   b"Subject: harness\r\n\r\nproves the detector works\r\n")
+        s.sendmail(
+            "harness@elsewhere.example",
+            [SINK],
+            b"Subject: harness\r\n\r\nproves the detector works\r\n",
+        )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if mail_servers.mailbox_counts()[SINK] > before[SINK]:
