@@ -10,6 +10,8 @@ counts. Benchmarks:
   on the same interpreter (the venv's), median of N interleaved runs — target <= 3;
 - check: three slow services against the slowest alone — target <= 1.2; every port filtered —
   the whole run within --timeout + 1 s (bench/bench_check.py);
+- rules: every rule's regexes on adversarial text (no catastrophic backtracking) — the
+  slowest rule under tests/test_properties.py's RULE_LIMIT;
 - explain throughput in-process and ``explain --file`` on a 100,000-line Postfix log
   (bench/bench_explain.py, the rule developer's benchmark: run here and its lines shown as is).
 
@@ -51,9 +53,24 @@ def _time(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def _compile_package(env: dict[str, str]) -> None:
+    """Byte-compile maildiag as ``pip install`` does, so a cold start reads .pyc, as a user's.
+
+    (With PYTHONDONTWRITEBYTECODE set, an editable checkout would recompile every module from
+    source on every start: 20+ ms for rulebase.py alone, which no installed copy pays.)
+    """
+    import maildiag
+
+    package = str(Path(maildiag.__file__).parent)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
 def bench_cold(repeat: int) -> list[Result]:
     env = {**os.environ, "COLUMNS": "100", "LANG": "C.UTF-8"}
     env.pop("MAILDIAG_RULES", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    _compile_package(env)
     baseline = [sys.executable, "-c", "pass"]
     commands = {
         "maildiag --help": [*_entry(), "--help"],
@@ -97,6 +114,22 @@ def bench_explain() -> tuple[bool, str]:
     return proc.returncode == 0, text
 
 
+def bench_rules(top: int = 5) -> Result:
+    """Each rule's regexes on adversarial text (tests/test_properties.py): the slowest rule."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from test_properties import RULE_LIMIT, rule_timings
+
+    from maildiag.rulebase import RuleBase
+
+    rulebase = RuleBase.load(cache=False)
+    timings = rule_timings(rulebase)
+    worst = timings[0] if timings else (0.0, "-", "-")
+    listing = "; ".join(f"{rid} {secs * 1000:.1f} ms ({name})" for secs, rid, name in
+                        timings[:top])
+    return Result(f"slowest rule on adversarial text ({len(timings)} rules), seconds",
+                  worst[0], RULE_LIMIT, "s", listing)
+
+
 def _show(r: Result) -> bool:
     mark = "ok  " if r.ok else "OVER"
     print(f"{mark} {r.name}: {r.value:.2f} {r.unit} (target <= {r.target:g})")
@@ -120,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run is a failure
             print(f"OVER {bench.__name__}: could not run: {exc}")
             all_ok = False
+    print("== rule matcher (no catastrophic backtracking)")
+    try:
+        all_ok &= _show(bench_rules())
+    except Exception as exc:  # noqa: BLE001
+        print(f"OVER bench_rules: could not run: {exc}")
+        all_ok = False
     print("== explain (bench/bench_explain.py)")
     ok, text = bench_explain()
     print("\n".join(("     " if line.strip() else "") + line for line in text.splitlines()))
