@@ -516,7 +516,9 @@ class MailServers:
     ports: Ports = field(default_factory=Ports.pick)
     certs: Certs | None = None
     timings: Timings = field(default_factory=Timings)
-    started: list[str] = field(default_factory=list)
+    # name -> (pid, start time): what stop() may end, recorded when each daemon came up, so a
+    # pid reused by some other process after the daemon exited is never signalled
+    started: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
     # paths ---------------------------------------------------------------------------------
     @property
@@ -633,11 +635,11 @@ class MailServers:
         t0 = time.monotonic()
         try:
             self._run("dnsmasq", [DNSMASQ, f"--conf-file={self.root}/dnsmasq/dnsmasq.conf"])
-            self.started.append("dnsmasq")
+            self._record("dnsmasq")
             self._run("dovecot", [DOVECOT, "-c", str(self.dovecot_conf)])
-            self.started.append("dovecot")
+            self._record("dovecot")
             self._run("postfix", [POSTFIX, "-c", str(self.postfix_dir), "start"])
-            self.started.append("postfix")
+            self._record("postfix")
             self.timings.start_s = time.monotonic() - t0
             t1 = time.monotonic()
             self.wait_ready()
@@ -691,13 +693,29 @@ class MailServers:
                 out[name] = int(path.read_text().split()[0])
         return out
 
+    def _record(self, name: str) -> None:
+        deadline = time.monotonic() + 5
+        while (pid := self.pids().get(name)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # a daemon may write its pid file just after its parent returns
+        if pid is None:
+            raise ServerError(f"{name} started but wrote no pid file\n{self.log_tails()}")
+        self.started[name] = (pid, _start_time(pid))
+
+    def _ours(self) -> dict[int, str | None]:
+        """The daemons to stop: those recorded at start, plus any whose pid file names a live
+        process that runs from our temp dir (a start that failed half way)."""
+        out = {pid: started for pid, started in self.started.values()}
+        for pid in self.pids().values():
+            if pid not in out and _mentions(pid, str(self.root)):
+                out[pid] = _start_time(pid)
+        return {pid: st for pid, st in out.items() if _same_process(pid, st)}
+
     def stop(self) -> None:
-        """End the three daemons by their pids, then wait for (or end) their children."""
-        pids = self.pids()
-        family = {pid: _start_time(pid) for pid in _descendants(set(pids.values()))}
-        for name in ("postfix", "dovecot", "dnsmasq"):
-            pid = pids.get(name)
-            if pid is not None and _alive(pid):
+        """End the daemons we started by their pids, then wait for (or end) their children."""
+        masters = self._ours()
+        family = {pid: _start_time(pid) for pid in _descendants(set(masters))}
+        for pid, started in masters.items():
+            if _same_process(pid, started):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -800,6 +818,18 @@ def _start_time(pid: int) -> str | None:
 
 def _same_process(pid: int, started: str | None) -> bool:
     return started is not None and _start_time(pid) == started and _alive(pid)
+
+
+def _mentions(pid: int, text: str) -> bool:
+    """Whether the process's command line or environment contains ``text``."""
+    for part in ("cmdline", "environ"):
+        try:
+            with open(f"/proc/{pid}/{part}", "rb") as f:
+                if text.encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _descendants(roots: set[int]) -> set[int]:
