@@ -76,3 +76,10 @@ def test_bad_input_in_a_fresh_interpreter_has_no_traceback() -> None:
     result = run_cli_subprocess("check", "a@example.test", "--smtp", "127.0.0.1:70000")
     assert result.code == 3
     assert result.err.count("\n") == 1 and "Traceback" not in result.err
+
+
+def test_nagios_gets_an_unknown_line_on_stdout_for_bad_input() -> None:
+    result = run_cli("check", "not-an-address", "--format", "nagios")
+    assert result.code == 3
+    assert result.out.startswith("MAILDIAG UNKNOWN - ") and result.out.count("\n") == 1
+    assert result.err.startswith("maildiag: ")

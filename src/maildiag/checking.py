@@ -185,6 +185,17 @@ def load_rules(dirs: tuple[str, ...]) -> RuleBase:
 
 
 def run_check_command(opts: CheckOptions) -> int:
+    try:
+        return _run_check_command(opts)
+    except UsageError as exc:
+        if opts.fmt == "nagios":  # Nagios reads stdout: give it its UNKNOWN line too
+            from maildiag.report.nagios import render_nagios_error
+
+            _write(render_nagios_error(str(exc)))
+        raise
+
+
+def _run_check_command(opts: CheckOptions) -> int:
     if opts.fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
     if opts.fail_on not in ("warn", "fail"):
