@@ -67,13 +67,17 @@ class Imap:
         size = 0
         while True:
             line = conn.read_line(deadline=deadline)
-            m = _LITERAL.search(line)
-            if m:
+            rest = line
+            # RFC 3501 4.3: the response line goes on after a literal's octets, maybe with more
+            while m := _LITERAL.search(rest):
                 n = int(m.group(1))
                 if n > MAX_REPLY_BYTES:
                     raise TooLong(f"an IMAP literal of {n} bytes")
+                if size + len(line) + n > MAX_REPLY_BYTES:
+                    raise TooLong(f"a response of more than {MAX_REPLY_BYTES} bytes")
                 literal = conn.read_exact(n, deadline=deadline)
-                line += literal.decode("utf-8", "replace").replace("\r\n", " ")
+                rest = conn.read_line(deadline=deadline)
+                line += literal.decode("utf-8", "replace").replace("\r\n", " ") + rest
             lines.append(line)
             size += len(line)
             if line.startswith(tag + " "):
@@ -81,7 +85,8 @@ class Imap:
             if not line.startswith(("*", "+")):
                 raise ProtocolViolation(f"not an IMAP response line: {line[:80]!r}")
             if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
-                raise TooLong(f"a response of more than {MAX_REPLY_LINES} lines")
+                raise TooLong(f"a response of more than {MAX_REPLY_LINES} lines or "
+                              f"{MAX_REPLY_BYTES} bytes")
 
     def command(self, conn: Conn, text: str, *, shown: str | None = None) -> Reply:
         tag = self.next_tag()
