@@ -150,6 +150,46 @@ def hang_up_at_once(peer: PeerConn) -> None:
     peer.sock.close()
 
 
+def imap_literal_bomb(peer: PeerConn) -> None:
+    """CAPABILITY answered with literal after literal, each just under the reply bound."""
+    peer.send("* OK [CAPABILITY IMAP4rev1] ready")
+    line = peer.readline(timeout=5)
+    if line is None:
+        return
+    tag = line.split(" ", 1)[0]
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            yield b"* CAPABILITY {60000}\r\n" + b"x" * 60000 + b"\r\n"
+        yield tag.encode() + b" OK never"  # unreachable: the flood never ends
+
+    _pour(peer, chunks())
+
+
+def imap_huge_literal(peer: PeerConn) -> None:
+    """A literal announced as nearly a gigabyte."""
+    peer.send("* OK [CAPABILITY IMAP4rev1] ready")
+    if peer.readline(timeout=5) is not None:
+        peer.send("* CAPABILITY {999999999}")
+        peer.readline(timeout=5)
+
+
+def pop3_endless_capa(peer: PeerConn) -> None:
+    """CAPA that never sends its terminating dot."""
+    peer.send("+OK ready")
+    if peer.readline(timeout=5) is None:
+        return
+
+    def chunks() -> Iterator[bytes]:
+        yield b"+OK Capability list follows\r\n"
+        i = 0
+        while True:
+            yield b"".join(b"X-CAPA-%d\r\n" % (i + k) for k in range(1000))
+            i += 1000
+
+    _pour(peer, chunks())
+
+
 def terminal_escapes(peer: PeerConn) -> None:
     """A refusal that tries to clear the screen and retitle the terminal."""
     peer.send(b"554 5.7.1 \x1b[2J\x1b]0;owned\x07 no service \x1b[31mred\x1b[0m")
@@ -164,6 +204,16 @@ class Case:
     signals: frozenset[str]  # any of these problem signals
     says: tuple[str, ...]  # the failing check's summary contains one of these (lower case)
     steps: float  # how many step timeouts the run may take (plus start-up slack)
+
+    @property
+    def service(self) -> Service:
+        return Service(self.check.split(".", 1)[0])
+
+    def cli_args(self, port: int) -> list[str]:
+        svc = str(self.service)
+        return ["check", "a@example.test", f"--{svc}",
+                f"127.0.0.1:{port}{_SUFFIX[self.security]}", "--only", svc, "--no-clock",
+                "--timeout", f"{TIMEOUT:g}"]
 
 
 CASES = [
@@ -189,6 +239,12 @@ CASES = [
          frozenset({"greeting.closed"}), ("closed",), 1),
     Case("hang-up-at-once-ssl", hang_up_at_once, Security.SSL, "smtp.tls",
          frozenset({"tls.handshake_failed"}), ("closed", "reset", "eof"), 1),
+    Case("imap-literal-flood", imap_literal_bomb, Security.PLAIN, "imap.capabilities",
+         frozenset({"greeting.wrong_protocol"}), ("more than",), 1),
+    Case("imap-gigabyte-literal", imap_huge_literal, Security.PLAIN, "imap.capabilities",
+         frozenset({"greeting.wrong_protocol"}), ("literal of 999999999 bytes",), 1),
+    Case("pop3-capa-without-end", pop3_endless_capa, Security.PLAIN, "pop3.capabilities",
+         frozenset({"greeting.wrong_protocol"}), ("more than",), 1),
     Case("terminal-escapes", terminal_escapes, Security.AUTO, "smtp.greeting",
          frozenset({"greeting.rejected"}), ("554 5.7.1",), 1),
 ]
@@ -220,7 +276,7 @@ def session_runs() -> Iterator[dict[str, SessionRun]]:
     results: dict[str, SessionRun] = {}
 
     def run(case: Case, server: LineServer) -> None:
-        target = Target(Service.SMTP, "127.0.0.1", server.port, case.security)
+        target = Target(case.service, "127.0.0.1", server.port, case.security)
         results[case.name] = _run_session(target)
 
     threads = [threading.Thread(target=run, args=pair) for pair in zip(CASES, servers,
@@ -253,7 +309,7 @@ def test_session_survives(case: Case, session_runs: dict[str, SessionRun]) -> No
             assert len(line) < MAX_LINE + 200
     order = list(obs)
     for check in order[order.index(case.check) + 1:]:
-        if check == "smtp.capabilities" and case.check == "smtp.tls":
+        if check.endswith(".capabilities") and case.check.endswith(".tls"):
             continue  # what the server listed before the failed upgrade is still reported
         assert obs[check].status is Status.SKIP, obs[check]
 
@@ -300,10 +356,7 @@ def child_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, C
     servers = [LineServer(case.handler) for case in CASES]
     jobs: dict[str, list[str]] = {}
     for case, server in zip(CASES, servers, strict=True):
-        base = ["check", "a@example.test", "--smtp",
-                f"127.0.0.1:{server.port}{_SUFFIX[case.security]}", "--only", "smtp",
-                "--no-clock", "--timeout", f"{TIMEOUT:g}"]
-        jobs[case.name] = [*base, "--json", "--transcript"]
+        jobs[case.name] = [*case.cli_args(server.port), "--json", "--transcript"]
     results: dict[str, ChildRun] = {}
     # warm the rule cache once so the children measure the run, not the first YAML parse
     _spawn(["explain", "550 warm-up"], env, workdir, "warm")
@@ -332,7 +385,8 @@ def test_command_survives(case: Case, child_runs: dict[str, ChildRun]) -> None:
     assert run.code == 2, (run.code, run.err)
     report = run.report
     assert report["exit_code"] == 2 and report["status"] == "fail"
-    session_ms = sum(c["duration_ms"] for c in report["checks"] if c["id"].startswith("smtp."))
+    session_ms = sum(c["duration_ms"] for c in report["checks"]
+                     if c["id"].startswith(f"{case.service}."))
     assert session_ms <= (case.steps * TIMEOUT + 1.0) * 1000, session_ms
     failed = _check(report, case.check)
     assert failed["status"] == "fail", failed
@@ -355,9 +409,7 @@ TEXT_CASES = [c for c in CASES if c.name in {"terminal-escapes", "invalid-utf8",
 def test_text_output_is_safe_for_a_terminal(case: Case, lang: str,
                                             line_server: Callable[..., LineServer]) -> None:
     server = line_server(case.handler)
-    result = run_cli("check", "a@example.test", "--smtp",
-                     f"127.0.0.1:{server.port}{_SUFFIX[case.security]}", "--only", "smtp",
-                     "--no-clock", "--timeout", f"{TIMEOUT:g}", "--transcript", "--lang", lang)
+    result = run_cli(*case.cli_args(server.port), "--transcript", "--lang", lang)
     assert "Traceback" not in result.err, result.err
     assert result.code == 2, (result.code, result.err)
     for stream in (result.out, result.err):
@@ -431,3 +483,25 @@ def test_every_port_filtered_takes_one_timeout_not_three() -> None:
         assert connect["status"] == "fail"
         assert "timed out" in connect["summary"]
         assert connect["findings"][0]["category"] == "connection_timeout"
+
+
+def test_imap_line_continues_after_a_literal(line_server: Callable[..., LineServer]) -> None:
+    """Not hostile, but found by the literal flood: RFC 3501 lines go on after a literal."""
+
+    def handle(peer: PeerConn) -> None:
+        peer.send("* OK ready")
+        while (line := peer.readline()) is not None:
+            tag = line.split(" ", 1)[0]
+            if "CAPABILITY" in line:
+                peer.send(b'* ID ("name" {7}\r\nDovecot "note" {3}\r\nabc)')
+                peer.send("* CAPABILITY IMAP4rev1 AUTH=PLAIN")
+                peer.send(f"{tag} OK done")
+            else:
+                peer.send(f"{tag} OK bye")
+                return
+
+    server = line_server(handle)
+    run = _run_session(Target(Service.IMAP, "127.0.0.1", server.port, Security.PLAIN))
+    caps = run.observations["imap.capabilities"]
+    assert caps.status is Status.OK, caps
+    assert caps.data["auth"] == ["PLAIN"]
