@@ -85,9 +85,31 @@ def test_interception_not_cert_untrusted(smtp_server: Callable[..., Any], certs:
     assert categories(result, "smtp.tls") == ["tls_interception"]
     assert "cert_untrusted" not in categories(result)
     finding = next(f for f in result.json["findings"] if f["check"] == "smtp.tls")
-    assert "Kaspersky" in finding["title"] and "Kaspersky" in finding["evidence"]
+    assert finding["title"].startswith("Kaspersky ") and "Kaspersky" in finding["evidence"]
     tls = next(c for c in result.json["checks"] if c["id"] == "smtp.tls")
-    assert "Kaspersky Anti-Virus Personal Root Certificate" in tls["data"]["interception"]["issuer"]
+    seen = tls["data"]["interception"]
+    assert "Kaspersky Anti-Virus Personal Root Certificate" in seen["issuer"]
+    assert seen["product"] == "Kaspersky" and seen["product_known"] is True, \
+        "named by rules/interception.yaml"
+
+
+def test_corporate_proxy_trusted_by_the_os_is_interception(
+        smtp_server: Callable[..., Any], certs: Certs, ntp: Callable[..., SntpPeer],
+        tmp_path: Path) -> None:
+    proxy = trustme.CA(organization_name="Example Corp",
+                       organization_unit_name="Egress Inspection CA")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    proxy.issue_cert("127.0.0.1").configure_cert(ctx)
+    server = smtp_server("ssl", tls=ctx)
+    bundle = tmp_path / "system-roots.pem"
+    proxy.cert_pem.write_to_path(str(bundle))
+    result = check(server.port, certs, "--time-server", ntp().address,
+                   env={"SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "none")})
+    assert categories(result, "smtp.tls") == ["tls_interception"]
+    assert "cert_untrusted" not in categories(result)
+    tls = next(c for c in result.json["checks"] if c["id"] == "smtp.tls")
+    assert tls["data"]["os_store"]["verified"] is True
+    assert tls["data"]["interception"]["product"] == "Example Corp"
 
 
 def test_untrusted_without_os_trust_stays_untrusted(smtp_server: Callable[..., Any],
