@@ -178,8 +178,8 @@ def _yaml_files(directory: str) -> list[tuple[str, int, int]]:
 
 _ESCAPED_NL = re.compile(r"\\r\\n|\\n|\\r")
 # "535-5.7.8 text" or "535 5.7.8 text": one line of an SMTP reply
-_REPLY_LINE = re.compile(r"([2-5][0-9][0-9])([ -])(?:([245]\.[0-9]{1,3}\.[0-9]{1,3}) )?")
-_ENHANCED = re.compile(r"(?<![0-9.])([245])\.([0-9]{1,3})\.([0-9]{1,3})(?![0-9]|\.[0-9])")
+_REPLY_LINE = re.compile(r"([2-5][0-9][0-9])([ -])(?:([245]\.[0-7]\.[0-9]{1,3}) )?")
+_ENHANCED = re.compile(r"(?<![0-9.])([245])\.([0-7])\.([0-9]{1,3})(?![0-9]|\.[0-9])")
 _BASIC = re.compile(r"(?<![\w.\-/:#=])([245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)", re.M)
 _NOT_A_CODE_BEFORE = re.compile(r"(?:line|port|errno|pid|id|version|v)\s{0,2}\Z", re.I)
 
@@ -227,7 +227,8 @@ def _join_continuations(text: str) -> str:
             prev_code, prev_cont, prev_enh = m.group(1), m.group(2) == "-", m.group(3)
             prev_cont_enh = False
         else:
-            e = _ENHANCED.match(stripped)
+            # smtplib and friends keep only the enhanced code on continuation lines
+            e = _ENHANCED.search(stripped, 0, 200)
             prev_code, prev_cont = None, False
             prev_enh = e.group(0) if e else None
             prev_cont_enh = bool(e)
@@ -507,7 +508,7 @@ class RuleBase:
                 start = norm.find(code) if code else -1
                 evidence = _line_of(norm, start, start + len(code)) if code and start >= 0 else ""
                 rank = (0, r.priority, bonus(r), 0, level, _specificity(key), int(not r.providers))
-                results[r.id] = Match(r, "code", rank, evidence, {}, enhanced or basic)
+                results[r.id] = Match(r, "code", rank, evidence, {}, code)
         return _sorted(results)
 
     def _vetoed(self, r: Rule, norm: str) -> bool:
@@ -693,6 +694,9 @@ def _yaml_load(path: str) -> Any:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                line = key_node.start_mark.line + 1
+                raise RuleBaseError(f"{path}:{line}: a mapping key must be plain text")
             if key in out:
                 line = key_node.start_mark.line + 1
                 raise RuleBaseError(f"{path}:{line}: duplicate key {key!r}")
@@ -973,7 +977,7 @@ def regex_problem(src: str) -> str | None:
                 lo, hi, body = av
                 if hi == c.MAXREPEAT or hi > MAX_REPEAT_BOUND:
                     return "unbounded repeat (*, + or {n,}): write a bound such as {0,80}"
-                if inside_repeat and hi > 1 and _has_repeat(body, c):
+                if hi > 1 and _has_repeat(body, c):
                     return "nested quantifiers (catastrophic backtracking)"
                 problem = walk(body, inside_repeat or hi > 1)
                 if problem:
