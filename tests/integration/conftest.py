@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -158,6 +159,21 @@ class CheckRun:
         )
 
 
+def _settled_logs(servers: MailServers, mark: dict[str, int]) -> dict[str, str]:
+    """The servers' log lines since ``mark``, once Postfix has logged the end of every SMTP
+    session that began in them (it logs through postlogd, a moment after the client left)."""
+    deadline = time.monotonic() + 3
+    while True:
+        time.sleep(0.05)
+        logs = servers.logs_since(mark)
+        pf = logs["postfix"]
+        balanced = len(re.findall(r"\]: connect from ", pf)) <= len(
+            re.findall(r"\]: disconnect from ", pf)
+        )
+        if balanced or time.monotonic() > deadline:
+            return logs
+
+
 class RunCheck(Protocol):
     def __call__(
         self,
@@ -226,8 +242,7 @@ def maildiag(mail_servers: MailServers) -> RunCheck:
             time.monotonic() - t0,
             password=password,
         )
-        time.sleep(0.1)  # let the servers flush their log lines about this run
-        result.logs = mail_servers.logs_since(mark)
+        result.logs = _settled_logs(mail_servers, mark)
         result.rawlog = {k: v for k, v in mail_servers.rawlogs().items() if k not in rawlogs_before}
         result.mailboxes_before = mailboxes_before
         result.mailboxes_after = mail_servers.mailbox_snapshot()
