@@ -394,7 +394,7 @@ def skew_params(offset: float, source: str) -> dict[str, Any]:
     en, ru = humanize(offset)
     ahead = offset > 0
     return {
-        "offset_seconds": round(offset, 1),
+        "offset_seconds": round(offset, 1) + 0.0,
         "offset_human": en,
         "offset_human_ru": ru,
         "direction": "ahead" if ahead else "behind",
@@ -408,7 +408,7 @@ def judge_clock(reading: ClockReading, *, transcript: tuple[str, ...] = (),
     offset = reading.offset
     size = abs(offset)
     data: dict[str, Any] = {
-        "offset_seconds": round(offset, 3),
+        "offset_seconds": round(offset, 3) + 0.0,  # never "-0.0"
         "source": reading.source,
         "reference": reading.reference.isoformat(),
         "local": reading.local.isoformat(),
