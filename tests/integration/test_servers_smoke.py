@@ -325,3 +325,24 @@ def test_a_mailbox_change_is_visible(mail_servers: MailServers) -> None:
     assert " SELECT INBOX" in carol and " STORE 1 +FLAGS" in carol
     assert "STAT" in alice and "LIST" in alice
     assert "flag_change: box=INBOX" in mail_servers.logs_since(mark)["dovecot"]
+
+
+def test_secret_forms_catch_every_encoding() -> None:
+    """The leak check looks for these: any AUTH exchange that carries the password contains one."""
+    import base64
+
+    from .servers import secret_forms
+
+    pw = PASSWORDS[ALICE]
+    forms = secret_forms(pw, ALICE)
+    blobs = [
+        f"\0{ALICE}\0{pw}",  # AUTH PLAIN
+        f"{ALICE}\0{ALICE}\0{pw}",  # AUTH PLAIN with an authorisation identity
+        pw,  # AUTH LOGIN's second answer
+        f"x\0{pw}",
+        f"xy\0{pw}",
+    ]
+    for blob in blobs:
+        encoded = base64.b64encode(blob.encode()).decode()
+        assert any(f in encoded for f in forms if f != pw), blob
+    assert not any(f in base64.b64encode(b"\0alice@example.test\0other").decode() for f in forms)
