@@ -12,7 +12,7 @@ from maildiag import _help
 
 
 def test_stored_help_is_what_typer_renders() -> None:
-    assert _help.HELP == _help.generate(), "run `python -m maildiag._help` to regenerate"
+    assert _help.generate() == _help.HELP, "run `python -m maildiag._help` to regenerate"
 
 
 def test_stored_help_names_every_command() -> None:

@@ -19,7 +19,6 @@ import random
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
+from peers import LineServer, PeerConn, free_port
 
 from maildiag.config import MAX_LINE, MAX_REPLY_LINES, RunConfig
 from maildiag.models import Observation, Security, Service, Status, Target
 from maildiag.probes.session import Env, Session
-from conftest import run_cli
-from peers import LineServer, PeerConn, free_port
 
 TIMEOUT = 1.5  # --timeout of every run here: the step bound the tests hold maildiag to
 RSS_LIMIT_MB = 100
@@ -221,7 +220,8 @@ class Case:
 
 CASES = [
     Case("endless-line", endless_line, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.wrong_protocol"}), (f"longer than {MAX_LINE}", "over"), 1, child=True),
+         frozenset({"greeting.wrong_protocol"}), (f"longer than {MAX_LINE}", "over"), 1,
+         child=True),
     Case("binary-garbage", binary_garbage, Security.AUTO, "smtp.greeting",
          frozenset({"greeting.wrong_protocol"}), ("not a smtp greeting",), 1, child=True),
     Case("one-byte-per-second", one_byte_per_second, Security.AUTO, "smtp.greeting",

@@ -8,6 +8,7 @@ them for a longer hunt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -202,15 +203,11 @@ def test_smtp_read_reply_on_any_bytes(data: list[bytes]) -> None:
 @given(chunks)
 def test_imap_and_pop3_readers_on_any_bytes(data: list[bytes]) -> None:
     for conn in _reader(data):
-        try:
+        with contextlib.suppress(NetError, ProtocolViolation):
             imap.Imap().read_response(conn, "M1")
-        except (NetError, ProtocolViolation):
-            pass
     for conn in _reader(data):
-        try:
+        with contextlib.suppress(NetError, ProtocolViolation):
             pop3.Pop3().read_multiline(conn)
-        except (NetError, ProtocolViolation):
-            pass
 
 
 # -- addresses ------------------------------------------------------------------------------------
@@ -297,7 +294,8 @@ def _example_texts(rule: object) -> list[str]:
     return texts
 
 
-def rule_timings(rulebase: object, inputs: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
+def rule_timings(rulebase: object,
+                 inputs: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
     """(worst seconds, rule id, input name) for every rule, slowest first.
 
     A rule's time on an input is the time of all its regexes (text and unless) searched over the
