@@ -234,7 +234,8 @@ def judge(
     """The ``<svc>.tls`` observation for one handshake (``failure`` set when it did not verify)."""
     facts = facts or ChainFacts(chain_note="no chain was gathered")
     data: dict[str, Any] = {"version": session.version, "cipher": session.cipher,
-                            "checked_at": now.isoformat()}
+                            "checked_at": now.isoformat(), "warn_days": warn_days,
+                            "crit_days": crit_days}
     problems: list[Problem] = []
     status = Status.OK
     base = {"service": str(target.service), "host": target.host, "port": target.port}
