@@ -52,6 +52,16 @@ def _rules(dirs: Sequence[str] = ()) -> RuleBase:
     return rb
 
 
+def default_lang() -> str:
+    """``maildiag.config.default_lang()``, without importing config (and its dataclasses) on the
+    cold path; a test keeps the two identical."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = os.environ.get(var, "")
+        if value:
+            return "ru" if value.lower().startswith("ru") else "en"
+    return "en"
+
+
 def explain_matches(rules: RuleBase, text: str) -> list[Match]:
     """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
     matches = rules.match(text)
@@ -99,8 +109,6 @@ def run_explain(
 ) -> int:
     """Print the diagnosis of TEXT (``-`` = stdin) or of each error line of ``file``."""
     if lang is None:
-        from maildiag.config import default_lang
-
         lang = default_lang()
     if lang not in LANGS:
         return _usage(f"--lang must be en or ru, not {lang!r}")
