@@ -309,6 +309,25 @@ def test_bad_certificate(
     assert_safe(run)
 
 
+@pytest.mark.parametrize("listener", ["smtp_expired", "smtp_wronghost", "smtp_selfsigned"])
+def test_no_password_to_an_unverified_server(
+    maildiag: RunCheck, mail_servers: MailServers, listener: str
+) -> None:
+    """With a password and a certificate that does not verify, the password is not sent:
+    Postfix saw no AUTH command at all."""
+    port = getattr(mail_servers.ports, listener)
+    run = maildiag(ALICE, *explicit("smtp", HOST, port, "ssl"), password=PASSWORDS[ALICE])
+    assert run.check("smtp.tls")["status"] == "fail", run.ids()
+    postfix = run.logs["postfix"]
+    disconnects = [ln for ln in postfix.splitlines() if "disconnect from" in ln]
+    assert disconnects, postfix
+    assert not any(re.search(r"\bauth=", ln) for ln in disconnects), disconnects
+    assert "sasl_username" not in postfix and "authentication failed" not in postfix
+    assert run.check("smtp.auth")["status"] != "ok", run.ids()
+    assert_exit(run, 2, "fail")
+    assert_safe(run)
+
+
 # ------------------------------------------------------------------------ TLS and AUTH demands
 
 
