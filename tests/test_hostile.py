@@ -326,7 +326,7 @@ class ChildRun:
     out: str
     err: str
     wall: float  # seconds from spawn to exit, start-up included
-    peak_rss_mb: float  # the child's own ru_maxrss (os.wait4)
+    peak_rss_mb: float  # maildiag's own ru_maxrss (see _LAUNCHER)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -337,17 +337,31 @@ _SUFFIX = {Security.AUTO: "", Security.SSL: "/ssl", Security.STARTTLS: "/starttl
            Security.PLAIN: "/plain"}
 
 
+# ru_maxrss counts the pages a forked child shares with its parent before exec, so a child forked
+# straight from a large pytest process reports pytest's size. A small launcher, itself just
+# exec'd, forks maildiag and reports that grandchild's own peak: maildiag's memory alone.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execv(sys.executable, [sys.executable, '-m', 'maildiag', *sys.argv[2:]])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _spawn(args: list[str], env: dict[str, str], workdir: Path, name: str) -> ChildRun:
     out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    rss_path = workdir / f"{name}.rss"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "maildiag", *args], stdout=out,
-                                stderr=err, stdin=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss_path), *args],
+                              stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    usage_kb = int(rss_path.read_text())
     return ChildRun(proc.returncode, out_path.read_text("utf-8", "replace"),
-                    err_path.read_text("utf-8", "replace"), wall, usage.ru_maxrss / 1024)
+                    err_path.read_text("utf-8", "replace"), wall, usage_kb / 1024)
 
 
 @pytest.fixture(scope="module")
