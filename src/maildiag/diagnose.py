@@ -98,15 +98,20 @@ def diagnose(
 
 
 def merge_findings(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
-    """Every finding once (same rule and title = same advice), most important first."""
-    seen: set[tuple[str, str]] = set()
+    """Every finding of every check once, most important first (stable: check order within).
+
+    The same advice from two checks (a wrong password refused by SMTP and by IMAP) stays two
+    findings, each naming its check; the text report groups them for reading.
+    """
+    seen: set[tuple[str, str, str | None, str]] = set()
     merged: list[Finding] = []
     for result in results:
         for f in result.findings:
-            if (f.rule, f.title) not in seen:
-                seen.add((f.rule, f.title))
+            key = (f.rule, f.title, f.check, f.evidence)
+            if key not in seen:
+                seen.add(key)
                 merged.append(f)
-    merged.sort(key=lambda f: -severity_rank(f.severity))  # stable: check order kept within
+    merged.sort(key=lambda f: -severity_rank(f.severity))
     return tuple(merged)
 
 

@@ -86,15 +86,17 @@ def _render_one(report: Report, lang: str, console: Any) -> None:
         console.print(f"[green]{labels['ok']}[/]")
         return
     console.print(f"[bold]{labels['findings']}[/]")
-    for i, f in enumerate(report.findings, 1):
+    for i, group in enumerate(_grouped(report.findings), 1):
+        f = group[0]
+        checks = ", ".join(dict.fromkeys(g.check or "" for g in group))
         sev = _SEVERITY_STYLE[f.severity]
         console.print(f"\n{i}. [{sev}]{f.severity.upper()}[/] [bold]{escape(f.title)}[/] "
-                      f"[dim]({f.category}; {f.check or ''}; {f.rule})[/]")
+                      f"[dim]({f.category}; {escape(checks)}; {f.rule})[/]")
         for n, step in enumerate(f.steps, 1):
             console.print(f"   {n}) {escape(step)}")
-        if f.evidence:
-            evidence = " ".join(f.evidence.split())
-            console.print(f"   [dim]{labels['evidence']}: {escape(evidence[:300])}[/]")
+        for evidence in dict.fromkeys(" ".join(g.evidence.split()) for g in group):
+            if evidence:
+                console.print(f"   [dim]{labels['evidence']}: {escape(evidence[:300])}[/]")
         for link in f.links:
             console.print(f"   [dim]{escape(link)}[/]")
 
@@ -109,6 +111,14 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+def _grouped(findings: Any) -> list[list[Any]]:
+    """Findings with the same rule and title shown once, naming every check that raised them."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for f in findings:
+        groups.setdefault((f.rule, f.title), []).append(f)
+    return list(groups.values())
 
 
 def _where(result: CheckResult) -> str:
