@@ -17,6 +17,7 @@ from maildiag.errors import UsageError
 from maildiag.models import ExitCode, Observation, Report, Security, Service, Source, Target
 
 if TYPE_CHECKING:
+    from maildiag.multi import MultiReport
     from maildiag.rulebase import RuleBase
 
 FORMATS = ("text", "json", "junit", "nagios", "prometheus")
@@ -232,32 +233,32 @@ def _ignore(_: Observation) -> None:
     pass
 
 
-def emit(report: object, fmt: str, fail_on: str, *, lang: str) -> int:
+def emit(report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str) -> int:
     """Print ``report`` (a Report or a multi-target report) and return its exit code."""
     from maildiag.report import apply_fail_on
 
-    report = apply_fail_on(report, fail_on)  # type: ignore[type-var]
+    report = apply_fail_on(report, fail_on)  # type: ignore[type-var]  # R is either, not both
     if fmt == "json":
         import json
 
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))  # type: ignore[attr-defined]
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     elif fmt == "junit":
         from maildiag.report.junit import render_junit
 
-        _write(render_junit(report))  # type: ignore[arg-type]
+        _write(render_junit(report))
     elif fmt == "nagios":
         from maildiag.report.nagios import render_nagios
 
-        _write(render_nagios(report))  # type: ignore[arg-type]
+        _write(render_nagios(report))
     elif fmt == "prometheus":
         from maildiag.report.prometheus import render_prometheus
 
-        _write(render_prometheus(report))  # type: ignore[arg-type]
+        _write(render_prometheus(report))
     else:
         from maildiag.report.text import render_text
 
-        render_text(report, lang=lang)  # type: ignore[arg-type]
-    return int(report.exit_code)  # type: ignore[attr-defined]
+        render_text(report, lang=lang)
+    return int(report.exit_code)
 
 
 def _write(text: str) -> None:

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from typer._click import exceptions as click_exc
     except ImportError:  # typer releases that use click itself
-        from click import exceptions as click_exc  # type: ignore[no-redef]
+        from click import exceptions as click_exc  # type: ignore[no-redef,import-not-found]
 
     args = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)

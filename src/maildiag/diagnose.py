@@ -7,7 +7,7 @@ and steps. Python supplies only facts (``params``); every word of advice comes f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from maildiag.models import (
@@ -69,7 +69,7 @@ def diagnose_one(obs: Observation, rules: RuleBase, *, lang: str,
     return CheckResult(obs, status, findings)
 
 
-def order_key(servers: Sequence[Target]) -> object:
+def order_key(servers: Sequence[Target]) -> Callable[[CheckResult], tuple[int, int, int]]:
     """Run-level checks first, then each server in discovery order, checks in protocol order."""
     stages = ["connect", "greeting", "tls", "capabilities", "auth", "sender"]
 
@@ -93,7 +93,7 @@ def diagnose(
     servers: Sequence[Target] = (),
 ) -> tuple[tuple[CheckResult, ...], tuple[Finding, ...]]:
     results = sorted((diagnose_one(o, rules, lang=lang, provider=provider) for o in observations),
-                     key=order_key(servers))  # type: ignore[arg-type]
+                     key=order_key(servers))
     return tuple(results), merge_findings(results)
 
 

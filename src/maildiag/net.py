@@ -222,7 +222,7 @@ class Conn:
             err = classify(exc, phase="tls", address=self.peer)
             self.transcript.append(f"-- TLS failed: {err} --")
             raise err from None
-        tls = self.sock  # type: ignore[assignment]
+        tls = self.sock
         assert isinstance(tls, ssl.SSLSocket)
         cipher = tls.cipher()
         self.tls = TlsSession(

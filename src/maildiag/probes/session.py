@@ -43,7 +43,9 @@ SILENCE_WAIT = 3.0
 
 
 def make_dialect(service: Service) -> Dialect:
-    return {Service.SMTP: Smtp, Service.IMAP: Imap, Service.POP3: Pop3}[service]()
+    if service is Service.SMTP:
+        return Smtp()
+    return Imap() if service is Service.IMAP else Pop3()
 
 
 def check_ids(service: Service) -> tuple[str, ...]:
