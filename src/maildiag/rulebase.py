@@ -45,7 +45,9 @@ text; enhanced code over basic code; the longer text match; a generic rule over 
 Code-only rules (the RFC 3463 layer) are dropped by ``explain`` when any text rule matched.
 
 Speed: regexes are compiled lazily, one by one, and only run when a literal every match of them
-must contain (found at load time) is present in the text; a trigram index finds those literals.
+must contain (found at load time) is present in the text. Each literal is indexed by the first
+four letters of a word it contains that starts at a word boundary; a text's words give the keys to
+look up, and only those literals are checked (``in``) and only their regexes run.
 The validated rule data is cached as marshal in the user cache directory, keyed by the rule
 files' paths, sizes and mtimes (and this module's), so a cold ``explain`` imports no yaml.
 Regexes may not nest quantifiers nor use unbounded ``*``/``+``/``{n,}`` (write ``{0,80}``): with
@@ -79,7 +81,7 @@ __all__ = [
     "rule_dirs",
 ]
 
-CACHE_FORMAT = 3  # bump when the cached structure or the literal extraction changes
+CACHE_FORMAT = 4  # bump when the cached structure or the literal extraction changes
 MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
 MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
 UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
@@ -179,8 +181,10 @@ def _yaml_files(directory: str) -> list[tuple[str, int, int]]:
 _ESCAPED_NL = re.compile(r"\\r\\n|\\n|\\r")
 # "535-5.7.8 text" or "535 5.7.8 text": one line of an SMTP reply
 _REPLY_LINE = re.compile(r"([2-5][0-9][0-9])([ -])(?:([245]\.[0-7]\.[0-9]{1,3}) )?")
-_ENHANCED = re.compile(r"(?<![0-9.])([245])\.([0-7])\.([0-9]{1,3})(?![0-9]|\.[0-9])")
-_BASIC = re.compile(r"(?<![\w.\-/:#=])([245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)", re.M)
+# (the look-behinds come after the first digit, so the engine can skip to candidate digits fast)
+_ENHANCED = re.compile(r"([245])(?<![0-9.][245])\.([0-7])\.([0-9]{1,3})(?![0-9]|\.[0-9])")
+_BASIC = re.compile(r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)",
+                    re.M)
 _NOT_A_CODE_BEFORE = re.compile(r"(?:line|port|errno|pid|id|version|v)\s{0,2}\Z", re.I)
 
 
@@ -317,18 +321,38 @@ class Rule:
 class Match:
     """A rule that applies to a text or a signal, with why (``via``) and how well (``rank``)."""
 
-    __slots__ = ("rule", "via", "rank", "evidence", "groups", "code")
+    __slots__ = ("rule", "via", "rank", "_evidence", "_span", "_groups", "code")
 
     def __init__(
-        self, rule: Rule, via: str, rank: tuple[int, ...], evidence: str,
-        groups: dict[str, str], code: str | None,
+        self, rule: Rule, via: str, rank: tuple[int, ...], evidence: str | None,
+        groups: dict[str, str] | re.Match[str] | None, code: str | None,
+        span: tuple[str, int, int] | None = None,
     ) -> None:
         self.rule = rule
         self.via = via  # "signal", "text" or "code"
         self.rank = rank  # (signal, priority, provider known, text, code level, length, generic)
-        self.evidence = evidence
-        self.groups = groups
+        self._evidence = evidence
+        self._span = span  # (text, start, end): the evidence line is cut out only when asked
+        self._groups = groups
         self.code = code  # the reply code found in the text (enhanced if any, else basic)
+
+    @property
+    def evidence(self) -> str:
+        """The line of the text that matched (trimmed), or the text a signal came with."""
+        if self._evidence is None:
+            text, start, end = self._span or ("", 0, 0)
+            self._evidence = _line_of(text, start, end) if text else ""
+        return self._evidence
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Named groups of the matching regex: values a title may quote."""
+        g = self._groups
+        if g is None:
+            return {}
+        if not isinstance(g, dict):
+            g = self._groups = {k: v for k, v in g.groupdict().items() if v}
+        return g
 
     @property
     def rule_id(self) -> str:
@@ -357,20 +381,26 @@ class RuleBase:
         self.interception: list[tuple[str, str]] = [tuple(x) for x in data["interception"]]
         self.from_cache: bool = data.get("from_cache", False)
         self._by_id = {r.id: r for r in self.rules}
+        self._enums: dict[str, tuple[Any, Any]] = {}
+        self._rendered: dict[tuple[str, str, str | None], tuple[str, tuple[str, ...]]] = {}
         # patterns: one list for text and unless regexes, compiled on first use
         self._sources: list[str] = data["patterns"]
         self._compiled: list[re.Pattern[str] | None] = [None] * len(self._sources)
-        keys: list[list[str] | None] = data["keys"]
+        keys: list[list[list[str]] | None] = data["keys"]
         pattern_index = {src: i for i, src in enumerate(self._sources)}
         for r in self.rules:
             r.text_ids = tuple(pattern_index[p] for p in r.text)
             r.unless_ids = tuple(pattern_index[p] for p in r.unless)
         # rules matched by text: which patterns must be tried for which rules
         self._always: list[int] = [i for i, k in enumerate(keys) if not k]
-        self._trigrams: dict[str, list[tuple[str, int]]] = {}
+        self._prefixes: dict[str, list[tuple[str, int]]] = {}
+        self._fallback: list[tuple[str, int]] = []
         for i, lits in enumerate(keys):
-            for lit in lits or ():
-                self._trigrams.setdefault(_rarest(lit, data["trigram_freq"]), []).append((lit, i))
+            for lit, key in lits or ():
+                if key:
+                    self._prefixes.setdefault(key, []).append((lit, i))
+                else:
+                    self._fallback.append((lit, i))
         self._hint_ids: dict[int, str] = {
             pattern_index[src]: pid for pid, pats in data["hints"].items() for src in pats
         }
@@ -422,21 +452,26 @@ class RuleBase:
     def candidates(self, lowered: str) -> set[int]:
         """Ids of the patterns whose required literal occurs in the (lower-cased) text."""
         found = set(self._always)
-        n = len(lowered)
-        if n >= 3:
-            tris = {lowered[i : i + 3] for i in range(n - 2)}
-            tri_index = self._trigrams
-            for tri in tri_index.keys() & tris:
-                for lit, i in tri_index[tri]:
-                    if i not in found and lit in lowered:
-                        found.add(i)
+        index = self._prefixes
+        words = {w[:4] for w in _WORD.findall(lowered)}
+        for key in index.keys() & words:
+            for lit, i in index[key]:
+                if i not in found and lit in lowered:
+                    found.add(i)
+        for lit, i in self._fallback:
+            if i not in found and lit in lowered:
+                found.add(i)
         return found
 
     def match(
         self, text: str = "", *, signal: str | None = None, protocol: str | None = None,
-        provider: str | None = None,
+        provider: str | None = None, codes_as_fallback: bool = False,
     ) -> list[Match]:
-        """Rules that explain this text and/or signal, best first (possibly none)."""
+        """Rules that explain this text and/or signal, best first (possibly none).
+
+        ``codes_as_fallback``: consult the reply-code layer only when no text rule matched
+        (what ``explain`` shows; it saves the work of ranking code meanings nobody reads).
+        """
         text = text or ""
         results: dict[str, Match] = {}
         protocol = protocol.lower() if protocol else None
@@ -476,7 +511,7 @@ class RuleBase:
             return int(bool(r.providers & known)) if r.providers else 0
 
         hits: dict[int, re.Match[str] | None] = {}
-        for i in sorted(cand):
+        for i in cand:
             rules_here = self._text_rules.get(i)
             if not rules_here:
                 continue
@@ -489,26 +524,28 @@ class RuleBase:
                     continue
                 if not applies(r):
                     continue
-                level = _code_level(r, basic, enhanced)
-                if level < 0 or self._vetoed(r, norm):
+                level = _code_level(r, basic, enhanced) if (r.codes or r.enhanced) else 0
+                if level < 0 or (r.unless_ids and self._vetoed(r, norm)):
                     continue
                 rank = (0, r.priority, bonus(r), 1, level, m.end() - m.start(),
                         int(not r.providers))
-                results[r.id] = Match(
-                    r, "text", rank, _line_of(norm, m.start(), m.end()),
-                    {k: v for k, v in m.groupdict().items() if v}, enhanced or basic,
-                )
-        for key, level in _code_keys(basic, enhanced):
-            for r in self._code_rules.get(key, ()):
+                results[r.id] = Match(r, "text", rank, None, m if m.re.groupindex else None,
+                                      enhanced or basic, (norm, m.start(), m.end()))
+        if codes_as_fallback and results:
+            return _sorted(results)
+        code_rules = self._code_rules
+        for key, level, spec in _code_keys(basic, enhanced):
+            for r in code_rules.get(key, ()):
                 if r.id in results or not applies(r):
                     continue
-                if _code_level(r, basic, enhanced) < 0 or self._vetoed(r, norm):
+                if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) \
+                        or (r.unless_ids and self._vetoed(r, norm)):
                     continue
                 code = enhanced if level == 2 else basic
                 start = norm.find(code) if code else -1
-                evidence = _line_of(norm, start, start + len(code)) if code and start >= 0 else ""
-                rank = (0, r.priority, bonus(r), 0, level, _specificity(key), int(not r.providers))
-                results[r.id] = Match(r, "code", rank, evidence, {}, code)
+                span = (norm, start, start + len(code)) if code and start >= 0 else None
+                rank = (0, r.priority, bonus(r), 0, level, spec, int(not r.providers))
+                results[r.id] = Match(r, "code", rank, None if span else "", None, code, span)
         return _sorted(results)
 
     def _vetoed(self, r: Rule, norm: str) -> bool:
@@ -523,11 +560,15 @@ class RuleBase:
         """The finding a match means, in ``lang`` (en or ru; anything else reads en)."""
         from maildiag.models import Category, Finding, Severity
 
+        rule = match.rule
+        enums = self._enums.get(rule.id)
+        if enums is None:
+            enums = self._enums[rule.id] = (Category(rule.category), Severity(rule.severity))
         title, steps = self.render(match, lang=lang, params=params)
         return Finding(
-            rule=match.rule.id,
-            category=Category(match.rule.category),
-            severity=Severity(match.rule.severity),
+            rule=rule.id,
+            category=enums[0],
+            severity=enums[1],
             title=title,
             steps=tuple(steps),
             check=check,
@@ -540,6 +581,12 @@ class RuleBase:
     ) -> tuple[str, list[str]]:
         """Title and steps of a match with its params quoted (no models import: fast path)."""
         lang = lang if lang in LANGS else "en"
+        cacheable = not params and match._groups is None
+        if cacheable:
+            key = (match.rule.id, lang, match.code)
+            hit = self._rendered.get(key)
+            if hit is not None:
+                return hit[0], list(hit[1])
         values: dict[str, Any] = dict(match.groups)
         if params:
             values.update({k: v for k, v in params.items() if v not in (None, "")})
@@ -548,8 +595,10 @@ class RuleBase:
         defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
         rule = match.rule
         title = _render(rule.title[lang], values, defaults)
-        steps = [_render(s, values, defaults) for s in rule.steps[lang]]
-        return title, [s for s in steps if s]
+        steps = [s for s in (_render(s, values, defaults) for s in rule.steps[lang]) if s]
+        if cacheable and len(self._rendered) < 100_000:
+            self._rendered[key] = (title, tuple(steps))
+        return title, steps
 
     def ui_text(self, key: str, lang: str, **params: Any) -> str:
         """A label of the explain command's output, from the ``ui`` tables of the rule files."""
@@ -574,20 +623,17 @@ def _line_of(text: str, start: int, end: int) -> str:
     return line
 
 
-def _specificity(key: str) -> int:
-    return sum(ch not in "x*" for ch in key.replace(".", ""))
-
-
-def _code_keys(basic: str | None, enhanced: str | None) -> list[tuple[str, int]]:
-    """Index keys of the code-only rules a text's codes reach, most specific first."""
-    keys: list[tuple[str, int]] = []
+def _code_keys(basic: str | None, enhanced: str | None) -> list[tuple[str, int, int]]:
+    """(key, level, specificity) of the code-only rules a text's codes reach."""
+    keys: list[tuple[str, int, int]] = []
     if enhanced:
         c, s, d = enhanced.split(".")
-        for key in (f"{c}.{s}.{d}", f"*.{s}.{d}", f"{c}.{s}.*", f"*.{s}.*", f"{c}.*.*"):
-            keys.append((key, 2))
+        n = len(d)
+        keys += [(enhanced, 2, 2 + n), (f"*.{s}.{d}", 2, 1 + n), (f"{c}.{s}.*", 2, 2),
+                 (f"*.{s}.*", 2, 1), (f"{c}.*.*", 2, 1)]
     if basic:
-        for key in (basic, basic[:2] + "x", basic[0] + "x" + basic[2], basic[0] + "xx"):
-            keys.append((key, 1))
+        keys += [(basic, 1, 3), (basic[:2] + "x", 1, 2), (basic[0] + "x" + basic[2], 1, 2),
+                 (basic[0] + "xx", 1, 1)]
     return keys
 
 
@@ -613,9 +659,21 @@ def _enh_matches(pattern: str, code: str) -> bool:
     return all(p in ("*", c) for p, c in zip(pattern.split("."), code.split("."), strict=True))
 
 
-def _rarest(lit: str, freq: Mapping[str, int]) -> str:
-    tris = [lit[i : i + 3] for i in range(len(lit) - 2)]
-    return min(tris, key=lambda t: (freq.get(t, 0), t))
+_WORD = re.compile(r"\w+")
+
+
+def _word_keys(lit: str, starts_word: bool) -> list[str]:
+    """Index keys a text containing ``lit`` is sure to have among its words' first 4 letters."""
+    keys = []
+    for m in _WORD.finditer(lit):
+        if m.start() == 0 and not starts_word:
+            continue  # the literal may begin in the middle of a word of the text
+        tok = m.group()
+        if len(tok) >= 4:
+            keys.append(tok[:4])
+        elif m.end() < len(lit):  # a short word that ends inside the literal is a whole word
+            keys.append(tok)
+    return keys
 
 
 # --------------------------------------------------------------------------- cache
@@ -763,18 +821,30 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
                 rules[rule["id"]] = rule
     patterns: list[str] = []
     index: dict[str, int] = {}
-    keys: list[list[str] | None] = []
+    literals: list[list[tuple[str, bool]] | None] = []
     hint_sources = [src for pats in hints.values() for src in pats]
     for src in (*(x for r in rules.values() for x in (*r["text"], *r["unless"])), *hint_sources):
         if src not in index:
             index[src] = len(patterns)
             patterns.append(src)
-            keys.append(required_literals(src))
+            literals.append(required_literals(src))
+    # how common each word prefix is in real texts (the examples): index by the rarest one
     freq: dict[str, int] = {}
-    for lits in keys:
-        for lit in lits or ():
-            for i in range(len(lit) - 2):
-                freq[lit[i : i + 3]] = freq.get(lit[i : i + 3], 0) + 1
+    for rule in rules.values():
+        for ex in rule["examples"]:
+            for w in {w[:4] for w in _WORD.findall(ex["text"].lower())}:
+                freq[w] = freq.get(w, 0) + 1
+    keys: list[list[list[str]] | None] = []
+    for lits in literals:
+        if lits is None:
+            keys.append(None)
+            continue
+        chosen = []
+        for lit, starts_word in lits:
+            options = _word_keys(lit, starts_word)
+            best = min(options, key=lambda k: (freq.get(k, 0), -len(k), k)) if options else ""
+            chosen.append([lit, best])
+        keys.append(chosen)
     return {
         "rules": list(rules.values()),
         "params": params,
@@ -783,7 +853,6 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
         "hints": hints,
         "patterns": patterns,
         "keys": keys,
-        "trigram_freq": freq,
     }
 
 
@@ -1013,60 +1082,101 @@ def _has_repeat(items: Any, c: Any) -> bool:
     return False
 
 
-def required_literals(src: str) -> list[str] | None:
+def required_literals(src: str) -> list[tuple[str, bool]] | None:
     """Lower-cased literals one of which every match of ``src`` contains; None if unknown.
 
+    Each comes with whether it starts at a word start of the text. A literal at the very start
+    of the pattern (or of a group at its start) counts as one: rule regexes begin with a word.
     Used as a prefilter: a regex runs only when one of its literals is in the text.
     """
     import re._constants as c
     import re._parser as p
 
     tree = p.parse(src, RE_FLAGS)
-    found = _required(list(tree), c)
-    if not found or min(len(s) for s in found) < 3:
+    found = _required(list(tree), c, True)
+    if not found or min(len(s) for s, _ in found) < 3:
         return None
     return sorted(set(found))
 
 
-def _required(items: list[Any], c: Any) -> list[str] | None:
-    candidates: list[list[str]] = []
+def _required(items: list[Any], c: Any, start_ok: bool) -> list[tuple[str, bool]] | None:
+    candidates: list[list[tuple[str, bool]]] = []
     run: list[str] = []
+    prev_ok = start_ok  # does the next element begin at a word start of the text?
+    run_ok = start_ok
 
     def flush() -> None:
         if len(run) >= 3:
-            candidates.append(["".join(run).lower()])
+            candidates.append([("".join(run).lower(), run_ok)])
         run.clear()
 
     for op, av in items:
+        char = None
         if op == c.LITERAL:
-            run.append(chr(av))
-            continue
-        if op == c.IN and len(av) == 1 and av[0][0] == c.LITERAL:
-            run.append(chr(av[0][1]))
-            continue
-        if op == c.IN and av and all(o == c.LITERAL for o, _ in av):
+            char = chr(av)
+        elif op == c.IN and len(av) == 1 and av[0][0] == c.LITERAL:
+            char = chr(av[0][1])
+        elif op == c.IN and av and all(o == c.LITERAL for o, _ in av):
             chars = {chr(v).lower() for _, v in av}
             if len(chars) == 1:
-                run.append(chars.pop())
-                continue
+                char = chars.pop()
+        if char is not None:
+            if not run:
+                run_ok = prev_ok
+            run.append(char)
+            prev_ok = not (char.isalnum() or char == "_")
+            continue
         flush()
-        sub: list[str] | None = None
+        sub: list[tuple[str, bool]] | None = None
         if op == c.SUBPATTERN:
-            sub = _required(list(av[3]), c)
+            sub = _required(list(av[3]), c, prev_ok)
         elif op == c.BRANCH:
-            alts = [_required(list(b), c) for b in av[1]]
+            alts = [_required(list(b), c, prev_ok) for b in av[1]]
             if all(alts):
                 sub = [s for alt in alts for s in alt]  # type: ignore[union-attr]
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
-            sub = _required(list(av[2]), c)
-        if sub and min(len(s) for s in sub) >= 3:
+            sub = _required(list(av[2]), c, prev_ok)
+        if sub and min(len(s) for s, _ in sub) >= 3:
             candidates.append(sub)
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            body = list(av[2])
+            ends = _ends_non_word(*body[-1], c, prev_ok) if body else prev_ok
+            prev_ok = ends and (prev_ok or av[0] >= 1)
+        else:
+            prev_ok = _ends_non_word(op, av, c, prev_ok)
     flush()
     if not candidates:
         return None
     # the best: the fewest alternatives whose shortest literal is longest
-    return max(candidates, key=lambda alts: (min(len(s) for s in alts) >= 5, -len(alts),
-                                              min(len(s) for s in alts)))
+    return max(candidates, key=lambda alts: (min(len(s) for s, _ in alts) >= 5, -len(alts),
+                                              min(len(s) for s, _ in alts)))
+
+
+def _ends_non_word(op: Any, av: Any, c: Any, before: bool) -> bool:
+    """Whether what follows this element starts at a word start of the text."""
+    if op == c.AT:
+        return True
+    if op == c.IN:
+        return _non_word_class(av, c)
+    if op == c.SUBPATTERN:
+        items = list(av[3])
+        return _ends_non_word(*items[-1], c, before) if items else before
+    if op == c.BRANCH:
+        return all(_ends_non_word(*list(b)[-1], c, before) if list(b) else before for b in av[1])
+    if op == c.LITERAL:
+        return not (chr(av).isalnum() or chr(av) == "_")
+    return False
+
+
+def _non_word_class(av: Any, c: Any) -> bool:
+    """A character class that never matches a word character (``\\s``, ``[ :]``...)."""
+    for op, arg in av:
+        if op == c.LITERAL and not (chr(arg).isalnum() or chr(arg) == "_"):
+            continue
+        if op == c.CATEGORY and arg == c.CATEGORY_SPACE:
+            continue
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- interception
