@@ -66,7 +66,14 @@ def explain_matches(rules: RuleBase, text: str) -> list[Match]:
     """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
     matches = rules.match(text, codes_as_fallback=True)
     if any(m.via != "code" for m in matches):
-        return [m for m in matches if m.via != "code"][:MAX_FINDINGS]
+        # one explanation per category: a provider's rule and the generic one say the same
+        seen: set[str] = set()
+        out = []
+        for m in matches:
+            if m.via != "code" and m.rule.category not in seen:
+                seen.add(m.rule.category)
+                out.append(m)
+        return out[:MAX_FINDINGS]
     # only the reply code is known: its most specific meaning, enhanced and basic
     best: dict[int, Match] = {}
     for m in matches:

@@ -381,7 +381,7 @@ class RuleBase:
         self.interception: list[tuple[str, str]] = [tuple(x) for x in data["interception"]]
         self.from_cache: bool = data.get("from_cache", False)
         self._by_id = {r.id: r for r in self.rules}
-        self._enums: dict[str, tuple[Any, Any]] = {}
+        self._enums: dict[str, tuple[Any, Any, Any]] = {}
         self._rendered: dict[tuple[str, str, str | None], tuple[str, tuple[str, ...]]] = {}
         # patterns: one list for text and unless regexes, compiled on first use
         self._sources: list[str] = data["patterns"]
@@ -558,14 +558,15 @@ class RuleBase:
         check: str | None = None,
     ) -> Finding:
         """The finding a match means, in ``lang`` (en or ru; anything else reads en)."""
-        from maildiag.models import Category, Finding, Severity
-
         rule = match.rule
         enums = self._enums.get(rule.id)
         if enums is None:
-            enums = self._enums[rule.id] = (Category(rule.category), Severity(rule.severity))
+            from maildiag import models  # lazily: not on the cold path of explain --json
+
+            enums = self._enums[rule.id] = (models.Category(rule.category),
+                                            models.Severity(rule.severity), models.Finding)
         title, steps = self.render(match, lang=lang, params=params)
-        return Finding(
+        return enums[2](  # type: ignore[no-any-return]
             rule=rule.id,
             category=enums[0],
             severity=enums[1],
