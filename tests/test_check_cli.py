@@ -139,3 +139,31 @@ def test_transcript_in_json_and_text(smtp_server: Callable[..., Any], certs: Cer
     assert "C: STARTTLS" in check(*args).out
     plain = check(*args[:-1], "--json").json
     assert "transcript" not in plain["checks"][0]
+
+
+def test_dead_resolver_is_said_plainly_and_costs_one_timeout() -> None:
+    """No network: the DNS server never answers. One clear finding, exit 2, no hang."""
+    import socket
+    import time
+
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blackhole.bind(("127.0.0.1", 0))  # reads nothing, answers nothing
+    silent_ntp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent_ntp.bind(("127.0.0.1", 0))
+    try:
+        started = time.monotonic()
+        result = run_cli("check", "user@yandex.ru", "--timeout", "2", "--json", "--resolver",
+                         f"127.0.0.1:{blackhole.getsockname()[1]}", "--time-server",
+                         f"127.0.0.1:{silent_ntp.getsockname()[1]}")
+        elapsed = time.monotonic() - started
+    finally:
+        blackhole.close()
+        silent_ntp.close()
+    assert result.code == 2 and "Traceback" not in result.err
+    report = result.json
+    assert report["discovery"] == {"source": "provider", "provider": "yandex"}
+    first = report["findings"][0]
+    assert (first["rule"], first["category"], first["check"]) == ("dns.timeout", "dns_failure",
+                                                                  "dns")
+    assert "did not answer" in next(c for c in report["checks"] if c["id"] == "dns")["summary"]
+    assert elapsed < 4, f"one timeout (2 s), not one per lookup: took {elapsed:.1f} s"

@@ -71,6 +71,7 @@ class Dns:
         import dns.resolver
 
         self.timeout = timeout
+        self._memo: dict[str, list[str] | DnsError] = {}  # addresses() outcomes of this run
         if server:
             ip, port = parse_server(server)
             self._resolver = dns.resolver.Resolver(configure=False)
@@ -121,19 +122,40 @@ class Dns:
         except dns.exception.DNSException as exc:
             raise DnsError("error", name, self.label, _first_line(exc)) from None
 
+    def known(self, host: str) -> list[str] | DnsError | None:
+        """What an earlier ``addresses(host)`` of this run found (addresses or the error)."""
+        return self._memo.get(host.lower().rstrip("."))
+
     def addresses(self, host: str, lifetime: float | None = None) -> list[str]:
         """A and AAAA addresses of ``host`` (IPv4 first); DnsError when it has neither.
 
         A and AAAA are asked at the same time, so a silent server costs one timeout, not two.
+        The outcome is remembered for the life of this resolver (one run): discovery's lookups
+        serve the probes, and a dead resolver costs one timeout per run, not one per check.
         """
         import ipaddress
-        from concurrent.futures import ThreadPoolExecutor
 
         try:
             ipaddress.ip_address(host.strip("[]"))
             return [host.strip("[]")]
         except ValueError:
             pass
+        key = host.lower().rstrip(".")
+        known = self._memo.get(key)
+        if isinstance(known, DnsError):
+            raise known
+        if known is not None:
+            return list(known)
+        try:
+            found = self._lookup_addresses(host, lifetime)
+        except DnsError as exc:
+            self._memo[key] = exc
+            raise
+        self._memo[key] = found
+        return list(found)
+
+    def _lookup_addresses(self, host: str, lifetime: float | None) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns-addr") as pool:
             futures = [pool.submit(self._addresses_of, host, t, lifetime) for t in ("A", "AAAA")]
             results = [f.result() for f in futures]

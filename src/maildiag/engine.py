@@ -16,7 +16,7 @@ from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, Observation, Report, Service, Source
 from maildiag.probes.session import Env
-from maildiag.runner import Job, run_jobs, session_job
+from maildiag.runner import Runner, session_job
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -44,6 +44,14 @@ def run_check(
         providers = load_providers(config.rules_dirs)
     except ProviderError as exc:
         raise UsageError(f"cannot load the provider database: {exc}") from None
+
+    from maildiag.probes import auth, clock
+
+    runner = Runner(max_per_host=config.max_per_host, on_observation=on_observation)
+    # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
+    # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
+    runner.start([clock.clock_job(config, now=now, provider=providers.by_domain(address.domain),
+                                  targets=config.explicit, dns=dns)])
     found = discover(address, explicit=config.explicit, only=config.only, dns=dns,
                      timeout=config.timeout, ca_file=config.ca_file, providers=providers)
     if on_observation is not None:
@@ -51,18 +59,14 @@ def run_check(
     targets = tuple(t for t in found.targets if t.service in config.only)
     provider_id = found.provider.id if found.provider is not None else None
 
-    from maildiag.probes import auth, clock
-
     def make_env(emit: Callable[[Observation], None]) -> Env:
         return Env(config, emit, dns=dns, now=now,
                    login_stage=auth.make_login_stage(config, address, found.provider))
 
-    jobs: list[Job] = [session_job(t, make_env) for t in targets]
-    jobs.append(clock.clock_job(config, now=now, provider=found.provider, targets=targets, dns=dns))
-    # The whole run is bounded: what the sessions have not said by then is reported as such.
+    runner.start([session_job(t, make_env) for t in targets])
+    # The whole run is bounded: what the jobs have not said by then is reported as such.
     remaining = max(config.run_deadline - (time.monotonic() - started), config.timeout)
-    observations = run_jobs(jobs, deadline=remaining, max_per_host=config.max_per_host,
-                            on_observation=on_observation)
+    observations = runner.collect(remaining)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
     results, findings = diagnose(observations, rules, lang=config.lang, provider=provider_id,

@@ -55,7 +55,8 @@ def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
 
 
 def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple[int, str]]:
-    """(family, ip) pairs for host: IP literals as is, names through ``dns`` or the system."""
+    """(family, ip) pairs for host: IP literals as is; names as discovery already found them,
+    else through ``--resolver``, else the system's resolver — every way bounded by ``timeout``."""
     import ipaddress
 
     try:
@@ -63,20 +64,49 @@ def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple
         return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))]
     except ValueError:
         pass
-    if dns is not None and dns.explicit:
+    if dns is not None:
         from maildiag.dnsclient import DnsError
 
         try:
-            ips = dns.addresses(host)
+            known = dns.known(host)
+            if known is None and dns.explicit:
+                known = dns.addresses(host)
+            if isinstance(known, DnsError):
+                raise known
         except DnsError as exc:
-            raise ConnectFailed(f"cannot resolve {host}: {exc}", signal="dns.host_unresolved") from None
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in ips]
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise classify(exc, phase="connect", address=host) from None
+            signal = "dns.timeout" if exc.kind == "timeout" else "dns.host_unresolved"
+            raise ConnectFailed(f"cannot resolve {host}: {exc}", signal=signal) from None
+        if known is not None:
+            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in known]
+    return _getaddrinfo(host, port, timeout)
+
+
+def _getaddrinfo(host: str, port: int, timeout: float) -> list[tuple[int, str]]:
+    """The system resolver (honours /etc/hosts), in a thread: getaddrinfo has no timeout."""
+    import threading
+
+    box: list[object] = []
+
+    def lookup() -> None:
+        try:
+            box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            box.append(exc)
+
+    worker = threading.Thread(target=lookup, name=f"getaddrinfo:{host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        raise ConnectFailed(f"cannot resolve {host}: the system resolver did not answer within "
+                            f"{timeout:g}s", signal="dns.timeout")
+    result = box[0]
+    if isinstance(result, BaseException):
+        if isinstance(result, socket.gaierror):
+            raise ConnectFailed(f"cannot resolve {host}: {result.strerror}",
+                                signal="dns.host_unresolved") from None
+        raise classify(result, phase="connect", address=host) from None
     seen: list[tuple[int, str]] = []
-    for family, _, _, _, sockaddr in infos:
+    for family, _, _, _, sockaddr in result:  # type: ignore[attr-defined]
         pair = (int(family), str(sockaddr[0]))
         if pair not in seen:
             seen.append(pair)

@@ -40,22 +40,33 @@ def session_job(target: Target, make_env: Callable[[Callable[[Observation], None
                target=target)
 
 
-def run_jobs(
-    jobs: Sequence[Job],
-    *,
-    deadline: float,
-    max_per_host: int = 2,
-    on_observation: Callable[[Observation], None] | None = None,
-) -> list[Observation]:
-    """Observations of all jobs, in completion order; missing ones filled in at the deadline."""
-    results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
-    host_locks: dict[tuple[str, str], threading.Semaphore] = {}
-    for job in jobs:
-        if job.host is not None:
-            host_locks.setdefault(_lock_key(job), threading.Semaphore(max_per_host))
+class Runner:
+    """Starts jobs on daemon threads as they become known; ``collect`` ends on a deadline.
 
-    def worker(job: Job) -> None:
-        lock = host_locks.get(_lock_key(job)) if job.host is not None else None
+    Jobs may be started in several batches (the clock before discovery, the sessions after it);
+    ``collect`` waits for all of them until the deadline and fills in what is missing.
+    """
+
+    def __init__(self, *, max_per_host: int = 2,
+                 on_observation: Callable[[Observation], None] | None = None) -> None:
+        self.max_per_host = max_per_host
+        self.on_observation = on_observation
+        self._results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
+        self._host_locks: dict[tuple[str, str], threading.Semaphore] = {}
+        self._jobs: list[Job] = []
+
+    def start(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            lock = None
+            if job.host is not None:
+                lock = self._host_locks.setdefault(_lock_key(job),
+                                                   threading.Semaphore(self.max_per_host))
+            self._jobs.append(job)
+            threading.Thread(target=self._work, args=(job, lock), name=f"maildiag:{job.name}",
+                             daemon=True).start()
+
+    def _work(self, job: Job, lock: threading.Semaphore | None) -> None:
+        results = self._results
         try:
             if lock is not None:
                 lock.acquire()
@@ -69,54 +80,68 @@ def run_jobs(
         finally:
             results.put(job.name)  # done marker
 
-    for job in jobs:
-        threading.Thread(target=worker, args=(job,), name=f"maildiag:{job.name}",
-                         daemon=True).start()
-
-    end = time.monotonic() + deadline
-    pending = {job.name for job in jobs}
-    seen: list[Observation] = []
-    errors: dict[str, BaseException] = {}
-    while pending:
-        remaining = end - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            item = results.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if isinstance(item, str):
-            pending.discard(item)
-        elif isinstance(item, tuple):
-            errors[item[0]] = item[1]
-        else:
-            seen.append(item)
-            if on_observation is not None:
-                on_observation(item)
-
-    have = {(o.check, o.target) for o in seen}
-    for job in jobs:
-        missing = [c for c in job.expected if (c, job.target) not in have]
-        for i, check in enumerate(missing):
-            if i == 0 and job.name in errors:
-                exc = errors[job.name]
-                text = f"{type(exc).__name__}: {exc}"
-                obs = Observation(check, Status.FAIL, f"internal error: {text}", job.target,
-                                  {"internal_error": text},
-                                  (Problem("check.internal_error", text, {"error": text}),))
-            elif i == 0 and job.name in pending:
-                obs = Observation(
-                    check, Status.FAIL, f"did not finish within the run's {deadline:g}s deadline",
-                    job.target, {}, (Problem("connect.timeout", "run deadline reached",
-                                             {"timeout": f"{deadline:g}",
-                                              **_target_params(job.target)}),))
+    def collect(self, deadline: float) -> list[Observation]:
+        """Observations of all started jobs, in completion order; missing ones filled in."""
+        jobs = self._jobs
+        on_observation = self.on_observation
+        results = self._results
+        end = time.monotonic() + deadline
+        pending = {job.name for job in jobs}
+        seen: list[Observation] = []
+        errors: dict[str, BaseException] = {}
+        while pending:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = results.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if isinstance(item, str):
+                pending.discard(item)
+            elif isinstance(item, tuple):
+                errors[item[0]] = item[1]
             else:
-                obs = Observation(check, Status.SKIP, "an earlier check did not finish",
-                                  job.target)
-            seen.append(obs)
-            if on_observation is not None:
-                on_observation(obs)
-    return seen
+                seen.append(item)
+                if on_observation is not None:
+                    on_observation(item)
+
+        have = {(o.check, o.target) for o in seen}
+        for job in jobs:
+            missing = [c for c in job.expected if (c, job.target) not in have]
+            for i, check in enumerate(missing):
+                if i == 0 and job.name in errors:
+                    exc = errors[job.name]
+                    text = f"{type(exc).__name__}: {exc}"
+                    obs = Observation(check, Status.FAIL, f"internal error: {text}", job.target,
+                                      {"internal_error": text},
+                                      (Problem("check.internal_error", text, {"error": text}),))
+                elif i == 0 and job.name in pending:
+                    obs = Observation(
+                        check, Status.FAIL, f"did not finish within the run's {deadline:g}s "
+                        "deadline", job.target, {}, (Problem(
+                            "connect.timeout", "run deadline reached",
+                            {"timeout": f"{deadline:g}", **_target_params(job.target)}),))
+                else:
+                    obs = Observation(check, Status.SKIP, "an earlier check did not finish",
+                                      job.target)
+                seen.append(obs)
+                if on_observation is not None:
+                    on_observation(obs)
+        return seen
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    deadline: float,
+    max_per_host: int = 2,
+    on_observation: Callable[[Observation], None] | None = None,
+) -> list[Observation]:
+    """Start ``jobs`` and collect their observations within ``deadline`` seconds."""
+    runner = Runner(max_per_host=max_per_host, on_observation=on_observation)
+    runner.start(jobs)
+    return runner.collect(deadline)
 
 
 def _lock_key(job: Job) -> tuple[str, str]:
