@@ -167,3 +167,20 @@ def test_dead_resolver_is_said_plainly_and_costs_one_timeout() -> None:
                                                                   "dns")
     assert "did not answer" in next(c for c in report["checks"] if c["id"] == "dns")["summary"]
     assert elapsed < 4, f"one timeout (2 s), not one per lookup: took {elapsed:.1f} s"
+
+
+def test_resolver_denying_a_known_provider_is_called_broken() -> None:
+    """A resolver that answers NXDOMAIN for yandex.ru (captive portal, filter, no network) is
+    the user's DNS problem, not a typo: one finding, shared by the dns and connect checks."""
+    from dnsserver import DnsServer
+
+    with DnsServer({}) as server:  # every name: NXDOMAIN
+        result = run_cli("check", "user@yandex.ru", "--no-clock", "--timeout", "2", "--json",
+                         "--resolver", server.address)
+    assert result.code == 2
+    report = result.json
+    rules = {f["rule"] for f in report["findings"]}
+    assert rules == {"dns.resolver-broken"}, rules
+    checks = {f["check"] for f in report["findings"]}
+    assert checks == {"dns", "smtp.connect", "imap.connect", "pop3.connect"}
+    assert "yandex.ru" in report["findings"][0]["title"]

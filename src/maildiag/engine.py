@@ -6,6 +6,7 @@ Dependencies (resolver, rule base, clock, observers) are arguments, so tests swa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
-from maildiag.models import Discovery, Observation, Report, Service, Source
+from maildiag.models import Discovery, Observation, Problem, Report, Service, Source
 from maildiag.probes.session import Env
 from maildiag.runner import Runner, session_job
 
@@ -67,6 +68,7 @@ def run_check(
     # The whole run is bounded: what the jobs have not said by then is reported as such.
     remaining = max(config.run_deadline - (time.monotonic() - started), config.timeout)
     observations = runner.collect(remaining)
+    observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
     results, findings = diagnose(observations, rules, lang=config.lang, provider=provider_id,
@@ -86,6 +88,27 @@ def run_check(
         duration_ms=int((time.monotonic() - started) * 1000),
         transcript=config.transcript,
     )
+
+
+_LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")
+_RESOLVER_SIGNALS = ("dns.resolver_broken", "dns.timeout")
+
+
+def blame_resolver(dns_obs: Observation, observations: list[Observation]) -> list[Observation]:
+    """When the ``dns`` check found the resolver dead or lying, a probe that could not look up
+    its server failed for that same reason: give it the same problem, hence the same advice."""
+    cause = next((p for p in dns_obs.problems if p.signal in _RESOLVER_SIGNALS), None)
+    if cause is None:
+        return observations
+    out = []
+    for obs in observations:
+        if obs.check.endswith(".connect") and any(p.signal in _LOOKUP_SIGNALS
+                                                  for p in obs.problems):
+            problems = tuple(Problem(cause.signal, p.text, cause.params)
+                             if p.signal in _LOOKUP_SIGNALS else p for p in obs.problems)
+            obs = dataclasses.replace(obs, problems=problems)
+        out.append(obs)
+    return out
 
 
 def only_services(text: str) -> frozenset[Service]:

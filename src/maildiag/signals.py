@@ -16,6 +16,8 @@ REPLY = "reply"  # a server reply that is not a plain success; text = the reply,
 SIGNALS: dict[str, str] = {
     # dns
     "dns.nxdomain": "the domain does not exist (NXDOMAIN). params: domain",
+    "dns.resolver_broken": "the resolver says a domain the provider database knows does not "
+    "exist: DNS is broken, filtered or offline. params: domain, resolver",
     "dns.no_mx": "the domain exists but has no MX record. params: domain",
     "dns.no_servers": "discovery found no mail servers for the domain. params: domain",
     "dns.timeout": "the DNS server did not answer in time. params: name, resolver",

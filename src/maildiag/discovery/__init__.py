@@ -445,6 +445,7 @@ def discover(
         mx_asked=not all_explicit,
         discovered_any=bool(discovered),
         data=data,
+        known_domain=home is not None,
     )
     discovery = Discovery(
         source=source,
@@ -591,6 +592,7 @@ def _dns_observation(
     mx_asked: bool,
     discovered_any: bool,
     data: dict[str, Any],
+    known_domain: bool = False,
 ) -> Observation:
     problems: list[Problem] = []
     timeouts: list[str] = []
@@ -612,7 +614,13 @@ def _dns_observation(
     if mx_asked:
         records = mx.records if mx is not None else _timeout(address.ascii_domain, dns)
         if isinstance(records, DnsError):
-            if records.kind == "nxdomain":
+            if records.kind == "nxdomain" and known_domain:
+                # yandex.ru, gmail.com ... exist: a resolver that denies them is broken or
+                # filtered (captive portal, no network behind it), not the user's typo
+                problems.append(Problem("dns.resolver_broken", "NXDOMAIN",
+                                        {"domain": domain, "resolver": dns.label}))
+                facts.append(f"resolver {dns.label} denies that {domain} exists")
+            elif records.kind == "nxdomain":
                 problems.append(Problem("dns.nxdomain", "NXDOMAIN", {"domain": domain}))
                 facts.append(f"{domain} does not exist")
             elif records.kind == "no_answer":
@@ -663,6 +671,9 @@ def _dns_observation(
             "port": target.port,
             "security": str(target.security),
         }
+        if known_domain and err.kind == "nxdomain" and any(
+                p.signal == "dns.resolver_broken" for p in problems):
+            continue  # the same broken resolver, already said once
         if err.kind in ("nxdomain", "no_answer"):
             problems.append(Problem("dns.host_unresolved", err.detail or err.kind, params))
         else:
