@@ -324,3 +324,16 @@ def test_interception_products() -> None:
     assert interception_product("CN=Kaspersky Anti-Virus Personal Root Certificate", products) \
         == "Kaspersky"
     assert interception_product("CN=R3, O=Let's Encrypt", products) is None
+
+
+def test_params_with_a_language_twin_read_in_that_language() -> None:
+    from maildiag.probes.clock import skew_params
+    from maildiag.rulebase import RuleBase
+
+    rules = RuleBase.load()
+    match = rules.match("", signal="clock.skew")[0]
+    params = skew_params(-302400, "sntp:127.0.0.1:123")
+    assert rules.render(match, lang="ru", params=params)[0] == \
+        "Часы компьютера отстают на 3 дня 12 часов"
+    assert rules.render(match, lang="en", params=params)[0] == \
+        "Your computer's clock is 3 days 12 hours behind"

@@ -591,6 +591,10 @@ class RuleBase:
         values: dict[str, Any] = dict(match.groups)
         if params:
             values.update({k: v for k, v in params.items() if v not in (None, "")})
+            # a param with a language twin ("direction" / "direction_ru") reads in the language
+            suffix = "_" + lang
+            values.update({k[: -len(suffix)]: v for k, v in params.items()
+                           if k.endswith(suffix) and v not in (None, "")})
         if match.code and "code" not in values:
             values["code"] = match.code
         defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
