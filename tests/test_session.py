@@ -242,3 +242,19 @@ def test_a_bug_in_a_probe_becomes_an_internal_error(monkeypatch: pytest.MonkeyPa
     assert caps.status is Status.FAIL and "internal error" in caps.summary
     assert signals(caps) == ["check.internal_error"]
     assert obs["smtp.auth"].status is Status.SKIP
+
+
+def test_a_refusing_greeting_is_read_for_what_it_says(line_server: Callable[..., LineServer],
+                                                      certs: Certs) -> None:
+    from conftest import run_cli
+
+    def blocked(peer: PeerConn) -> None:
+        peer.send("554 5.7.1 Service unavailable; Client host [192.0.2.7] blocked using "
+                  "zen.spamhaus.org")
+
+    server = line_server(blocked)
+    result = run_cli("check", "a@example.test", "--smtp", f"127.0.0.1:{server.port}/starttls",
+                     "--only", "smtp", "--no-clock", "--json")
+    finding = next(f for f in result.json["findings"] if f["check"] == "smtp.greeting")
+    # the blocklist rule that reads the words, not the generic "a 5xx greeting" rule
+    assert (finding["rule"], finding["category"]) == ("delivery.ip-blocklisted", "ip_blocklisted")

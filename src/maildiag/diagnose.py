@@ -23,11 +23,16 @@ from maildiag.models import (
     severity_status,
     status_rank,
 )
+from maildiag.signals import REPLY
 
 if TYPE_CHECKING:
     from maildiag.rulebase import RuleBase
 
 UNEXPLAINED = "unexplained"
+# Signals whose text is a server reply worth reading: a greeting that refuses us ("554 ... blocked
+# using zen.spamhaus.org") or a refused STARTTLS. A text rule that recognises the words says more
+# than the signal's generic rule.
+_READ_THE_REPLY = {"greeting.rejected", "starttls.refused"}
 
 
 def finding_for(
@@ -39,8 +44,13 @@ def finding_for(
     provider: str | None,
 ) -> Finding:
     protocol = str(obs.target.service) if obs.target else None
-    matches = rules.match(problem.text, signal=problem.signal, protocol=protocol,
-                          provider=provider)
+    matches = []
+    if problem.signal in _READ_THE_REPLY and problem.text:
+        matches = [m for m in rules.match(problem.text, signal=REPLY, protocol=protocol,
+                                          provider=provider) if not m.rule.code_only]
+    if not matches:
+        matches = rules.match(problem.text, signal=problem.signal, protocol=protocol,
+                              provider=provider)
     if not matches:
         matches = rules.match(problem.text, signal=UNEXPLAINED, protocol=protocol,
                               provider=provider)
