@@ -47,7 +47,8 @@ class CliResult:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch,
+                  tmp_path_factory: pytest.TempPathFactory) -> None:
     """No user rules or locale leak into tests; rule caches go to a temporary directory."""
     monkeypatch.delenv("MAILDIAG_RULES", raising=False)
     monkeypatch.setenv("LANG", "C.UTF-8")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CliResult, run_cli
 from peers import Certs, LineServer
 

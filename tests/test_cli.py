@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, run_cli_subprocess
+
 from maildiag import __version__
 
 BAD_INPUT = [

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from peers import Certs, LineServer, PeerConn
 
 from maildiag.config import RunConfig
 from maildiag.models import Observation, Security, Service, Status, Target
 from maildiag.probes.session import Env, Session
 from maildiag.runner import Job, run_jobs
-from peers import Certs, LineServer, PeerConn
 
 
 def run_session(target: Target, ca: str, timeout: float = 3.0) -> dict[str, Observation]:

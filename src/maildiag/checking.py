@@ -106,7 +106,8 @@ def build_config(opts: CheckOptions, *, password: str | None) -> RunConfig:
                       (Service.POP3, opts.pop3)) if spec)
     only = only_services(opts.only) if opts.only else frozenset(Service)
     if not opts.timeout > 0 or opts.timeout > 3600:
-        raise UsageError(f"--timeout must be above 0 and at most 3600 seconds, not {opts.timeout:g}")
+        raise UsageError(f"--timeout must be above 0 and at most 3600 seconds, "
+                         f"not {opts.timeout:g}")
     if opts.warn_days < 0 or opts.crit_days < 0:
         raise UsageError("--warn-days and --crit-days cannot be negative")
     if opts.crit_days > opts.warn_days:

@@ -1,4 +1,4 @@
-"""The typer app: options become a frozen ``RunConfig``; one error shell maps failures to exit codes.
+"""The typer app: options become a frozen ``RunConfig``; one error shell maps failures to exits.
 
 ``main()`` runs the click command with ``standalone_mode=False`` so that every usage error —
 click's own exit code 2 — becomes one line on stderr and exit 3, the SPEC's "could not run".
@@ -100,7 +100,8 @@ def check(
                                                  help="DNS server to ask instead of the "
                                                  "system's.")] = None,
     time_server: Annotated[str | None, typer.Option("--time-server", metavar="HOST[:PORT]",
-                                                    help="SNTP server for the clock check.")] = None,
+                                                    help="SNTP server for the clock check.")]
+    = None,
     no_clock: Annotated[bool, typer.Option("--no-clock", help="Skip the clock check.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
                                            help="Limit for each network step.")] = 10.0,
@@ -198,7 +199,8 @@ def rules_test(
 
 def _positive_timeout(timeout: float) -> None:
     if not timeout > 0 or timeout > 3600:
-        raise Fail(f"--timeout must be a number of seconds above 0 and at most 3600, not {timeout:g}")
+        raise Fail(f"--timeout must be a number of seconds above 0 and at most 3600, "
+                   f"not {timeout:g}")
 
 
 def main(argv: list[str] | None = None) -> int:

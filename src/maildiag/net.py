@@ -179,7 +179,7 @@ class Conn:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(4096)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise StepTimeout(
                 f"no complete answer within {self.timeout:g}s from {self.peer}"
             ) from None

@@ -443,7 +443,7 @@ class Session:
                       problems=(self.problem("greeting.closed", str(exc)),))
             self.skip_reason = "the server closed the connection"
             return None
-        except (ProtocolViolation, TooLong, NetError) as exc:
+        except (ProtocolViolation, TooLong, NetError):
             heard_line = conn.transcript[-1][3:] if conn.transcript else ""
             other = identify(heard_line)
             heard = str(other) if other and other is not svc else (
