@@ -158,7 +158,7 @@ def test_nothing_found_exits_2(dns_zone: Callable[..., DnsServer]) -> None:
     code, out, err = settings("z@void.test", resolver=server.address)
     assert code == 2 and err == ""
     assert "No mail servers found for void.test." in out
-    assert "does not exist" in out
+    assert "void.test does not resolve" in out, "the rule base explains why"
     code, out, _ = settings("z@void.test", resolver=server.address, as_json=True)
     doc = json.loads(out)
     assert (code, doc["certainty"], doc["servers"], doc["discovery"]["source"]) == (
@@ -168,6 +168,7 @@ def test_nothing_found_exits_2(dns_zone: Callable[..., DnsServer]) -> None:
         None,
     )
     assert doc["problems"][0]["signal"] == "dns.nxdomain"
+    assert doc["findings"][0]["category"] == "dns_failure"
 
 
 def test_bad_input_is_one_line_and_exit_3(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from maildiag.models import Discovery, Security, Service, Source
+from maildiag.models import Discovery, Finding, Security, Service, Source
 
 SETTINGS_SCHEMA = "maildiag.settings/1"
 TABLE_ORDER: tuple[Service, ...] = (Service.IMAP, Service.POP3, Service.SMTP)
@@ -59,13 +59,6 @@ _LABELS: dict[str, dict[str, str]] = {
         "starttls": "STARTTLS",
         "plain": "none",
         "auto": "detect",
-        "dns.nxdomain": "DNS: the domain {domain} does not exist.",
-        "dns.no_mx": "DNS: {domain} has no MX record.",
-        "dns.no_servers": "DNS: no SRV records, autoconfig file or usual server names "
-        "for {domain}.",
-        "dns.timeout": "DNS: the resolver {resolver} did not answer.",
-        "dns.error": "DNS: the lookup of {name} failed ({text}).",
-        "dns.host_unresolved": "DNS: the server name {host} has no address.",
     },
     "ru": {
         "heading": "Настройки почтовой программы для {address}",
@@ -90,13 +83,6 @@ _LABELS: dict[str, dict[str, str]] = {
         "starttls": "STARTTLS",
         "plain": "нет",
         "auto": "определить",
-        "dns.nxdomain": "DNS: домен {domain} не существует.",
-        "dns.no_mx": "DNS: у {domain} нет MX-записи.",
-        "dns.no_servers": "DNS: у {domain} нет SRV-записей, файла autoconfig "
-        "и обычных имён серверов.",
-        "dns.timeout": "DNS: DNS-сервер {resolver} не ответил.",
-        "dns.error": "DNS: ошибка при поиске {name} ({text}).",
-        "dns.host_unresolved": "DNS: у имени сервера {host} нет адреса.",
     },
 }
 
@@ -240,6 +226,7 @@ def run_settings(
             for p in found.dns.problems
         ]
 
+    findings = _explain_problems(problems, lang, rules_dirs) if problems and not rows else []
     certainty = CERTAINTY.get(discovery.source) if rows and discovery.source else None
     notes = list(provider.notes_in(lang)) if provider is not None else []
     links = list(provider.links) if provider is not None else []
@@ -260,6 +247,7 @@ def run_settings(
             doc["provider_name"] = provider.name
         if problems:
             doc["problems"] = problems
+            doc["findings"] = [f.to_json() for f in findings]
         json.dump(doc, out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
@@ -276,9 +264,25 @@ def run_settings(
             autoconfig_url,
             notes,
             links,
-            problems,
+            findings,
         )
     return 0 if rows else 2
+
+
+def _explain_problems(problems: Sequence[Mapping[str, Any]], lang: str,
+                      rules_dirs: Sequence[str]) -> list[Finding]:
+    """The rule base's findings for discovery's problems (the one diagnosis path)."""
+    from maildiag.rulebase import RuleBase
+
+    rules = RuleBase.load(rules_dirs)
+    findings: list[Finding] = []
+    for p in problems:
+        matches = rules.match(p["text"], signal=p["signal"]) or rules.match(
+            p["text"], signal="unexplained")
+        if matches:
+            findings.append(rules.finding(matches[0], lang=lang, check="dns",
+                                          params={"text": p["text"], **p["params"]}))
+    return findings
 
 
 def _form(login: str, addr: Any) -> str:
@@ -305,24 +309,15 @@ def _render_text(
     autoconfig_url: str,
     notes: Sequence[str],
     links: Sequence[str],
-    problems: Sequence[Mapping[str, Any]],
+    findings: Sequence[Finding],
 ) -> None:
     t = _LABELS[lang]
     lines = [t["heading"].format(address=address)]
     if not rows:
         lines.append(t["nothing"].format(domain=domain))
-        for problem in problems:
-            template = t.get(problem["signal"])
-            if template:
-                values = {
-                    "domain": domain,
-                    "resolver": "",
-                    "name": "",
-                    "host": "",
-                    **problem["params"],
-                    "text": problem["text"],
-                }
-                lines.append(template.format(**values))
+        for finding in findings:  # why nothing was found, in the rule base's words
+            lines.append(f"- {finding.title}")
+            lines.extend(f"  {n}. {step}" for n, step in enumerate(finding.steps, 1))
         out.write("\n".join(dict.fromkeys(lines)) + "\n")
         return
     if provider_name:
