@@ -121,6 +121,23 @@ def smtp_server(certs: Certs) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
+def smtp_peers(certs: Certs) -> Iterator[Callable[..., Any]]:
+    """Factory of recording aiosmtpd peers (tests/test_auth_support.py): handler, users, mode."""
+    from test_auth_support import smtp_peer
+
+    started: list[Any] = []
+
+    def make(handler: Any, **kw: Any) -> Any:
+        controller = smtp_peer(certs, handler, **kw)
+        started.append(controller)
+        return controller
+
+    yield make
+    for controller in started:
+        controller.stop()
+
+
+@pytest.fixture
 def line_server() -> Iterator[Callable[..., LineServer]]:
     servers: list[LineServer] = []
 

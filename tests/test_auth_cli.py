@@ -6,35 +6,17 @@ rule base, and asserts the JSON findings of the login checks and the exit code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from conftest import CliResult, run_cli
 from test_auth_support import (
     ALICE,
     PASSWORD,
     PostfixLike,
-    RecordingController,
     YandexLike,
-    smtp_peer,
 )
 
 ENV = {"MAILDIAG_TEST_PW": PASSWORD}
-
-
-@pytest.fixture
-def smtp_peers(certs: Any) -> Iterator[Callable[..., RecordingController]]:
-    started: list[RecordingController] = []
-
-    def make(handler: Any, **kw: Any) -> RecordingController:
-        c = smtp_peer(certs, handler, **kw)
-        started.append(c)
-        return c
-
-    yield make
-    for c in started:
-        c.stop()
 
 
 def check(certs: Any, *servers: str, password: bool = True, extra: tuple[str, ...] = ()

@@ -9,10 +9,8 @@ password and each base64 form an AUTH exchange carries: PLAIN ``\\0login\\0passw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from aiosmtpd.handlers import Sink
 from conftest import CliResult, run_cli, run_cli_subprocess
 from test_auth_support import (
@@ -23,10 +21,8 @@ from test_auth_support import (
     PASSWORD,
     PostfixLike,
     Recording,
-    RecordingController,
     YandexLike,
     secret_forms,
-    smtp_peer,
 )
 
 ENV = {"MAILDIAG_TEST_PW": PASSWORD}
@@ -35,20 +31,6 @@ FORMATS = ("text", "json", "junit", "nagios", "prometheus")
 
 class AcceptAll(Sink, Recording):
     """Takes any envelope (the most tempting server to send a message to); counts DATA."""
-
-
-@pytest.fixture
-def smtp_peers(certs: Any) -> Iterator[Callable[..., RecordingController]]:
-    started: list[RecordingController] = []
-
-    def make(handler: Any, **kw: Any) -> RecordingController:
-        c = smtp_peer(certs, handler, **kw)
-        started.append(c)
-        return c
-
-    yield make
-    for c in started:
-        c.stop()
 
 
 def check_args(certs: Any, *, smtp: int | None = None, imap: int | None = None,
