@@ -56,9 +56,9 @@ def _root(
         os.environ["MAILDIAG_TRACEBACK"] = "1"
 
 
-Lang = Annotated[str | None, typer.Option("--lang", help="Language of titles and steps: en or "
+Lang = Annotated[str | None, typer.Option("--lang", metavar="en|ru", help="Language of titles and steps: en or "
                                           "ru (default from the locale).")]
-RulesDir = Annotated[list[str] | None, typer.Option("--rules", help="Also load the rules in DIR "
+RulesDir = Annotated[list[str] | None, typer.Option("--rules", metavar="DIR", help="Also load the rules in DIR "
                                                     "(also MAILDIAG_RULES).")]
 
 
@@ -74,7 +74,8 @@ def _lang(value: str | None) -> str:
 
 @app.command()
 def check(
-    address: Annotated[str | None, typer.Argument(help="The mailbox address, e.g. you@yandex.ru "
+    address: Annotated[str | None, typer.Argument(metavar="ADDRESS",
+                                                  help="The mailbox address, e.g. you@yandex.ru "
                                                   "(not with --config).")] = None,
     smtp: Annotated[str | None, typer.Option("--smtp", metavar="HOST[:PORT][/MODE]",
                                              help="Use this SMTP server (mode ssl, starttls or "
@@ -85,7 +86,7 @@ def check(
                                              help="Use this POP3 server.")] = None,
     only: Annotated[str | None, typer.Option("--only", metavar="SERVICES",
                                              help="Check only these: smtp,imap,pop3.")] = None,
-    login: Annotated[str | None, typer.Option("--login", help="Login name when it differs from "
+    login: Annotated[str | None, typer.Option("--login", metavar="LOGIN", help="Login name when it differs from "
                                               "ADDRESS.")] = None,
     password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR",
                                                      help="Read the password from this "
@@ -105,9 +106,9 @@ def check(
     no_clock: Annotated[bool, typer.Option("--no-clock", help="Skip the clock check.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
                                            help="Limit for each network step.")] = 10.0,
-    warn_days: Annotated[int, typer.Option("--warn-days", help="Warn when a certificate "
+    warn_days: Annotated[int, typer.Option("--warn-days", metavar="N", help="Warn when a certificate "
                                            "expires within N days.")] = 21,
-    crit_days: Annotated[int, typer.Option("--crit-days", help="Fail when a certificate "
+    crit_days: Annotated[int, typer.Option("--crit-days", metavar="N", help="Fail when a certificate "
                                            "expires within N days.")] = 7,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json, junit, "
                                      "nagios or prometheus.")] = "text",
@@ -141,7 +142,9 @@ def check(
 
 @app.command()
 def explain(
-    text: Annotated[str | None, typer.Argument(help="The error text, or - to read stdin.")] = None,
+    text: Annotated[str | None, typer.Argument(metavar="TEXT",
+                                               help="The error text, or - to read stdin.")]
+    = None,
     file: Annotated[str | None, typer.Option("--file", metavar="LOG",
                                              help="Diagnose each line of a mail log.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -156,7 +159,7 @@ def explain(
 
 @app.command()
 def settings(
-    address: Annotated[str, typer.Argument(help="The mailbox address.")],
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The mailbox address.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     lang: Lang = None,
     resolver: Annotated[str | None, typer.Option("--resolver", metavar="IP[:PORT]",
