@@ -41,15 +41,38 @@ MAX_MEMO = 200_000  # distinct normalised log messages remembered
 EXIT_OK, EXIT_USAGE = 0, 3
 
 _RULES: dict[tuple[str, ...], RuleBase] = {}
+# The raw environment (bytes on POSIX), read without os.environ's per-call decoding: the
+# built-in rule base is looked up on every ``maildiag.explain`` call.
+_ENVIRON = os.environ
+_ENV_DATA: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = None
+if isinstance(_ENV_DATA, dict):
+    try:
+        _ENV_KEY = os.environ.encodekey("MAILDIAG_RULES")  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        _ENV_DATA = None
+_DEFAULT: list[Any] = [object(), (), None]  # the raw MAILDIAG_RULES value, the key, the base
 
 
 def _rules(dirs: Sequence[str] = ()) -> RuleBase:
     """The rule base for these extra directories, loaded once per process."""
+    if not dirs and _ENV_DATA is not None and os.environ is _ENVIRON:
+        raw, key, rb = _DEFAULT
+        if _ENV_DATA.get(_ENV_KEY) == raw and _RULES.get(key) is rb:
+            return rb  # type: ignore[no-any-return]
+        raw = _ENV_DATA.get(_ENV_KEY)
+        key, rb = _rules_for(())
+        _DEFAULT[:] = [raw, key, rb]
+        return rb
+    return _rules_for(dirs)[1]
+
+
+def _rules_for(dirs: Sequence[str]) -> tuple[tuple[str, ...], RuleBase]:
     key = (os.environ.get("MAILDIAG_RULES", ""), *map(str, dirs))
     rb = _RULES.get(key)
     if rb is None:
         rb = _RULES[key] = RuleBase.load(dirs)
-    return rb
+    return key, rb
 
 
 def default_lang() -> str:
@@ -65,7 +88,12 @@ def default_lang() -> str:
 def explain_matches(rules: RuleBase, text: str) -> list[Match]:
     """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
     matches = rules.match(text, codes_as_fallback=True)
-    if any(m.via != "code" for m in matches):
+    if not matches:
+        return matches
+    # with codes_as_fallback the matches are either all text rules or all code rules
+    if matches[0].via != "code":
+        if len(matches) == 1:
+            return matches
         # one explanation per category: a provider's rule and the generic one say the same
         seen: set[str] = set()
         out = []
@@ -84,8 +112,10 @@ def explain_matches(rules: RuleBase, text: str) -> list[Match]:
 def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> list[Finding]:
     """Findings for an error text, best first; an empty list when no rule applies."""
     rb = rules if rules is not None else _rules()
-    lang = lang if lang in LANGS else "en"
-    return [rb.finding(m, lang=lang) for m in explain_matches(rb, text)]
+    if lang not in LANGS:
+        lang = "en"
+    finding = rb.finding
+    return [finding(m, lang=lang) for m in explain_matches(rb, text)]
 
 
 def finding_json(rules: RuleBase, match: Match, lang: str, evidence: str | None = None) -> dict[

@@ -81,7 +81,7 @@ __all__ = [
     "rule_dirs",
 ]
 
-CACHE_FORMAT = 4  # bump when the cached structure or the literal extraction changes
+CACHE_FORMAT = 5  # bump when the cached structure or the literal extraction changes
 MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
 MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
 UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
@@ -186,6 +186,16 @@ _ENHANCED = re.compile(r"([245])(?<![0-9.][245])\.([0-7])\.([0-9]{1,3})(?![0-9]|
 _BASIC = re.compile(r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)",
                     re.M)
 _NOT_A_CODE_BEFORE = re.compile(r"(?:line|port|errno|pid|id|version|v)\s{0,2}\Z", re.I)
+# _BASIC with _NOT_A_CODE_BEFORE folded in as look-behinds (one search instead of a loop):
+# "line 550", "port 465", "errno  421" are not reply codes
+_NOT_A_CODE_WORDS = ("line", "port", "errno", "pid", "id", "version", "v")
+_BASIC_CODE = re.compile(
+    r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])"
+    + "".join(f"(?<!(?i:{w}){sp}[245][0-5][0-9])" for w in _NOT_A_CODE_WORDS
+              for sp in ("", r"\s", r"\s\s"))
+    + r"(?=[ \t\-,;)'\"\]]|$)",
+    re.M,
+)
 
 
 def normalize_text(text: str) -> str:
@@ -241,18 +251,9 @@ def _join_continuations(text: str) -> str:
 
 def extract_codes(text: str) -> tuple[str | None, str | None]:
     """The first SMTP basic reply code and the first enhanced status code in a text, if any."""
-    enhanced = None
     m = _ENHANCED.search(text)
-    if m:
-        enhanced = m.group(0)
-    basic = None
-    for b in _BASIC.finditer(text):
-        start = b.start()
-        if _NOT_A_CODE_BEFORE.search(text, max(0, start - 10), start):
-            continue
-        basic = b.group(1)
-        break
-    return basic, enhanced
+    b = _BASIC_CODE.search(text)
+    return (b.group(1) if b else None), (m.group(0) if m else None)
 
 
 def _render(template: str, params: Mapping[str, Any], defaults: Mapping[str, str]) -> str:
@@ -288,7 +289,7 @@ class Rule:
     __slots__ = (
         "id", "category", "severity", "priority", "file", "text", "unless", "codes", "enhanced",
         "protocols", "providers", "signals", "title", "steps", "links", "examples",
-        "counterexamples", "text_ids", "unless_ids", "code_only",
+        "counterexamples", "text_ids", "unless_ids", "code_only", "has_codes", "generic",
     )
 
     def __init__(self, d: Mapping[str, Any]) -> None:
@@ -313,6 +314,8 @@ class Rule:
         self.unless_ids: tuple[int, ...] = ()
         # the RFC 3463 / reply-class layer: rules matched by a code alone
         self.code_only = not self.text and not self.signals and bool(self.codes or self.enhanced)
+        self.has_codes = bool(self.codes or self.enhanced)
+        self.generic = int(not self.providers)  # the last element of a rank
 
     def __repr__(self) -> str:
         return f"Rule({self.id!r}, {self.category})"
@@ -391,23 +394,44 @@ class RuleBase:
         for r in self.rules:
             r.text_ids = tuple(pattern_index[p] for p in r.text)
             r.unless_ids = tuple(pattern_index[p] for p in r.unless)
-        # rules matched by text: which patterns must be tried for which rules
-        self._always: list[int] = [i for i, k in enumerate(keys) if not k]
-        self._prefixes: dict[str, list[tuple[str, int]]] = {}
-        self._fallback: list[tuple[str, int]] = []
-        for i, lits in enumerate(keys):
-            for lit, key in lits or ():
-                if key:
-                    self._prefixes.setdefault(key, []).append((lit, i))
-                else:
-                    self._fallback.append((lit, i))
         self._hint_ids: dict[int, str] = {
             pattern_index[src]: pid for pid, pats in data["hints"].items() for src in pats
         }
+        self._hint_set = frozenset(self._hint_ids)
         self._text_rules: dict[int, list[Rule]] = {}
         for r in self.rules:
             for i in r.text_ids:
                 self._text_rules.setdefault(i, []).append(r)
+        # what to do when a text pattern's literal is present: the rules it matches for, and
+        # the other literal sets it needs (checked on ASCII text before the regex runs)
+        extra = data["extra"]
+        self._plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {
+            i: (tuple(rules), tuple(tuple(lits) for lits in extra[i]))
+            for i, rules in self._text_rules.items()
+        }
+        # the prefilter index, of the patterns searched for every text (text rules' and provider
+        # hints'; an ``unless`` regex runs only for a rule that matched): a literal several
+        # patterns share is looked for once
+        searched = self._text_rules.keys() | self._hint_ids.keys()
+        self._always: list[int] = [i for i, k in enumerate(keys) if not k and i in searched]
+        by_key: dict[str, dict[str, list[int]]] = {}
+        by_lit: dict[str, list[int]] = {}
+        for i, lits in enumerate(keys):
+            if i not in searched:
+                continue
+            for lit, key in lits or ():
+                if key:
+                    by_key.setdefault(key, {}).setdefault(lit, []).append(i)
+                else:
+                    by_lit.setdefault(lit, []).append(i)
+        self._prefixes: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
+            key: tuple((lit, tuple(ids)) for lit, ids in lits.items())
+            for key, lits in by_key.items()
+        }
+        self._prefix_keys = frozenset(self._prefixes)
+        self._fallback: tuple[tuple[str, tuple[int, ...]], ...] = tuple(
+            (lit, tuple(ids)) for lit, ids in by_lit.items()
+        )
         self._code_rules: dict[str, list[Rule]] = {}
         for r in self.rules:
             if r.code_only:
@@ -453,14 +477,15 @@ class RuleBase:
         """Ids of the patterns whose required literal occurs in the (lower-cased) text."""
         found = set(self._always)
         index = self._prefixes
-        words = {w[:4] for w in _WORD.findall(lowered)}
-        for key in index.keys() & words:
-            for lit, i in index[key]:
-                if i not in found and lit in lowered:
-                    found.add(i)
-        for lit, i in self._fallback:
-            if i not in found and lit in lowered:
-                found.add(i)
+        # (ASCII text: the same words, found faster without the Unicode tables)
+        words = (_WORD_KEY_ASCII if lowered.isascii() else _WORD_KEY).findall(lowered)
+        for key in self._prefix_keys.intersection(words):
+            for lit, ids in index[key]:
+                if lit in lowered:
+                    found.update(ids)
+        for lit, ids in self._fallback:
+            if lit in lowered:
+                found.update(ids)
         return found
 
     def match(
@@ -495,44 +520,64 @@ class RuleBase:
                         text.strip()[:500], {}, None,
                     )
             return _sorted(results)
-        if not norm.strip():
+        if not norm or norm.isspace():
             return []
         basic, enhanced = extract_codes(norm)
         lowered = norm.lower()
-        cand = self.candidates(lowered)
+        found = self.candidates(lowered)
         known: set[str] = {provider} if provider else set()
         if not provider:
-            for i in cand:
-                pid = self._hint_ids.get(i)
-                if pid and pid not in known and self._pattern(i).search(norm):
+            for i in self._hint_set & found:
+                pid = self._hint_ids[i]
+                if pid not in known and self._pattern(i).search(norm):
                     known.add(pid)
+        filtered = bool(protocol or provider)
+        code = enhanced or basic
+        plan = self._plan
+        compiled = self._compiled
+        # the other literal sets say the same as the regex only where lower-casing is exact
+        check_sets = norm.isascii()
+        # in pattern order: rules of equal rank come out in the same order in every process
+        for i in sorted(found):
+            step = plan.get(i)
+            if step is None:
+                continue
+            rules_here, sets = step
+            if sets and check_sets:
+                for lits in sets:
+                    for lit in lits:
+                        if lit in lowered:
+                            break
+                    else:
+                        break  # no literal of this set: the regex cannot match
+                else:
+                    sets = ()
+                if sets:
+                    continue
+            m = (compiled[i] or self._pattern(i)).search(norm)
+            if m is None:
+                continue
+            start, end = m.span()
+            length = end - start
+            groups = m if m.re.groupindex else None
+            for r in rules_here:
+                prev = results.get(r.id)
+                if prev is not None and prev.rank[5] >= length:
+                    continue
+                if filtered and not applies(r):
+                    continue
+                level = _code_level(r, basic, enhanced) if r.has_codes else 0
+                if level < 0 or (r.unless_ids and self._vetoed(r, norm)):
+                    continue
+                rank = (0, r.priority, 1 if r.providers and r.providers & known else 0, 1,
+                        level, length, r.generic)
+                results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
+        if codes_as_fallback and results:
+            return _sorted(results)
 
         def bonus(r: Rule) -> int:
             return int(bool(r.providers & known)) if r.providers else 0
 
-        hits: dict[int, re.Match[str] | None] = {}
-        for i in cand:
-            rules_here = self._text_rules.get(i)
-            if not rules_here:
-                continue
-            hits[i] = self._pattern(i).search(norm)
-        for i, m in hits.items():
-            if m is None:
-                continue
-            for r in self._text_rules[i]:
-                if r.id in results and results[r.id].rank[5] >= m.end() - m.start():
-                    continue
-                if not applies(r):
-                    continue
-                level = _code_level(r, basic, enhanced) if (r.codes or r.enhanced) else 0
-                if level < 0 or (r.unless_ids and self._vetoed(r, norm)):
-                    continue
-                rank = (0, r.priority, bonus(r), 1, level, m.end() - m.start(),
-                        int(not r.providers))
-                results[r.id] = Match(r, "text", rank, None, m if m.re.groupindex else None,
-                                      enhanced or basic, (norm, m.start(), m.end()))
-        if codes_as_fallback and results:
-            return _sorted(results)
         code_rules = self._code_rules
         for key, level, spec in _code_keys(basic, enhanced):
             for r in code_rules.get(key, ()):
@@ -564,30 +609,34 @@ class RuleBase:
             from maildiag import models  # lazily: not on the cold path of explain --json
 
             enums = self._enums[rule.id] = (models.Category(rule.category),
-                                            models.Severity(rule.severity), models.Finding)
-        title, steps = self.render(match, lang=lang, params=params)
+                                            models.Severity(rule.severity),
+                                            _finding_maker(models.Finding))
+        if not params and match._groups is None:
+            title, steps = self._rendered.get((rule.id, lang, match.code)) \
+                or self._render_tuple(match, lang, None)
+        else:
+            title, steps = self._render_tuple(match, lang, params)
         return enums[2](  # type: ignore[no-any-return]
-            rule=rule.id,
-            category=enums[0],
-            severity=enums[1],
-            title=title,
-            steps=tuple(steps),
-            check=check,
-            evidence=match.evidence,
-            links=match.rule.links,
+            rule.id, enums[0], enums[1], title, steps, check, match.evidence, rule.links
         )
 
     def render(
         self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None
     ) -> tuple[str, list[str]]:
         """Title and steps of a match with its params quoted (no models import: fast path)."""
+        title, steps = self._render_tuple(match, lang, params)
+        return title, list(steps)
+
+    def _render_tuple(
+        self, match: Match, lang: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, tuple[str, ...]]:
         lang = lang if lang in LANGS else "en"
         cacheable = not params and match._groups is None
         if cacheable:
             key = (match.rule.id, lang, match.code)
             hit = self._rendered.get(key)
             if hit is not None:
-                return hit[0], list(hit[1])
+                return hit
         values: dict[str, Any] = dict(match.groups)
         if params:
             values.update({k: v for k, v in params.items() if v not in (None, "")})
@@ -600,9 +649,9 @@ class RuleBase:
         defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
         rule = match.rule
         title = _render(rule.title[lang], values, defaults)
-        steps = [s for s in (_render(s, values, defaults) for s in rule.steps[lang]) if s]
+        steps = tuple(s for s in (_render(s, values, defaults) for s in rule.steps[lang]) if s)
         if cacheable and len(self._rendered) < 100_000:
-            self._rendered[key] = (title, tuple(steps))
+            self._rendered[key] = (title, steps)
         return title, steps
 
     def ui_text(self, key: str, lang: str, **params: Any) -> str:
@@ -614,8 +663,50 @@ class RuleBase:
         return _render(text, params, {}) if params else text
 
 
+_FINDING_FIELDS = ("rule", "category", "severity", "title", "steps", "check", "evidence", "links")
+
+
+def _finding_maker(cls: Any) -> Any:
+    """``cls(*fields)`` for ``models.Finding``, faster.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; its slot
+    descriptors do the same for a fraction of the cost. Should Finding change shape (other
+    fields, a ``__post_init__``, no slots), this is the class itself.
+    """
+    import dataclasses
+
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    if names != _FINDING_FIELDS or hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        return cls
+    s_rule, s_cat, s_sev, s_title, s_steps, s_check, s_evidence, s_links = (
+        vars(cls)[n].__set__ for n in names
+    )
+    new = object.__new__
+
+    def make(rule: str, category: Any, severity: Any, title: str, steps: tuple[str, ...],
+             check: str | None, evidence: str, links: tuple[str, ...]) -> Any:
+        f = new(cls)
+        s_rule(f, rule)
+        s_cat(f, category)
+        s_sev(f, severity)
+        s_title(f, title)
+        s_steps(f, steps)
+        s_check(f, check)
+        s_evidence(f, evidence)
+        s_links(f, links)
+        return f
+
+    return make
+
+
+def _rank(m: Match) -> tuple[int, ...]:
+    return m.rank
+
+
 def _sorted(results: dict[str, Match]) -> list[Match]:
-    return sorted(results.values(), key=lambda m: m.rank, reverse=True)
+    if len(results) < 2:
+        return list(results.values())
+    return sorted(results.values(), key=_rank, reverse=True)
 
 
 def _line_of(text: str, start: int, end: int) -> str:
@@ -665,6 +756,8 @@ def _enh_matches(pattern: str, code: str) -> bool:
 
 
 _WORD = re.compile(r"\w+")
+_WORD_KEY = re.compile(r"(\w{1,4})\w*")  # the first four letters of each word (the index keys)
+_WORD_KEY_ASCII = re.compile(r"(\w{1,4})\w*", re.ASCII)
 
 
 def _word_keys(lit: str, starts_word: bool) -> list[str]:
@@ -840,7 +933,10 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
             for w in {w[:4] for w in _WORD.findall(ex["text"].lower())}:
                 freq[w] = freq.get(w, 0) + 1
     keys: list[list[list[str]] | None] = []
-    for lits in literals:
+    extra: list[list[list[str]]] = []
+    for src, lits in zip(patterns, literals, strict=True):
+        chosen_set = sorted({lit for lit, _ in lits or ()})
+        extra.append([s for s in literal_sets(src) if s != chosen_set])
         if lits is None:
             keys.append(None)
             continue
@@ -858,6 +954,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
         "hints": hints,
         "patterns": patterns,
         "keys": keys,
+        "extra": extra,
     }
 
 
@@ -1104,7 +1201,47 @@ def required_literals(src: str) -> list[tuple[str, bool]] | None:
     return sorted(set(found))
 
 
+def literal_sets(src: str) -> list[list[str]]:
+    """Every set of lower-cased literals one of which each match of ``src`` contains.
+
+    Each set is a necessary condition on its own: the matcher checks them all (on ASCII text)
+    before it runs a regex, so a regex whose rarest word is present but whose other words are
+    not is never run. Sets with a letter that an ASCII letter matches case-insensitively
+    (the long s, the Kelvin sign...) are left out: a lower-cased text would not show them.
+    """
+    import re._constants as c
+    import re._parser as p
+
+    tree = p.parse(src, RE_FLAGS)
+    out = []
+    for alts in _candidates(list(tree), c, True):
+        lits = sorted({s for s, _ in alts})
+        if all(_ascii_safe(s) for s in lits) and lits not in out:
+            out.append(lits)
+    return out
+
+
+def _ascii_safe(literal: str) -> bool:
+    """No ASCII character matches a non-ASCII character of the literal case-insensitively."""
+    for ch in set(literal):
+        if not ch.isascii():
+            folds = re.compile(re.escape(ch), re.IGNORECASE)
+            if any(folds.fullmatch(chr(a)) for a in range(128)):
+                return False
+    return True
+
+
 def _required(items: list[Any], c: Any, start_ok: bool) -> list[tuple[str, bool]] | None:
+    candidates = _candidates(items, c, start_ok)
+    if not candidates:
+        return None
+    # the best: the fewest alternatives whose shortest literal is longest
+    return max(candidates, key=lambda alts: (min(len(s) for s, _ in alts) >= 5, -len(alts),
+                                              min(len(s) for s, _ in alts)))
+
+
+def _candidates(items: list[Any], c: Any, start_ok: bool) -> list[list[tuple[str, bool]]]:
+    """The literal sets of a sequence: each holds the literals one of which a match contains."""
     candidates: list[list[tuple[str, bool]]] = []
     run: list[str] = []
     prev_ok = start_ok  # does the next element begin at a word start of the text?
@@ -1150,11 +1287,7 @@ def _required(items: list[Any], c: Any, start_ok: bool) -> list[tuple[str, bool]
         else:
             prev_ok = _ends_non_word(op, av, c, prev_ok)
     flush()
-    if not candidates:
-        return None
-    # the best: the fewest alternatives whose shortest literal is longest
-    return max(candidates, key=lambda alts: (min(len(s) for s, _ in alts) >= 5, -len(alts),
-                                              min(len(s) for s, _ in alts)))
+    return candidates
 
 
 def _ends_non_word(op: Any, av: Any, c: Any, before: bool) -> bool:
