@@ -42,12 +42,17 @@ Ranking, best first: explained by the signal asked for; priority; provider-speci
 named the provider, or a provider hint such as ``gsmtp`` or ``yandex`` is in the text); matched by
 text; enhanced code over basic code; the longer text match; a generic rule over a provider rule
 (a provider rule whose provider is not known applies, but does not outrank the generic one).
+Rules of equal rank come in the order their regexes first appear in the rule files (the same in
+every process: it used to depend on string hashing).
 Code-only rules (the RFC 3463 layer) are dropped by ``explain`` when any text rule matched.
 
 Speed: regexes are compiled lazily, one by one, and only run when a literal every match of them
 must contain (found at load time) is present in the text. Each literal is indexed by the first
 four letters of a word it contains that starts at a word boundary; a text's words give the keys to
-look up, and only those literals are checked (``in``) and only their regexes run.
+look up, and only those literals are checked (``in``) and only their regexes run. On ASCII text
+(where lower-casing agrees with case-insensitive matching) every other literal set a regex needs
+(``literal_sets``) is checked too before it runs: most regexes whose rarest word is present but
+whose other words are not never run.
 The validated rule data is cached as marshal in the user cache directory, keyed by the rule
 files' paths, sizes and mtimes (and this module's), so a cold ``explain`` imports no yaml.
 Regexes may not nest quantifiers nor use unbounded ``*``/``+``/``{n,}`` (write ``{0,80}``): with
@@ -526,7 +531,7 @@ class RuleBase:
         lowered = norm.lower()
         found = self.candidates(lowered)
         known: set[str] = {provider} if provider else set()
-        if not provider:
+        if not provider and not self._hint_set.isdisjoint(found):
             for i in self._hint_set & found:
                 pid = self._hint_ids[i]
                 if pid not in known and self._pattern(i).search(norm):
@@ -1222,13 +1227,14 @@ def literal_sets(src: str) -> list[list[str]]:
 
 
 def _ascii_safe(literal: str) -> bool:
-    """No ASCII character matches a non-ASCII character of the literal case-insensitively."""
-    for ch in set(literal):
-        if not ch.isascii():
-            folds = re.compile(re.escape(ch), re.IGNORECASE)
-            if any(folds.fullmatch(chr(a)) for a in range(128)):
-                return False
-    return True
+    """No ASCII character matches a non-ASCII character of the literal case-insensitively
+    (there are four: the dotted and dotless i, the long s, the Kelvin sign)."""
+    return literal.isascii() or not any(
+        _ASCII_FOLD.match(ch) for ch in literal if not ch.isascii()
+    )
+
+
+_ASCII_FOLD = re.compile(r"[\x00-\x7f]", re.IGNORECASE)
 
 
 def _required(items: list[Any], c: Any, start_ok: bool) -> list[tuple[str, bool]] | None:
