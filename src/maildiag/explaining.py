@@ -48,7 +48,7 @@ _ENV_DATA: Any = getattr(os.environ, "_data", None)
 _ENV_KEY: Any = None
 if isinstance(_ENV_DATA, dict):
     try:
-        _ENV_KEY = os.environ.encodekey("MAILDIAG_RULES")  # type: ignore[attr-defined]
+        _ENV_KEY = getattr(os.environ, "encodekey")("MAILDIAG_RULES")  # noqa: B009
     except (AttributeError, TypeError, ValueError):
         _ENV_DATA = None
 _DEFAULT: list[Any] = [object(), (), None]  # the raw MAILDIAG_RULES value, the key, the base
@@ -57,9 +57,10 @@ _DEFAULT: list[Any] = [object(), (), None]  # the raw MAILDIAG_RULES value, the 
 def _rules(dirs: Sequence[str] = ()) -> RuleBase:
     """The rule base for these extra directories, loaded once per process."""
     if not dirs and _ENV_DATA is not None and os.environ is _ENVIRON:
-        raw, key, rb = _DEFAULT
-        if _ENV_DATA.get(_ENV_KEY) == raw and _RULES.get(key) is rb:
-            return rb  # type: ignore[no-any-return]
+        raw, key, cached = _DEFAULT
+        rb = _RULES.get(key)  # None once _RULES is cleared
+        if rb is not None and rb is cached and _ENV_DATA.get(_ENV_KEY) == raw:
+            return rb
         raw = _ENV_DATA.get(_ENV_KEY)
         key, rb = _rules_for(())
         _DEFAULT[:] = [raw, key, rb]

@@ -519,9 +519,9 @@ class RuleBase:
                 if not applies(r) or _code_level(r, basic, enhanced) < 0:
                     continue
                 if not self._vetoed(r, norm):
-                    known = bool(provider and provider in r.providers)
+                    named = bool(provider and provider in r.providers)
                     results[r.id] = Match(
-                        r, "signal", (1, r.priority, int(known), 0, 0, 0, int(not r.providers)),
+                        r, "signal", (1, r.priority, int(named), 0, 0, 0, int(not r.providers)),
                         text.strip()[:500], {}, None,
                     )
             return _sorted(results)
