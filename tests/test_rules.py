@@ -337,3 +337,14 @@ def test_params_with_a_language_twin_read_in_that_language() -> None:
         "Часы компьютера отстают на 3 дня 12 часов"
     assert rules.render(match, lang="en", params=params)[0] == \
         "Your computer's clock is 3 days 12 hours behind"
+
+
+def test_yo_and_ye_are_the_same_letter_to_the_rules() -> None:
+    from maildiag.rulebase import normalize_text
+
+    assert normalize_text("Доступ отключён, ЁЖИК") == "Доступ отключен, ЕЖИК"
+    from maildiag import explain
+
+    with_yo = explain("Ящик заблокирован: доступ по протоколу IMAP отключён")
+    with_ye = explain("Ящик заблокирован: доступ по протоколу IMAP отключен")
+    assert with_yo and [f.rule for f in with_yo] == [f.rule for f in with_ye]

@@ -216,9 +216,15 @@ def normalize_text(text: str) -> str:
         text = _ESCAPED_NL.sub("\n", text).replace("\\t", " ")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "ё" in text or "Ё" in text:  # Russian writes ё as е at will: rules see е only
+        text = _fold_yo(text)
     if "\n" in text and ("-" in text or "." in text):
         text = _join_continuations(text)
     return text
+
+
+def _fold_yo(text: str) -> str:
+    return text.replace("ё", "е").replace("Ё", "Е")
 
 
 def _join_continuations(text: str) -> str:
@@ -1037,6 +1043,8 @@ def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
     m = {k: _str_list(match.get(k), path, rid, f"match.{k}") for k in _MATCH_KEYS}
     if not (m["text"] or m["code"] or m["enhanced"] or m["signal"]):
         raise fail("match needs text, code, enhanced or signal")
+    m["text"] = [_fold_yo(src) for src in m["text"]]  # as normalize_text does to the input
+    m["unless"] = [_fold_yo(src) for src in m["unless"]]
     for src in (*m["text"], *m["unless"]):
         problem = regex_problem(src)
         if problem:
