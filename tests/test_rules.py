@@ -163,7 +163,8 @@ def test_protocol_filter(rb: RuleBase) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        (GOOD_RULE.replace("severity: fail", "severity: fail\n    colour: red"), "unknown key 'colour'"),
+        (GOOD_RULE.replace("severity: fail", "severity: fail\n    colour: red"),
+         "unknown key 'colour'"),
         (GOOD_RULE.replace("category: relay_denied", "category: nope"), "unknown category"),
         (GOOD_RULE.replace('ru: "Заголовок"', 'de: "Titel"'), "unknown language 'de'"),
         (GOOD_RULE.replace(', ru: ["Шаг"]', ""), "missing the ru translation"),

@@ -56,9 +56,11 @@ def _root(
         os.environ["MAILDIAG_TRACEBACK"] = "1"
 
 
-Lang = Annotated[str | None, typer.Option("--lang", metavar="en|ru", help="Language of titles and steps: en or "
-                                          "ru (default from the locale).")]
-RulesDir = Annotated[list[str] | None, typer.Option("--rules", metavar="DIR", help="Also load the rules in DIR "
+Lang = Annotated[str | None, typer.Option("--lang", metavar="en|ru",
+                                          help="Language of titles and steps: en or ru "
+                                          "(default from the locale).")]
+RulesDir = Annotated[list[str] | None, typer.Option("--rules", metavar="DIR",
+                                                    help="Also load the rules in DIR "
                                                     "(also MAILDIAG_RULES).")]
 
 
@@ -86,7 +88,8 @@ def check(
                                              help="Use this POP3 server.")] = None,
     only: Annotated[str | None, typer.Option("--only", metavar="SERVICES",
                                              help="Check only these: smtp,imap,pop3.")] = None,
-    login: Annotated[str | None, typer.Option("--login", metavar="LOGIN", help="Login name when it differs from "
+    login: Annotated[str | None, typer.Option("--login", metavar="LOGIN",
+                                              help="Login name when it differs from "
                                               "ADDRESS.")] = None,
     password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR",
                                                      help="Read the password from this "
@@ -106,10 +109,12 @@ def check(
     no_clock: Annotated[bool, typer.Option("--no-clock", help="Skip the clock check.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
                                            help="Limit for each network step.")] = 10.0,
-    warn_days: Annotated[int, typer.Option("--warn-days", metavar="N", help="Warn when a certificate "
-                                           "expires within N days.")] = 21,
-    crit_days: Annotated[int, typer.Option("--crit-days", metavar="N", help="Fail when a certificate "
-                                           "expires within N days.")] = 7,
+    warn_days: Annotated[int, typer.Option("--warn-days", metavar="N",
+                                           help="Warn when a certificate expires within N "
+                                           "days.")] = 21,
+    crit_days: Annotated[int, typer.Option("--crit-days", metavar="N",
+                                           help="Fail when a certificate expires within N "
+                                           "days.")] = 7,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json, junit, "
                                      "nagios or prometheus.")] = "text",
     as_json: Annotated[bool, typer.Option("--json", help="Short for --format json.")] = False,

@@ -903,7 +903,8 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
                 raise RuleBaseError(f"{path}: a rule file is a mapping (rules:, params:, ui:)")
             unknown = set(doc) - _FILE_KEYS
             if unknown:
-                raise RuleBaseError(f"{path}: unknown top-level key {sorted(map(str, unknown))[0]!r}")
+                first = sorted(map(str, unknown))[0]
+                raise RuleBaseError(f"{path}: unknown top-level key {first!r}")
             for name, texts in (doc.get("params") or {}).items():
                 params[str(name)] = _translations(texts, path, f"params.{name}")
             for name, texts in (doc.get("ui") or {}).items():
@@ -914,7 +915,8 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
                 for src in pats:
                     problem = regex_problem(src)
                     if problem:
-                        raise RuleBaseError(f"{path}: provider_hints.{pid}: regex {src!r}: {problem}")
+                        raise RuleBaseError(
+                            f"{path}: provider_hints.{pid}: regex {src!r}: {problem}")
                 hints.setdefault(str(pid).lower(), []).extend(pats)
             raw_rules = doc.get("rules") or []
             if not isinstance(raw_rules, list):
@@ -1134,7 +1136,7 @@ def _examples(value: Any, fail: Any, what: str) -> list[dict[str, Any]]:
             raise fail(f"{what}: text, signal, protocol and provider are strings")
         if not ex["text"] and not ex["signal"]:
             raise fail(f"{what}: an example needs a text or a signal")
-        if ex["signal"] and ex["signal"] not in SIGNALS and ex["signal"] not in ("reply", UNEXPLAINED):
+        if ex["signal"] and ex["signal"] not in (*SIGNALS, "reply", UNEXPLAINED):
             raise fail(f"{what}: unknown signal {ex['signal']!r}")
         ex["text"] = ex["text"] or ""
         out.append(ex)
@@ -1150,8 +1152,8 @@ def regex_problem(src: str) -> str | None:
         re.compile(src, RE_FLAGS)
     except re.error as exc:
         return f"does not compile: {exc}"
-    import re._constants as c
-    import re._parser as p
+    import re._constants as c  # type: ignore[import-not-found]  # CPython's own parser
+    import re._parser as p  # type: ignore[import-not-found]
 
     tree = p.parse(src, RE_FLAGS)
 
@@ -1296,7 +1298,7 @@ def _candidates(items: list[Any], c: Any, start_ok: bool) -> list[list[tuple[str
             candidates.append(sub)
         if op in (c.MAX_REPEAT, c.MIN_REPEAT):
             body = list(av[2])
-            ends = _ends_non_word(*body[-1], c, prev_ok) if body else prev_ok
+            ends = _ends_non_word(body[-1][0], body[-1][1], c, prev_ok) if body else prev_ok
             prev_ok = ends and (prev_ok or av[0] >= 1)
         else:
             prev_ok = _ends_non_word(op, av, c, prev_ok)
@@ -1304,7 +1306,7 @@ def _candidates(items: list[Any], c: Any, start_ok: bool) -> list[list[tuple[str
     return candidates
 
 
-def _ends_non_word(op: Any, av: Any, c: Any, before: bool) -> bool:
+def _ends_non_word(op: Any, av: Any, c: Any, before: bool = False) -> bool:
     """Whether what follows this element starts at a word start of the text."""
     if op == c.AT:
         return True
@@ -1312,9 +1314,10 @@ def _ends_non_word(op: Any, av: Any, c: Any, before: bool) -> bool:
         return _non_word_class(av, c)
     if op == c.SUBPATTERN:
         items = list(av[3])
-        return _ends_non_word(*items[-1], c, before) if items else before
+        return _ends_non_word(items[-1][0], items[-1][1], c, before) if items else before
     if op == c.BRANCH:
-        return all(_ends_non_word(*list(b)[-1], c, before) if list(b) else before for b in av[1])
+        return all(_ends_non_word(list(b)[-1][0], list(b)[-1][1], c, before) if list(b)
+                   else before for b in av[1])
     if op == c.LITERAL:
         return not (chr(av).isalnum() or chr(av) == "_")
     return False

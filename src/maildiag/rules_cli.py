@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from maildiag.rulebase import Rule, RuleBase, RuleBaseError
 
@@ -59,7 +60,7 @@ def check_rule(rb: RuleBase, rule: Rule) -> list[str]:
     return problems
 
 
-def _matches(rb: RuleBase, ex: dict, explain_matches):  # type: ignore[no-untyped-def]
+def _matches(rb: RuleBase, ex: dict[str, Any], explain_matches: Any) -> Any:
     if ex.get("signal") or ex.get("protocol") or ex.get("provider"):
         return rb.match(ex["text"], signal=ex.get("signal"), protocol=ex.get("protocol"),
                         provider=ex.get("provider"))
