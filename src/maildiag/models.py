@@ -161,6 +161,12 @@ class Observation:
     problems: tuple[Problem, ...] = ()
     transcript: tuple[str, ...] = ()
     duration_ms: int = 0
+    # The summary's ui key (``rules/*.yaml`` ``ui: summary.<key>``) and the facts its template
+    # quotes, so the text report can say it in the user's language; ``summary`` stays English
+    # (JSON and other programs read it). A param may be ``{"key": k, "params": {...}}`` (a
+    # nested summary) or a list of those (joined with "; ").
+    summary_key: str = ""
+    summary_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,16 +115,19 @@ class Runner:
                     text = f"{type(exc).__name__}: {exc}"
                     obs = Observation(check, Status.FAIL, f"internal error: {text}", job.target,
                                       {"internal_error": text},
-                                      (Problem("check.internal_error", text, {"error": text}),))
+                                      (Problem("check.internal_error", text, {"error": text}),),
+                                      summary_key="internal_error",
+                                      summary_params={"error": text})
                 elif i == 0 and job.name in pending:
                     obs = Observation(
                         check, Status.FAIL, f"did not finish within the run's {deadline:g}s "
                         "deadline", job.target, {}, (Problem(
                             "connect.timeout", "run deadline reached",
-                            {"timeout": f"{deadline:g}", **_target_params(job.target)}),))
+                            {"timeout": f"{deadline:g}", **_target_params(job.target)}),),
+                        summary_key="run.deadline", summary_params={"deadline": f"{deadline:g}"})
                 else:
                     obs = Observation(check, Status.SKIP, "an earlier check did not finish",
-                                      job.target)
+                                      job.target, summary_key="skip.unfinished")
                 seen.append(obs)
                 if on_observation is not None:
                     on_observation(obs)

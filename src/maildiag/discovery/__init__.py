@@ -597,7 +597,12 @@ def _dns_observation(
     problems: list[Problem] = []
     timeouts: list[str] = []
     facts: list[str] = []
+    fact_keys: list[dict[str, Any]] = []  # the same facts as summary keys (rules/ui-report.yaml)
     domain = address.domain
+
+    def fact(text: str, key: str, **params: Any) -> None:
+        facts.append(text)
+        fact_keys.append({"key": key, "params": params})
 
     def dns_failure(err: DnsError, extra: Mapping[str, Any] | None = None) -> None:
         if err.kind == "timeout":
@@ -619,13 +624,14 @@ def _dns_observation(
                 # filtered (captive portal, no network behind it), not the user's typo
                 problems.append(Problem("dns.resolver_broken", "NXDOMAIN",
                                         {"domain": domain, "resolver": dns.label}))
-                facts.append(f"resolver {dns.label} denies that {domain} exists")
+                fact(f"resolver {dns.label} denies that {domain} exists",
+                     "dns.resolver_denies", resolver=dns.label, domain=domain)
             elif records.kind == "nxdomain":
                 problems.append(Problem("dns.nxdomain", "NXDOMAIN", {"domain": domain}))
-                facts.append(f"{domain} does not exist")
+                fact(f"{domain} does not exist", "dns.nxdomain", domain=domain)
             elif records.kind == "no_answer":
                 problems.append(Problem("dns.no_mx", "", {"domain": domain, "null_mx": False}))
-                facts.append(f"{domain} has no MX")
+                fact(f"{domain} has no MX", "dns.no_mx", domain=domain)
             else:
                 dns_failure(records)
             data["mx"] = records.kind
@@ -636,9 +642,10 @@ def _dns_observation(
                 problems.append(
                     Problem("dns.no_mx", "null MX", {"domain": domain, "null_mx": True})
                 )
-                facts.append(f"{domain} has a null MX")
+                fact(f"{domain} has a null MX", "dns.null_mx", domain=domain)
             else:
-                facts.append(f"MX {', '.join(hosts[:3])}{' ...' if len(hosts) > 3 else ''}")
+                listed = f"{', '.join(hosts[:3])}{' ...' if len(hosts) > 3 else ''}"
+                fact(f"MX {listed}", "dns.mx", hosts=listed)
 
     if needed and not discovered_any:
         # the lookups discovery depended on: their timeouts explain why nothing was found
@@ -651,7 +658,7 @@ def _dns_observation(
         problems.append(
             Problem("dns.no_servers", "", {"domain": domain, "services": [str(s) for s in needed]})
         )
-        facts.append("no mail servers found")
+        fact("no mail servers found", "dns.no_servers")
 
     resolved_data: dict[str, Any] = {}
     unresolved = 0
@@ -681,7 +688,8 @@ def _dns_observation(
     data["addresses"] = resolved_data
     if targets:
         ok = len(targets) - unresolved
-        facts.append(f"{ok} of {len(targets)} server names resolve")
+        fact(f"{ok} of {len(targets)} server names resolve", "dns.resolved", resolved=ok,
+             servers=len(targets))
 
     if timeouts:
         names = list(dict.fromkeys(timeouts))
@@ -699,6 +707,7 @@ def _dns_observation(
             ),
         )
         facts.insert(0, f"resolver {dns.label} did not answer")
+        fact_keys.insert(0, {"key": "dns.resolver_silent", "params": {"resolver": dns.label}})
 
     worst = Status.OK
     for problem in problems:
@@ -707,8 +716,10 @@ def _dns_observation(
         else:
             worst = Status.FAIL
     summary = f"{domain}: " + "; ".join(facts) if facts else domain
+    summary_key, summary_params = "dns.domain", {"domain": domain, "facts": fact_keys}
     if all_explicit:
         summary = "explicit servers: " + "; ".join(facts) if facts else "explicit servers"
+        summary_key, summary_params = "dns.explicit", {"facts": fact_keys}
     elapsed = int((time.monotonic() - budget.start) * 1000)
     return Observation(
         check="dns",
@@ -717,4 +728,6 @@ def _dns_observation(
         data=data,
         problems=tuple(problems),
         duration_ms=elapsed,
+        summary_key=summary_key,
+        summary_params=summary_params,
     )

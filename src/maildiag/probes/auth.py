@@ -191,7 +191,8 @@ def make_login_stage(config: RunConfig, address: Address,
             login = _Login(state, plan)
             login.goodbye()
             login.skip_all(f"the login was already tried on {tried[service]} (one attempt per "
-                           "service per run)")
+                           "service per run)", "skip.login_already_tried",
+                           {"where": tried[service]})
             return
         _Login(state, plan).run()
 
@@ -215,13 +216,15 @@ class _Login:
         self.emitted: set[str] = set()
 
     # -- emitting --------------------------------------------------------------------------
-    def emit(self, name: str, status: Status, summary: str, *,
-             data: dict[str, Any] | None = None, problems: Sequence[Problem] = ()) -> None:
+    def emit(self, name: str, status: Status, summary: str, *, key: str = "",
+             params: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+             problems: Sequence[Problem] = ()) -> None:
         self._scrub_transcript()
         r = self.redact
         self.emitted.add(name)
         self.session.emit(
-            name, status, r(summary), data=r.value(data or {}),
+            name, status, r(summary), key=key, params=r.value(params or {}),
+            data=r.value(data or {}),
             problems=tuple(Problem(p.signal, r(p.text), r.value(dict(p.params)))
                            for p in problems))
 
@@ -233,10 +236,10 @@ class _Login:
             if clean != line:
                 t[i] = clean
 
-    def skip_all(self, reason: str) -> None:
+    def skip_all(self, reason: str, key: str, params: dict[str, Any] | None = None) -> None:
         for name in _AUTH_CHECKS[self.service]:
             if name not in self.emitted:
-                self.emit(name, Status.SKIP, reason)
+                self.emit(name, Status.SKIP, reason, key=key, params=params)
 
     def problem(self, signal: str, text: str = "", **extra: Any) -> Problem:
         return self.session.problem(signal, text, **extra)
@@ -245,8 +248,11 @@ class _Login:
         signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
         if isinstance(exc, StepTimeout):
             signal = "connect.timeout"
-        self.session.skip_reason = f"the server broke off during {self.service}.{name}"
-        self.emit(name, Status.FAIL, str(exc), problems=(self.problem(
+        check = f"{self.service}.{name}"
+        self.session.skip("skip.broke_off", f"the server broke off during {check}", check=check)
+        net = self.session.net(exc)
+        self.emit(name, Status.FAIL, str(exc), key=net["key"], params=net["params"],
+                  problems=(self.problem(
             signal, str(exc), timeout=f"{self.session.env.config.timeout:g}",
             expected=str(self.service), heard="a broken reply"),))
 
@@ -261,7 +267,7 @@ class _Login:
             elif self.plan.password is None:
                 self.goodbye()
                 self.emit("auth", Status.SKIP, "needs a password (--password-env or "
-                          "--ask-password)")
+                          "--ask-password)", key="auth.needs_password")
             elif self.service is Service.IMAP:
                 self.imap_login()
             else:
@@ -271,7 +277,11 @@ class _Login:
             if pending:
                 self.broke(exc, pending[0])
         finally:
-            self.skip_all(self.session.skip_reason or "an earlier login step did not finish")
+            s = self.session
+            if s.skip_reason:
+                self.skip_all(s.skip_reason, s.skip_key, s.skip_params)
+            else:
+                self.skip_all("an earlier login step did not finish", "skip.login_unfinished")
 
     def goodbye(self) -> None:
         """RSET (SMTP) and QUIT/LOGOUT, best effort: the session closes the socket anyway."""
@@ -288,15 +298,16 @@ class _Login:
         if s.tls and s.trusted:
             return True
         if s.tls:
-            reason = ("the server's certificate could not be verified: the password was not "
-                      "sent")
+            key, reason = "skip.cert_unverified", ("the server's certificate could not be "
+                                                   "verified: the password was not sent")
         elif s.target.security is Security.PLAIN:
             return True
         else:
-            reason = "the connection is not encrypted: the password was not sent"
-        self.session.skip_reason = reason
+            key, reason = "skip.not_encrypted", ("the connection is not encrypted: the password "
+                                                 "was not sent")
+        self.session.skip(key, reason)
         self.goodbye()
-        self.skip_all(reason)
+        self.skip_all(reason, key)
         return False
 
     def clear_text_problems(self) -> list[Problem]:
@@ -346,26 +357,31 @@ class _Login:
         if reply.ok:
             data["auth_required"] = False
             self.emit("auth", Status.OK, "MAIL FROM and RCPT TO were accepted without "
-                      "authentication", data=data)
+                      "authentication", key="auth.not_required", data=data)
         elif not _TLS_DEMAND.search(reply.text) and (
                 reply.code == 530 or _AUTH_DEMAND.search(reply.text)):
             data.update(auth_required=True, refused_at=stage, reply=reply.text)
             self.emit("auth", Status.OK, f"authentication is required (refused at {stage}): "
-                      + _first(reply), data=data,
+                      + _first(reply), key="auth.required",
+                      params={"stage": stage, "reply": _first(reply)}, data=data,
                       problems=(self.problem("auth.required", reply.text, refused_at=stage),))
         else:
             data.update(auth_required=None, refused_at=stage, reply=reply.text)
             status = Status.WARN if reply.code is not None and reply.code < 500 else Status.FAIL
-            self.emit("auth", status, f"refused at {stage}: {_first(reply)}", data=data,
+            self.emit("auth", status, f"refused at {stage}: {_first(reply)}",
+                      key="envelope.refused", params={"stage": stage, "reply": _first(reply)},
+                      data=data,
                       problems=(self.problem("reply", reply.text, refused_at=stage),))
-        self.emit("sender", Status.SKIP, "needs a password (--password-env or --ask-password)")
+        self.emit("sender", Status.SKIP, "needs a password (--password-env or --ask-password)",
+                  key="auth.needs_password")
 
     def smtp_login_and_sender(self) -> None:
         if not self.may_send_password():
             return
         if not self.smtp_authenticate():
             self.goodbye()
-            self.emit("sender", Status.SKIP, "the login did not succeed")
+            self.emit("sender", Status.SKIP, "the login did not succeed",
+                      key="sender.login_failed")
             return
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
@@ -374,9 +390,13 @@ class _Login:
         if reply.ok:
             self.emit("sender", Status.OK, f"MAIL FROM:<{self.plan.sender}> and RCPT TO:"
                       f"<{self.plan.address.original}> accepted for login {self.login}",
+                      key="sender.ok", params={"sender": self.plan.sender,
+                                               "recipient": self.plan.address.original,
+                                               "login": self.login},
                       data={**data, "accepted": True})
         else:
             self.emit("sender", Status.FAIL, f"refused at {stage}: {_first(reply)}",
+                      key="envelope.refused", params={"stage": stage, "reply": _first(reply)},
                       data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
                       problems=(self.problem("reply", reply.text, refused_at=stage,
                                              sender=self.plan.sender, login=self.login),))
@@ -398,6 +418,8 @@ class _Login:
             if reply.code != 334:
                 if _TLS_DEMAND.search(reply.text):
                     self.emit("auth", Status.FAIL, f"AUTH refused: {_first(reply)}",
+                              key="auth.refused", params={"mechanism": "AUTH",
+                                                          "reply": _first(reply)},
                               data=self.base_data(accepted=False, reply=reply.text),
                               problems=(self.problem("reply", reply.text),))
                 else:
@@ -427,10 +449,13 @@ class _Login:
         data = self.base_data(mechanism=mech)
         if reply.code is not None and 200 <= reply.code < 300:
             self.emit("auth", Status.WARN if extra else Status.OK,
-                      f"logged in as {self.login} with AUTH {mech}",
+                      f"logged in as {self.login} with AUTH {mech}", key="auth.ok",
+                      params={"login": self.login, "mechanism": f"AUTH {mech}"},
                       data={**data, "accepted": True}, problems=extra)
             return True
         self.emit("auth", Status.FAIL, f"AUTH {mech} refused: {_first(reply)}",
+                  key="auth.refused", params={"mechanism": f"AUTH {mech}",
+                                              "reply": _first(reply)},
                   data={**data, "accepted": False, "refused_at": "credentials",
                         "reply": reply.text},
                   problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra])
@@ -442,6 +467,8 @@ class _Login:
     def no_mechanism(self, offered: Sequence[str], text: str) -> None:
         listed = " ".join(offered) or "none"
         self.emit("auth", Status.FAIL, f"no AUTH mechanism maildiag can use (offered: {listed})",
+                  key="auth.no_mechanism" if offered else "auth.no_mechanism_offered",
+                  params={"offered": " ".join(offered)},
                   data=self.base_data(accepted=None),
                   problems=(self.problem("auth.no_mechanism", text, offered=listed),))
 
@@ -456,7 +483,8 @@ class _Login:
         if caps.has("LOGINDISABLED") and not self.state.tls:
             text = caps.reply.text if caps.reply else "LOGINDISABLED"
             self.emit_after_goodbye("auth", Status.FAIL, "the server refuses logins before TLS "
-                                    "(LOGINDISABLED)", data=self.base_data(accepted=None),
+                                    "(LOGINDISABLED)", key="auth.login_disabled",
+                                    data=self.base_data(accepted=None),
                                     problems=(self.problem("auth.plaintext_refused", text),))
             return
         if not self.may_send_password():
@@ -478,10 +506,13 @@ class _Login:
         text = _imap_text(reply)
         if reply.ok:
             self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
-                                    f"logged in as {self.login} with {mech}",
+                                    f"logged in as {self.login} with {mech}", key="auth.ok",
+                                    params={"login": self.login, "mechanism": mech},
                                     data={**data, "accepted": True}, problems=extra)
         else:
             self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_last_line(text)}",
+                                    key="auth.refused",
+                                    params={"mechanism": mech, "reply": _last_line(text)},
                                     data={**data, "accepted": False,
                                           "refused_at": "credentials", "reply": text},
                                     problems=[*self.refusal_problems(text, mechanism=mech),
@@ -537,10 +568,13 @@ class _Login:
         data = self.base_data(mechanism=mech)
         if reply.ok:
             self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
-                                    f"logged in as {self.login} with {mech}",
+                                    f"logged in as {self.login} with {mech}", key="auth.ok",
+                                    params={"login": self.login, "mechanism": mech},
                                     data={**data, "accepted": True}, problems=extra)
         else:
             self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_first(reply)}",
+                                    key="auth.refused",
+                                    params={"mechanism": mech, "reply": _first(reply)},
                                     data={**data, "accepted": False,
                                           "refused_at": "credentials", "reply": reply.text},
                                     problems=[*self.refusal_problems(reply.text, mechanism=mech),

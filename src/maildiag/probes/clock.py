@@ -418,18 +418,25 @@ def judge_clock(reading: ClockReading, *, transcript: tuple[str, ...] = (),
     }
     if tried:
         data["unavailable"] = list(tried)
-    human = humanize(offset)[0]
+    human, human_ru = humanize(offset)
+    facts = {"source": reading.source, "offset_human": human, "offset_human_ru": human_ru}
     if size <= WARN_SKEW:
-        within = f"{size:.1f} s" if size < 60 else human
+        if size < 60:
+            key, facts = "clock.within_seconds", {"source": reading.source,
+                                                  "seconds": f"{size:.1f}"}
+            within = f"{size:.1f} s"
+        else:
+            key, within = "clock.within", human
         return Observation("clock", Status.OK, f"local clock within {within} of {reading.source}",
-                           None, data, (), transcript, duration_ms)
+                           None, data, (), transcript, duration_ms, key, facts)
     status = Status.FAIL if size > FAIL_SKEW else Status.WARN
     direction = "ahead of" if offset > 0 else "behind"
     params = dict(skew_params(offset, reading.source), reference=data["reference"],
                   local=data["local"])
     text = f"the local clock is {human} {direction} {reading.source}"
     return Observation("clock", status, text, None, data,
-                       (Problem("clock.skew", text, params),), transcript, duration_ms)
+                       (Problem("clock.skew", text, params),), transcript, duration_ms,
+                       "clock.ahead" if offset > 0 else "clock.behind", facts)
 
 
 def measure(
@@ -477,7 +484,8 @@ def measure(
                            duration_ms=int((time.monotonic() - started) * 1000))
     return Observation("clock", Status.SKIP, "no reference clock answered: " + "; ".join(tried),
                        None, {"unavailable": tried}, (), tuple(log),
-                       int((time.monotonic() - started) * 1000))
+                       int((time.monotonic() - started) * 1000), "clock.no_reference",
+                       {"tried": "; ".join(tried)})
 
 
 def clock_job(
@@ -490,7 +498,8 @@ def clock_job(
 ) -> Job:
     def run(emit: Callable[[Observation], None]) -> None:
         if not config.check_clock:
-            emit(Observation("clock", Status.SKIP, "--no-clock given"))
+            emit(Observation("clock", Status.SKIP, "--no-clock given",
+                             summary_key="clock.disabled"))
             return
         emit(measure(config, now=now, provider=provider, targets=targets, dns=dns))
 
@@ -558,4 +567,7 @@ def _as_clock_skew(obs: Observation, offset: float, source: str,
     data = dict(obs.data, valid_by_reference_clock=True, clock_offset_seconds=round(offset, 3))
     summary = (f"certificate valid by {source} but not by the local clock, which is "
                f"{params['offset_human']} {params['direction']}")
-    return replace(obs, summary=summary, data=data, problems=problems)
+    facts = {k: params[k] for k in ("source", "offset_human", "offset_human_ru")}
+    return replace(obs, summary=summary, data=data, problems=problems,
+                   summary_key="tls.clock_ahead" if offset > 0 else "tls.clock_behind",
+                   summary_params=facts)

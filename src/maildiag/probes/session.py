@@ -96,7 +96,9 @@ class Session:
     env: Env
     emitted: set[str] = field(default_factory=set)
     transcript: list[str] = field(default_factory=list)
-    skip_reason: str = ""
+    skip_reason: str = ""  # why the checks not run are skipped (English, the JSON summary)
+    skip_key: str = ""  # ... its ui key (``summary.<key>`` in rules/ui-report.yaml)
+    skip_params: dict[str, Any] = field(default_factory=dict)  # ... and the facts it quotes
     _mark: int = 0
     _t0: float = 0.0
 
@@ -109,12 +111,23 @@ class Session:
     def start(self) -> None:
         self._t0 = time.monotonic()
 
+    def skip(self, key: str, reason: str, **params: Any) -> None:
+        """Why every check not run yet will be ``skip``: English text, its ui key, the facts."""
+        self.skip_reason, self.skip_key, self.skip_params = reason, key, params
+
+    def skip_once(self, key: str, reason: str, **params: Any) -> None:
+        """``skip()`` unless an earlier step already gave the reason."""
+        if not self.skip_reason:
+            self.skip(key, reason, **params)
+
     def emit(
         self,
         name: str,
         status: Status,
         summary: str,
         *,
+        key: str = "",
+        params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         problems: tuple[Problem, ...] = (),
     ) -> None:
@@ -122,8 +135,20 @@ class Session:
         elapsed = int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
         self.emitted.add(check)
         self.env.emit(Observation(check, status, summary, self.target, data or {}, problems,
-                                  self._slice(), elapsed))
+                                  self._slice(), elapsed, key, params or {}))
         self._t0 = time.monotonic()
+
+    def emit_error(self, name: str, exc: NetError | ProtocolViolation, *,
+                   data: dict[str, Any] | None = None,
+                   problems: tuple[Problem, ...] = ()) -> None:
+        """A check that failed with a network or protocol error: its words are the summary."""
+        nested = net_summary(exc, self.env.config.timeout, self.target)
+        self.emit(name, Status.FAIL, str(exc), key=nested["key"], params=nested["params"],
+                  data=data, problems=problems)
+
+    def net(self, exc: NetError | ProtocolViolation) -> dict[str, Any]:
+        """A network error as a nested summary param (``{"key": ..., "params": ...}``)."""
+        return net_summary(exc, self.env.config.timeout, self.target)
 
     def emit_observation(self, obs: Observation) -> None:
         self.emitted.add(obs.check)
@@ -146,31 +171,34 @@ class Session:
         except NetError as exc:  # the network failed where no step expected it: still a fact
             pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
             if pending:
-                self.emit(pending[0].split(".", 1)[1], Status.FAIL, str(exc),
-                          problems=(self.problem(exc.signal, str(exc)),))
-            self.skip_reason = self.skip_reason or f"the connection failed: {exc}"
+                self.emit_error(pending[0].split(".", 1)[1], exc,
+                                problems=(self.problem(exc.signal, str(exc)),))
+            self.skip_once("skip.connection_failed", f"the connection failed: {exc}",
+                           error=self.net(exc))
         except Exception as exc:  # a bug in us: visible, not a crash (STYLE.md 3)
             import traceback
 
             pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
             check = pending[0] if pending else f"{self.target.service}.connect"
             self.transcript.append(traceback.format_exc(limit=8).rstrip())
+            error = f"{type(exc).__name__}: {exc}"
             self.emit_observation(Observation(
-                check, Status.FAIL, f"internal error: {type(exc).__name__}: {exc}", self.target,
-                {"internal_error": f"{type(exc).__name__}: {exc}"},
-                (self.problem("check.internal_error", f"{type(exc).__name__}: {exc}",
-                              error=f"{type(exc).__name__}: {exc}"),),
-                self._slice(),
+                check, Status.FAIL, f"internal error: {error}", self.target,
+                {"internal_error": error},
+                (self.problem("check.internal_error", error, error=error),),
+                self._slice(), summary_key="internal_error", summary_params={"error": error},
             ))
-            self.skip_reason = self.skip_reason or "an earlier check failed with an internal error"
+            self.skip_once("skip.internal_error", "an earlier check failed with an internal error")
         finally:
             if conn is not None:
                 conn.close()
             for check in check_ids(self.target.service):
                 if check not in self.emitted:
                     self.emitted.add(check)
-                    self.env.emit(Observation(check, Status.SKIP,
-                                              self.skip_reason or "not run", self.target))
+                    self.env.emit(Observation(
+                        check, Status.SKIP, self.skip_reason or "not run", self.target,
+                        summary_key=self.skip_key if self.skip_reason else "skip.not_run",
+                        summary_params=self.skip_params if self.skip_reason else {}))
 
     def _connect(self) -> Conn | None:
         t = self.target
@@ -178,10 +206,11 @@ class Session:
             return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
                            transcript=self.transcript)
         except NetError as exc:
-            self.emit("connect", Status.FAIL, str(exc), problems=(self.problem(
+            self.emit_error("connect", exc, problems=(self.problem(
                 exc.signal, str(exc), address=f"{t.host}:{t.port}",
                 timeout=f"{self.env.config.timeout:g}"),))
-            self.skip_reason = f"{t.host}:{t.port} is not reachable"
+            self.skip("skip.unreachable", f"{t.host}:{t.port} is not reachable",
+                      address=f"{t.host}:{t.port}")
             return None
 
     def _run(self) -> Conn | None:
@@ -189,7 +218,8 @@ class Session:
         conn = self._connect()
         if conn is None:
             return None
-        self.emit("connect", Status.OK, f"connected to {conn.peer}", data={"address": conn.peer})
+        self.emit("connect", Status.OK, f"connected to {conn.peer}", key="connect.ok",
+                  params={"address": conn.peer}, data={"address": conn.peer})
         if self.target.security is Security.SSL:
             return self._implicit(conn, expected_ssl=True)
         return self._plaintext_first(conn)
@@ -200,7 +230,8 @@ class Session:
             return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
                            transcript=self.transcript)
         except NetError as exc:
-            self.skip_reason = f"reconnecting to {t.host}:{t.port} failed: {exc}"
+            self.skip("skip.reconnect_failed", f"reconnecting to {t.host}:{t.port} failed: {exc}",
+                      address=f"{t.host}:{t.port}", error=self.net(exc))
             return None
 
     # -- implicit TLS ------------------------------------------------------------------------
@@ -228,9 +259,10 @@ class Session:
             if exc.signal == "connect.timeout":
                 self.emit("greeting", Status.FAIL, "the server accepted the connection but "
                           "answered neither a TLS handshake nor with a greeting",
+                          key="greeting.silent_tls",
                           problems=(self.problem("greeting.silent", str(exc),
                                                  timeout=f"{self.env.config.timeout:g}"),))
-                self.skip_reason = "the server stays silent"
+                self.skip("skip.silent", "the server stays silent")
                 return None
             # Not TLS at all? A plaintext greeting on the same port means a mode mismatch.
             plain = self._reconnect()
@@ -238,9 +270,9 @@ class Session:
                 return self._after_connect_plain(plain, mismatch_from=Security.SSL)
             if plain is not None:
                 plain.close()
-            self.emit("tls", Status.FAIL, str(exc),
-                      problems=(self.problem("tls.handshake_failed", str(exc)),))
-            self.skip_reason = "no TLS connection"
+            self.emit_error("tls", exc,
+                            problems=(self.problem("tls.handshake_failed", str(exc)),))
+            self.skip("skip.no_tls", "no TLS connection")
             return None
         if conn2 is None or session is None:
             return None
@@ -265,9 +297,10 @@ class Session:
 
     def _hung_up(self, conn: Conn, exc: NetError) -> Conn:
         """The server closed (or reset) the connection before its first byte."""
-        self.emit("greeting", Status.FAIL, f"no greeting: {exc}",
+        self.emit("greeting", Status.FAIL, f"no greeting: {exc}", key="greeting.none",
+                  params={"error": self.net(exc)},
                   problems=(self.problem("greeting.closed", str(exc)),))
-        self.skip_reason = "the server closed the connection"
+        self.skip("skip.closed", "the server closed the connection")
         return conn
 
     # -- plaintext first (STARTTLS, plain, or unknown) -----------------------------------------
@@ -299,9 +332,10 @@ class Session:
                 return self._hung_up(plain, exc)
             if first is None:
                 self.emit("greeting", Status.FAIL, f"no greeting within {cfg.timeout:g}s, and no "
-                          "TLS handshake either", problems=(self.problem(
+                          "TLS handshake either", key="greeting.silent",
+                          params={"timeout": f"{cfg.timeout:g}"}, problems=(self.problem(
                               "greeting.silent", "", timeout=f"{cfg.timeout:g}"),))
-                self.skip_reason = "the server stays silent"
+                self.skip("skip.silent", "the server stays silent")
                 return plain
             return self._after_connect_plain(plain, mismatch_from=None)
         if conn2 is None or session is None:
@@ -312,6 +346,7 @@ class Session:
             return conn2
         if self.target.security is Security.AUTO:
             self.emit("greeting", Status.OK, "implicit TLS (detected): " + _first(greeting),
+                      key="greeting.detected_ssl", params={"reply": _first(greeting)},
                       data={"mode": "ssl", "greeting": greeting.text})
         else:
             self._emit_mismatch(greeting, actual=Security.SSL)
@@ -337,23 +372,30 @@ class Session:
             self._emit_mismatch(greeting, actual=actual)
         elif expected is Security.AUTO:
             self.emit("greeting", Status.OK, f"plaintext greeting ({actual} detected): "
-                      + _first(greeting), data={"mode": str(actual), "greeting": greeting.text})
+                      + _first(greeting), key="greeting.detected_plain",
+                      params={"mode": str(actual), "reply": _first(greeting)},
+                      data={"mode": str(actual), "greeting": greeting.text})
         else:
-            self.emit("greeting", Status.OK, _first(greeting),
+            self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
+                      params={"reply": _first(greeting)},
                       data={"mode": str(actual), "greeting": greeting.text})
         want_tls = expected in (Security.STARTTLS, Security.AUTO) or mismatch_from is Security.SSL
         if expected is Security.PLAIN:
-            self.emit("tls", Status.SKIP, "plain mode requested: no TLS")
+            self.emit("tls", Status.SKIP, "plain mode requested: no TLS",
+                      key="tls.plain_requested")
             self._emit_caps(caps_before, None)
             self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
             return conn
         if not offers_tls:
             if want_tls and expected is Security.STARTTLS:
                 self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} is not offered",
+                          key="tls.starttls_not_offered",
+                          params={"keyword": dialect.starttls_keyword},
                           problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
                                                  expected=str(expected), actual="plain"),))
             else:
                 self.emit("tls", Status.WARN, "no TLS on this port: logins travel in clear text",
+                          key="tls.none",
                           problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
                                                  expected=str(expected), actual="plain"),))
             self._emit_caps(caps_before, None)
@@ -371,19 +413,21 @@ class Session:
             return conn
         if not reply.ok:
             self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} refused: {_first(reply)}",
+                      key="tls.starttls_refused",
+                      params={"keyword": dialect.starttls_keyword, "reply": _first(reply)},
                       problems=(self.problem("starttls.refused", reply.text),))
             self._emit_caps(caps_before, None)
-            self.skip_reason = "STARTTLS was refused"
+            self.skip("skip.starttls_refused", "STARTTLS was refused")
             return conn
         failure: TlsFailed | None = None
         try:
             session = conn.start_tls(env.verify_ctx, self.target.host)
         except TlsFailed as exc:
             if exc.verify_code is None:
-                self.emit("tls", Status.FAIL, str(exc),
-                          problems=(self.problem("tls.handshake_failed", str(exc)),))
+                self.emit_error("tls", exc,
+                                problems=(self.problem("tls.handshake_failed", str(exc)),))
                 self._emit_caps(caps_before, None)
-                self.skip_reason = "the TLS handshake after STARTTLS failed"
+                self.skip("skip.starttls_handshake", "the TLS handshake after STARTTLS failed")
                 return conn
             # Fetch the bad chain over a fresh connection to judge it, and carry on there.
             failure = exc
@@ -399,10 +443,11 @@ class Session:
                     raise ProtocolViolation("STARTTLS refused on the second connection")
                 session = conn.start_tls(env.noverify_ctx, self.target.host)
             except (NetError, ProtocolViolation) as exc2:
-                self.emit("tls", Status.FAIL, str(failure), data={"refetch_error": str(exc2)},
-                          problems=(self.problem(failure.signal, str(failure),
-                                                 verify_message=failure.verify_message or ""),))
-                self.skip_reason = "the certificate could not be fetched again"
+                self.emit_error("tls", failure, data={"refetch_error": str(exc2)},
+                                problems=(self.problem(failure.signal, str(failure),
+                                                       verify_message=failure.verify_message
+                                                       or ""),))
+                self.skip("skip.refetch_failed", "the certificate could not be fetched again")
                 return conn
         self._emit_tls(session, failure, started, conn, Security.STARTTLS)
         caps_after = self._read_caps(conn, dialect, greeting, after_tls=True)
@@ -422,10 +467,10 @@ class Session:
             signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
             if isinstance(exc, StepTimeout):
                 signal = "connect.timeout"
-            self.emit(check, Status.FAIL, str(exc), problems=(self.problem(
+            self.emit_error(check, exc, problems=(self.problem(
                 signal, str(exc), timeout=f"{self.env.config.timeout:g}",
                 expected=str(self.target.service), heard="a broken reply"),))
-            self.skip_reason = f"the server broke off during {check}"
+            self.skip("skip.broke_off", f"the server broke off during {check}", check=check)
             return None
 
     def _greeting(self, conn: Conn, dialect: Dialect, *, announce: bool = True) -> Reply | None:
@@ -434,14 +479,14 @@ class Session:
         try:
             greeting = dialect.greeting(conn)
         except StepTimeout as exc:
-            self.emit("greeting", Status.FAIL, str(exc), problems=(self.problem(
+            self.emit_error("greeting", exc, problems=(self.problem(
                 "greeting.silent", str(exc), timeout=f"{cfg.timeout:g}"),))
-            self.skip_reason = "no greeting"
+            self.skip("skip.no_greeting", "no greeting")
             return None
         except Closed as exc:
-            self.emit("greeting", Status.FAIL, str(exc),
-                      problems=(self.problem("greeting.closed", str(exc)),))
-            self.skip_reason = "the server closed the connection"
+            self.emit_error("greeting", exc,
+                            problems=(self.problem("greeting.closed", str(exc)),))
+            self.skip("skip.closed", "the server closed the connection")
             return None
         except (ProtocolViolation, TooLong, NetError):
             heard_line = conn.transcript[-1][3:] if conn.transcript else ""
@@ -449,18 +494,22 @@ class Session:
             heard = str(other) if other and other is not svc else (
                 "TLS" if conn.looks_like_tls else "something unrecognisable")
             self.emit("greeting", Status.FAIL, f"not a {svc} greeting: {heard_line[:80]!r}",
+                      key="greeting.wrong_protocol",
+                      params={"service": str(svc), "line": repr(heard_line[:80])},
                       data={"heard": heard}, problems=(self.problem(
                           "greeting.wrong_protocol", heard_line[:300], expected=str(svc),
                           heard=heard),))
-            self.skip_reason = f"the port does not speak {svc}"
+            self.skip("skip.wrong_protocol", f"the port does not speak {svc}", service=str(svc))
             return None
         if not greeting.ok:
-            self.emit("greeting", Status.FAIL, _first(greeting), data={"greeting": greeting.text},
+            self.emit("greeting", Status.FAIL, _first(greeting), key="greeting.rejected",
+                      params={"reply": _first(greeting)}, data={"greeting": greeting.text},
                       problems=(self.problem("greeting.rejected", greeting.text),))
-            self.skip_reason = "the server refused the session"
+            self.skip("skip.rejected", "the server refused the session")
             return None
         if announce:
-            self.emit("greeting", Status.OK, _first(greeting), data={"greeting": greeting.text})
+            self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
+                      params={"reply": _first(greeting)}, data={"greeting": greeting.text})
         return greeting
 
     def _read_caps(self, conn: Conn, dialect: Dialect, greeting: Reply, *,
@@ -469,15 +518,17 @@ class Session:
             return dialect.capabilities(conn, greeting)
         except (NetError, ProtocolViolation) as exc:
             if "greeting" not in {c.split(".", 1)[1] for c in self.emitted}:
-                self.emit("greeting", Status.OK, _first(greeting), data={"greeting": greeting.text})
+                self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
+                          params={"reply": _first(greeting)}, data={"greeting": greeting.text})
             if f"{self.target.service}.tls" not in self.emitted and not after_tls:
-                self.emit("tls", Status.SKIP, "capabilities could not be read")
+                self.emit("tls", Status.SKIP, "capabilities could not be read",
+                          key="tls.caps_unreadable")
             signal = "connect.timeout" if isinstance(exc, StepTimeout) else (
                 exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol")
-            self.emit("capabilities", Status.FAIL, str(exc), problems=(self.problem(
+            self.emit_error("capabilities", exc, problems=(self.problem(
                 signal, str(exc), timeout=f"{self.env.config.timeout:g}",
                 expected=str(self.target.service), heard="a broken capability list"),))
-            self.skip_reason = "the capability list could not be read"
+            self.skip("skip.caps_unreadable", "the capability list could not be read")
             return None
 
     def _capabilities(self, conn: Conn, dialect: Dialect, greeting: Reply,
@@ -491,8 +542,13 @@ class Session:
         data = capability_data(caps)
         if before is not None:
             data["before_tls"] = capability_data(before)
-        listed = ", ".join(list(caps.items)[:12]) or "none listed"
-        self.emit("capabilities", Status.OK, listed, data=data)
+        listed = ", ".join(list(caps.items)[:12])
+        if listed:
+            self.emit("capabilities", Status.OK, listed, key="capabilities.ok",
+                      params={"keywords": listed}, data=data)
+        else:
+            self.emit("capabilities", Status.OK, "none listed", key="capabilities.none",
+                      data=data)
 
     def _emit_mismatch(self, greeting: Reply, *, actual: Security) -> None:
         svc = self.target.service
@@ -502,6 +558,9 @@ class Session:
                                        else Security.STARTTLS), "")
         self.emit("greeting", Status.FAIL,
                   f"port {self.target.port} speaks {actual}, not {expected}",
+                  key="greeting.mismatch", params={"port": self.target.port,
+                                                   "actual": str(actual),
+                                                   "expected": str(expected)},
                   data={"mode": str(actual), "greeting": greeting.text},
                   problems=(self.problem(signal, greeting.text, expected=str(expected),
                                          actual=str(actual), suggested_port=suggested),))
@@ -510,7 +569,7 @@ class Session:
                tls: bool, trusted: bool) -> None:
         stage = self.env.login_stage
         if stage is None:
-            self.skip_reason = "login checks are not part of this run"
+            self.skip("skip.login_not_in_run", "login checks are not part of this run")
             return
         stage(LoginState(self.target, conn, dialect, caps, mode, tls, trusted, self))
 
@@ -538,6 +597,43 @@ def _peek_quietly(conn: Conn, wait: float) -> int | None:
 
 def _first(reply: Reply) -> str:
     return reply.text.splitlines()[0][:200] if reply.text else ""
+
+
+def net_summary(exc: NetError | ProtocolViolation, timeout: float,
+                target: Target | None = None) -> dict[str, Any]:
+    """A network or protocol error as a summary key and its facts: ``{"key", "params"}``.
+
+    ``error`` is the error's own (English) words, kept as the English summary; the other
+    params are the facts a translation quotes instead of those words.
+    """
+    params: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, ProtocolViolation):
+        return {"key": "net.protocol", "params": params}
+    signal = exc.signal
+    if isinstance(exc, TlsFailed):
+        if exc.verify_code is not None:
+            key = "net.tls_verify"
+            params["detail"] = exc.verify_message or str(exc)
+        elif signal == "connect.timeout":
+            key = "net.tls_timeout"
+        else:
+            key = "net.tls_failed"
+    elif isinstance(exc, StepTimeout):
+        key = "net.no_answer"
+    elif isinstance(exc, Closed):
+        key = "net.closed"
+    elif isinstance(exc, TooLong):
+        key = "net.too_long"
+    else:
+        key = {"connect.refused": "net.refused", "connect.timeout": "net.connect_timeout",
+               "connect.unreachable": "net.unreachable",
+               "dns.host_unresolved": "net.unresolved"}.get(signal, "net.error")
+    if key in ("net.no_answer", "net.connect_timeout", "net.tls_timeout"):
+        params["timeout"] = f"{timeout:g}"
+    if target is not None:
+        params["host"] = target.host
+        params["address"] = f"{target.host}:{target.port}"
+    return {"key": key, "params": params}
 
 
 def _caps_text(caps: Capabilities) -> str:

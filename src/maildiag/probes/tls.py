@@ -294,17 +294,36 @@ def judge(
         status = Status.FAIL if status is Status.FAIL else Status.WARN
         problems.append(Problem("tls.old_protocol", f"the server negotiated {session.version}",
                                 dict(base, version=session.version)))
+    version = session.version or "TLS"
+    key_params: dict[str, Any] = {"version": version}
     if failure is not None and "interception" in data:
-        product = data["interception"].get("product") or "a TLS-inspecting product"
-        summary = f"{session.version or 'TLS'}: certificate replaced by {product}"
+        product = data["interception"].get("product")
+        key = "tls.intercepted" if product else "tls.intercepted_unknown"
+        key_params["product"] = product or ""
+        summary = f"{version}: certificate replaced by {product or 'a TLS-inspecting product'}"
     elif failure is not None:
-        summary = f"{session.version or 'TLS'}: {failure.verify_message or failure}"
+        detail = failure.verify_message or str(failure)
+        key = _VERIFY_KEYS.get(failure.signal, "tls.verify_failed")
+        key_params["detail"] = detail
+        summary = f"{version}: {detail}"
     elif days is not None:
+        key = "tls.ok"
+        key_params["days"] = days
         summary = f"{session.version}, certificate valid for {days} days"
     else:
+        key = "tls.no_certificate"
         summary = f"{session.version}, no certificate"
     return Observation(f"{target.service}.tls", status, summary, target, data, tuple(problems),
-                       transcript, duration_ms)
+                       transcript, duration_ms, key, key_params)
+
+
+# summary keys of a certificate that did not verify, by the failure's signal
+_VERIFY_KEYS = {
+    "tls.cert_expired": "tls.cert_expired",
+    "tls.cert_not_yet_valid": "tls.cert_not_yet_valid",
+    "tls.hostname_mismatch": "tls.hostname_mismatch",
+    "tls.cert_untrusted": "tls.cert_untrusted",
+}
 
 
 def _interception(failure: TlsFailed, entries: list[dict[str, Any]],
