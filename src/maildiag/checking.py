@@ -211,7 +211,7 @@ def _run_check_command(opts: CheckOptions) -> int:
         raise UsageError(str(exc)) from None
     rules = load_rules(opts.rules)
     report = _run_one(config, rules, opts.fmt)
-    return emit(report, opts.fmt, opts.fail_on, lang=config.lang)
+    return emit(report, opts.fmt, opts.fail_on, lang=config.lang, rules=rules)
 
 
 def _run_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
@@ -219,9 +219,9 @@ def _run_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
 
     progress = None
     if fmt == "text" and sys.stderr.isatty():
-        from maildiag.report.text import Progress
+        from maildiag.report.text import Progress, UiText
 
-        progress = Progress()
+        progress = Progress(config.lang, UiText(rules))
     try:
         return run_check(config, rules=rules,
                          on_observation=progress.update if progress else _ignore)
@@ -234,8 +234,12 @@ def _ignore(_: Observation) -> None:
     pass
 
 
-def emit(report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str) -> int:
-    """Print ``report`` (a Report or a multi-target report) and return its exit code."""
+def emit(report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str,
+         rules: RuleBase | None = None) -> int:
+    """Print ``report`` (a Report or a multi-target report) and return its exit code.
+
+    ``rules``: the rule base of the run, whose ``ui`` tables word the text report.
+    """
     from maildiag.report import apply_fail_on
 
     report = apply_fail_on(report, fail_on)  # type: ignore[type-var]  # R is either, not both
@@ -256,9 +260,9 @@ def emit(report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str) -> 
 
         _write(render_prometheus(report))
     else:
-        from maildiag.report.text import render_text
+        from maildiag.report.text import UiText, render_text
 
-        render_text(report, lang=lang)
+        render_text(report, lang=lang, ui=UiText(rules) if rules is not None else None)
     return int(report.exit_code)
 
 
@@ -283,7 +287,7 @@ def _run_many(opts: CheckOptions) -> int:
     rules = load_rules(opts.rules)
     multi = run_many(targets.targets, lambda spec: _run_one(configs[id(spec)], rules, "json"),
                      max_parallel=targets.max_parallel)
-    return emit(multi, opts.fmt, opts.fail_on, lang=opts.lang)
+    return emit(multi, opts.fmt, opts.fail_on, lang=opts.lang, rules=rules)
 
 
 __all__ = ["CheckOptions", "ExitCode", "parse_server", "run_check_command"]
