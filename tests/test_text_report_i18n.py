@@ -346,7 +346,8 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         peer.send("220 mx.test ESMTP")
         peer.readline(timeout=3)  # EHLO, then the connection closes
 
-    observations: list[Observation] = []
+    # the closed port first: a server started below could be given the same free port
+    observations: list[Observation] = _session(_t(smtp, closed_port, "ssl"), certs)
     runs: list[tuple[Target, dict[str, Any]]] = [
         (_t(smtp, smtp_server("ssl").port, "ssl"), {}),
         (_t(smtp, smtp_server("starttls").port, "starttls"), {}),
@@ -367,7 +368,6 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         (_t(smtp, smtp_peer(YandexLike(), users={ALICE: PASSWORD}).port, "starttls"), {}),
         (_t(smtp, smtp_server("ssl").port, "ssl"), {"password": PASSWORD}),
         (_t(smtp, smtp_server("ssl").port, "ssl"), {"login": False}),
-        (_t(smtp, closed_port, "ssl"), {}),
         (_t(smtp, line_server(silent).port, "starttls"), {"timeout": 1.0}),
         (_t(smtp, line_server(imap_on_smtp).port, "starttls"), {}),
         (_t(smtp, line_server(busy).port, "starttls"), {}),
