@@ -177,6 +177,8 @@ def test_protocol_filter(rb: RuleBase) -> None:
         (GOOD_RULE + GOOD_RULE.replace("rules:\n", ""), "duplicate id"),
         ("rules:\n  - id: x\n    category: [", "YAML error"),
         ("rulez: []\n", "unknown top-level key 'rulez'"),
+        (GOOD_RULE.replace("severity: fail", "severity: fail\n    fallback: maybe"),
+         "fallback must be true or false"),
     ],
 )
 def test_load_errors_name_file_and_rule(tmp_path: Path, body: str, needle: str) -> None:
@@ -349,3 +351,12 @@ def test_yo_and_ye_are_the_same_letter_to_the_rules() -> None:
     with_yo = explain("Ящик заблокирован: доступ по протоколу IMAP отключён")
     with_ye = explain("Ящик заблокирован: доступ по протоколу IMAP отключен")
     assert with_yo and [f.rule for f in with_yo] == [f.rule for f in with_ye]
+
+
+def test_the_keyword_layer_speaks_only_when_no_specific_rule_did(rb: RuleBase) -> None:
+    """``fallback: true`` rules (rules/keywords.yaml) run only when no other text rule matched."""
+    alone = rb.match("Your email address and password do not match.")
+    assert alone and alone[0].rule.fallback and alone[0].rule.category == "auth_failed"
+    specific = rb.match("535 5.7.8 Error: authentication failed: your password does not match")
+    assert specific and not any(m.rule.fallback for m in specific)
+    assert specific[0].rule.category == "auth_failed"

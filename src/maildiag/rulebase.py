@@ -24,6 +24,7 @@ A rule::
     category: auth_required           # models.Category
     severity: fail                    # info | warn | fail
     priority: 0                       # optional tie-breaker, -9..9 (use sparingly)
+    fallback: false                   # true: speaks only when no other text rule matched
     match:                            # every condition given must hold (AND); lists mean any-of
       text: [regex, ...]              # searched case-insensitively, ^/$ at line ends
       unless: [regex, ...]            # the rule does not apply when one of these matches
@@ -86,7 +87,7 @@ __all__ = [
     "rule_dirs",
 ]
 
-CACHE_FORMAT = 5  # bump when the cached structure or the literal extraction changes
+CACHE_FORMAT = 6  # bump when the cached structure or the literal extraction changes
 MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
 MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
 UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
@@ -103,8 +104,8 @@ _OPTIONAL_RE = re.compile(r"\[\[(.*?)\]\]", re.S)
 _LINK_RE = re.compile(r"https?://\S+\Z")
 
 _RULE_KEYS = frozenset(
-    {"id", "category", "severity", "priority", "match", "title", "steps", "links", "examples",
-     "counterexamples"}
+    {"id", "category", "severity", "priority", "fallback", "match", "title", "steps", "links",
+     "examples", "counterexamples"}
 )
 _MATCH_KEYS = frozenset({"text", "unless", "code", "enhanced", "protocol", "provider", "signal"})
 _EXAMPLE_KEYS = frozenset({"text", "signal", "protocol", "provider"})
@@ -298,8 +299,8 @@ class Rule:
     """One validated rule (a read-only view of its data)."""
 
     __slots__ = (
-        "id", "category", "severity", "priority", "file", "text", "unless", "codes", "enhanced",
-        "protocols", "providers", "signals", "title", "steps", "links", "examples",
+        "id", "category", "severity", "priority", "fallback", "file", "text", "unless", "codes",
+        "enhanced", "protocols", "providers", "signals", "title", "steps", "links", "examples",
         "counterexamples", "text_ids", "unless_ids", "code_only", "has_codes", "generic",
     )
 
@@ -308,6 +309,7 @@ class Rule:
         self.category: str = d["category"]
         self.severity: str = d["severity"]
         self.priority: int = d["priority"]
+        self.fallback: bool = d["fallback"]
         self.file: str = d["file"]
         self.text: tuple[str, ...] = tuple(d["text"])
         self.unless: tuple[str, ...] = tuple(d["unless"])
@@ -416,10 +418,18 @@ class RuleBase:
         # what to do when a text pattern's literal is present: the rules it matches for, and
         # the other literal sets it needs (checked on ASCII text before the regex runs)
         extra = data["extra"]
-        self._plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {
-            i: (tuple(rules), tuple(tuple(lits) for lits in extra[i]))
-            for i, rules in self._text_rules.items()
-        }
+        # the keyword layer (``fallback: true``) is planned apart: its patterns run only when
+        # no other text rule matched, as the reply-code layer does
+        self._plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {}
+        self._fallback_plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {}
+        for i, rules in self._text_rules.items():
+            sets = tuple(tuple(lits) for lits in extra[i])
+            main = tuple(r for r in rules if not r.fallback)
+            low = tuple(r for r in rules if r.fallback)
+            if main:
+                self._plan[i] = (main, sets)
+            if low:
+                self._fallback_plan[i] = (low, sets)
         # the prefilter index, of the patterns searched for every text (text rules' and provider
         # hints'; an ``unless`` regex runs only for a rule that matched): a literal several
         # patterns share is looked for once
@@ -440,6 +450,13 @@ class RuleBase:
             for key, lits in by_key.items()
         }
         self._prefix_keys = frozenset(self._prefixes)
+        # every literal set an ``unless`` regex needs: on ASCII text a missing set vetoes nothing
+        unless_ids = {i for r in self.rules for i in r.unless_ids}
+        self._veto_sets: dict[int, tuple[tuple[str, ...], ...]] = {
+            i: (tuple(lit for lit, _ in keys[i] or ()),) * bool(keys[i])
+            + tuple(tuple(lits) for lits in extra[i])
+            for i in unless_ids
+        }
         self._fallback: tuple[tuple[str, tuple[int, ...]], ...] = tuple(
             (lit, tuple(ids)) for lit, ids in by_lit.items()
         )
@@ -544,45 +561,50 @@ class RuleBase:
                     known.add(pid)
         filtered = bool(protocol or provider)
         code = enhanced or basic
-        plan = self._plan
+        vetoes: dict[int, bool] = {}  # "unless" patterns are shared: each runs once per text
         compiled = self._compiled
         # the other literal sets say the same as the regex only where lower-casing is exact
         check_sets = norm.isascii()
+        ascii_lower = lowered if check_sets else None
         # in pattern order: rules of equal rank come out in the same order in every process
-        for i in sorted(found):
-            step = plan.get(i)
-            if step is None:
-                continue
-            rules_here, sets = step
-            if sets and check_sets:
-                for lits in sets:
-                    for lit in lits:
-                        if lit in lowered:
-                            break
+        ordered = sorted(found)
+        for plan in (self._plan, self._fallback_plan):
+            if plan is self._fallback_plan and results:
+                break  # a specific rule recognised the text: the keyword layer stays silent
+            for i in ordered:
+                step = plan.get(i)
+                if step is None:
+                    continue
+                rules_here, sets = step
+                if sets and check_sets:
+                    for lits in sets:
+                        for lit in lits:
+                            if lit in lowered:
+                                break
+                        else:
+                            break  # no literal of this set: the regex cannot match
                     else:
-                        break  # no literal of this set: the regex cannot match
-                else:
-                    sets = ()
-                if sets:
+                        sets = ()
+                    if sets:
+                        continue
+                m = (compiled[i] or self._pattern(i)).search(norm)
+                if m is None:
                     continue
-            m = (compiled[i] or self._pattern(i)).search(norm)
-            if m is None:
-                continue
-            start, end = m.span()
-            length = end - start
-            groups = m if m.re.groupindex else None
-            for r in rules_here:
-                prev = results.get(r.id)
-                if prev is not None and prev.rank[5] >= length:
-                    continue
-                if filtered and not applies(r):
-                    continue
-                level = _code_level(r, basic, enhanced) if r.has_codes else 0
-                if level < 0 or (r.unless_ids and self._vetoed(r, norm)):
-                    continue
-                rank = (0, r.priority, 1 if r.providers and r.providers & known else 0, 1,
-                        level, length, r.generic)
-                results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
+                start, end = m.span()
+                length = end - start
+                groups = m if m.re.groupindex else None
+                for r in rules_here:
+                    prev = results.get(r.id)
+                    if prev is not None and prev.rank[5] >= length:
+                        continue
+                    if filtered and not applies(r):
+                        continue
+                    level = _code_level(r, basic, enhanced) if r.has_codes else 0
+                    if level < 0 or (r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)):
+                        continue
+                    rank = (0, r.priority, 1 if r.providers and r.providers & known else 0, 1,
+                            level, length, r.generic)
+                    results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
         if codes_as_fallback and results:
             return _sorted(results)
 
@@ -595,7 +617,7 @@ class RuleBase:
                 if r.id in results or not applies(r):
                     continue
                 if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) \
-                        or (r.unless_ids and self._vetoed(r, norm)):
+                        or (r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)):
                     continue
                 code = enhanced if level == 2 else basic
                 start = norm.find(code) if code else -1
@@ -604,8 +626,26 @@ class RuleBase:
                 results[r.id] = Match(r, "code", rank, None if span else "", None, code, span)
         return _sorted(results)
 
-    def _vetoed(self, r: Rule, norm: str) -> bool:
-        return any(self._pattern(i).search(norm) for i in r.unless_ids) if r.unless_ids else False
+    def _vetoed(self, r: Rule, norm: str, memo: dict[int, bool] | None = None,
+                lowered: str | None = None) -> bool:
+        """Whether an ``unless`` regex of ``r`` matches; ``memo`` shares results within a text,
+        ``lowered`` (ASCII text only) lets a missing literal answer without the regex."""
+        if not r.unless_ids:
+            return False
+        if memo is None:
+            return any(self._pattern(i).search(norm) for i in r.unless_ids)
+        for i in r.unless_ids:
+            hit = memo.get(i)
+            if hit is None:
+                if lowered is not None and not all(
+                        any(lit in lowered for lit in lits) for lits in self._veto_sets[i]):
+                    hit = False
+                else:
+                    hit = self._pattern(i).search(norm) is not None
+                memo[i] = hit
+            if hit:
+                return True
+        return False
 
     # ------------------------------------------------------------------ rendering
 
@@ -1032,6 +1072,9 @@ def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
         raise fail(f"unknown category {raw.get('category')!r}")
     if raw.get("severity") not in SEVERITIES:
         raise fail(f"severity must be one of {', '.join(SEVERITIES)}")
+    fallback = raw.get("fallback", False)
+    if not isinstance(fallback, bool):
+        raise fail("fallback must be true or false")
     priority = raw.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool) or not -9 <= priority <= 9:
         raise fail("priority must be an integer from -9 to 9")
@@ -1099,6 +1142,7 @@ def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
         "category": raw["category"],
         "severity": raw["severity"],
         "priority": priority,
+        "fallback": fallback,
         "file": path,
         "text": m["text"],
         "unless": m["unless"],
