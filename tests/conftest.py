@@ -33,6 +33,42 @@ from peers import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record every attempt, in this process or any Python process a test starts, to reach an
+    address outside the loopback range; the session fails if there was one."""
+    import tempfile
+
+    log = Path(tempfile.mkstemp(prefix="maildiag-netguard-", suffix=".log")[1])
+    os.environ["MAILDIAG_NETGUARD_LOG"] = str(log)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
+    sys.path.insert(0, str(NETGUARD))
+    import netguard_core
+
+    netguard_core.install(str(log))
+    config.stash[_NETGUARD_KEY] = log
+
+
+_NETGUARD_KEY = pytest.StashKey[Path]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    log = session.config.stash.get(_NETGUARD_KEY, None)
+    if log is None or not log.exists():
+        return
+    text = log.read_text(encoding="utf-8", errors="replace")
+    log.unlink()
+    if text.strip():
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "network guard: a test reached outside 127.0.0.0/8 and ::1:\n" + text[:6000]
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        else:  # pragma: no cover
+            print(message, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @dataclass
