@@ -502,21 +502,8 @@ class _Login:
         else:
             mech = "AUTHENTICATE PLAIN"
             reply = self.imap_authenticate_plain(dialect)
-        data = self.base_data(mechanism=mech)
         text = _imap_text(reply)
-        if reply.ok:
-            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
-                                    f"logged in as {self.login} with {mech}", key="auth.ok",
-                                    params={"login": self.login, "mechanism": mech},
-                                    data={**data, "accepted": True}, problems=extra)
-        else:
-            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_last_line(text)}",
-                                    key="auth.refused",
-                                    params={"mechanism": mech, "reply": _last_line(text)},
-                                    data={**data, "accepted": False,
-                                          "refused_at": "credentials", "reply": text},
-                                    problems=[*self.refusal_problems(text, mechanism=mech),
-                                              *extra])
+        self.login_outcome(mech, reply.ok, text, _last_line(text), extra)
 
     def imap_authenticate_plain(self, dialect: Imap) -> Reply:
         secret = plain_response(self.login, self.password)
@@ -536,6 +523,23 @@ class _Login:
             return parse_tagged(tag, [line])
         rest = dialect.read_response(self.conn, tag)
         return Reply(rest.ok, "\n".join([line, rest.text]), lines=(line, *rest.lines))
+
+    def login_outcome(self, mech: str, ok: bool, text: str, shown: str,
+                      extra: Sequence[Problem]) -> None:
+        """The ``imap.auth`` / ``pop3.auth`` observation of one login (after LOGOUT/QUIT)."""
+        data = self.base_data(mechanism=mech)
+        if ok:
+            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
+                                    f"logged in as {self.login} with {mech}", key="auth.ok",
+                                    params={"login": self.login, "mechanism": mech},
+                                    data={**data, "accepted": True}, problems=list(extra))
+        else:
+            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {shown}",
+                                    key="auth.refused", params={"mechanism": mech, "reply": shown},
+                                    data={**data, "accepted": False,
+                                          "refused_at": "credentials", "reply": text},
+                                    problems=[*self.refusal_problems(text, mechanism=mech),
+                                              *extra])
 
     def emit_after_goodbye(self, name: str, status: Status, summary: str, **kw: Any) -> None:
         self.goodbye()
@@ -565,20 +569,7 @@ class _Login:
                 self.conn.send_line("*")  # RFC 5034 4: cancel, never guess further
                 line = self.conn.read_line()
             reply = parse_status(line)
-        data = self.base_data(mechanism=mech)
-        if reply.ok:
-            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
-                                    f"logged in as {self.login} with {mech}", key="auth.ok",
-                                    params={"login": self.login, "mechanism": mech},
-                                    data={**data, "accepted": True}, problems=extra)
-        else:
-            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {_first(reply)}",
-                                    key="auth.refused",
-                                    params={"mechanism": mech, "reply": _first(reply)},
-                                    data={**data, "accepted": False,
-                                          "refused_at": "credentials", "reply": reply.text},
-                                    problems=[*self.refusal_problems(reply.text, mechanism=mech),
-                                              *extra])
+        self.login_outcome(mech, reply.ok, reply.text, _first(reply), extra)
 
 
 def _imap_quoted(text: str) -> str | None:
