@@ -183,3 +183,22 @@ def test_resolver_denying_a_known_provider_is_called_broken() -> None:
     checks = {f["check"] for f in report["findings"]}
     assert checks == {"dns", "smtp.connect", "imap.connect", "pop3.connect"}
     assert "yandex.ru" in report["findings"][0]["title"]
+
+
+def test_explicit_server_on_a_domain_that_does_not_exist(smtp_server: Callable[..., Any],
+                                                         certs: Certs) -> None:
+    """SPEC: with explicit servers the dns check only establishes that their names resolve; the
+    other services are still looked for, and finding none is not a failure of the server named."""
+    from dnsserver import DnsServer
+
+    server = smtp_server("ssl")
+    with DnsServer({}) as dns:  # example.test: NXDOMAIN
+        result = check("--smtp", f"127.0.0.1:{server.port}/ssl", "--ca-file", str(certs.ca_pem),
+                       "--resolver", dns.address, "--json")
+    assert result.code == 0, result.out
+    report = result.json
+    assert [s["service"] for s in report["servers"]] == ["smtp"]
+    dns_check = next(c for c in report["checks"] if c["id"] == "dns")
+    assert dns_check["status"] == "ok" and dns_check["data"]["discovery_problems"] == [
+        "dns.nxdomain"]
+    assert report["findings"] == [] or all(f["severity"] == "info" for f in report["findings"])

@@ -446,6 +446,7 @@ def discover(
         discovered_any=bool(discovered),
         data=data,
         known_domain=home is not None,
+        explicit_given=bool(given),
     )
     discovery = Discovery(
         source=source,
@@ -593,6 +594,7 @@ def _dns_observation(
     discovered_any: bool,
     data: dict[str, Any],
     known_domain: bool = False,
+    explicit_given: bool = False,
 ) -> Observation:
     problems: list[Problem] = []
     timeouts: list[str] = []
@@ -659,6 +661,14 @@ def _dns_observation(
             Problem("dns.no_servers", "", {"domain": domain, "services": [str(s) for s in needed]})
         )
         fact("no mail servers found", "dns.no_servers")
+    if explicit_given and (problems or timeouts):
+        # The user named servers: with them the dns check establishes only that their names
+        # resolve (SPEC). A domain that does not exist, has no MX or publishes nothing only
+        # means the other services were not found; it is kept as data, not as a failure.
+        data["discovery_problems"] = [p.signal for p in problems] + (
+            ["dns.timeout"] if timeouts else [])
+        problems.clear()
+        timeouts.clear()
 
     resolved_data: dict[str, Any] = {}
     unresolved = 0
