@@ -3,7 +3,7 @@
 slow:     SMTP, IMAP and POP3 peers that sleep 0.2 s before every line they send. The full check of
           all three must take about as long as the slowest service checked alone (target
           full / slowest <= 1.2): the services are probed concurrently, not one after another.
-filtered: every port filtered (connect times out; see benchpeers.FilteredPort), the clock server
+filtered: every port filtered (connect times out; see tests/peers.FilteredPort), the clock server
           and the resolver silent. ``maildiag check --timeout T`` must end within T + 1 s (one
           timeout, not a multiple of it).
 

@@ -9,14 +9,13 @@ thing a firewall that DROPs does, without root or iptables.
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from peers import LineServer, PeerConn  # noqa: E402
+from peers import FilteredPort, LineServer, PeerConn  # noqa: E402,F401 - FilteredPort: re-exported
 
 
 def _say(peer: PeerConn, delay: float, *lines: str) -> None:
@@ -83,39 +82,3 @@ def slow_pop3(delay: float) -> LineServer:
                 _say(peer, delay, "-ERR Unknown command.")
 
     return LineServer(handle)
-
-
-class FilteredPort:
-    """A 127.0.0.1 port on which ``connect()`` hangs until the client's own timeout."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(0)
-        self.port = int(self.listener.getsockname()[1])
-        # Fill the accept queue (backlog 0 holds one connection) and never accept it.
-        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-
-    def verify(self, wait: float = 0.3) -> bool:
-        """True when a connect really times out (not refused, not accepted)."""
-        probe = socket.socket()
-        probe.settimeout(wait)
-        try:
-            probe.connect(("127.0.0.1", self.port))
-        except TimeoutError:
-            return True
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return False
-
-    def close(self) -> None:
-        self.filler.close()
-        self.listener.close()
-
-    def __enter__(self) -> FilteredPort:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

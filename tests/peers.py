@@ -128,6 +128,46 @@ class LineServer:
         self.close()
 
 
+# -- a filtered port ------------------------------------------------------------------------
+
+# connect() times out here, as behind a firewall that drops SYNs, without root or iptables: a
+# listening socket with backlog 0 whose accept queue is already full (tcp_abort_on_overflow=0).
+class FilteredPort:
+    """A 127.0.0.1 port on which ``connect()`` hangs until the client's own timeout."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = int(self.listener.getsockname()[1])
+        # Fill the accept queue (backlog 0 holds one connection) and never accept it.
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def verify(self, wait: float = 0.3) -> bool:
+        """True when a connect really times out (not refused, not accepted)."""
+        probe = socket.socket()
+        probe.settimeout(wait)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return False
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+    def __enter__(self) -> FilteredPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- fake IMAP and POP3 servers ----------------------------------------------------------------
 
 @dataclass

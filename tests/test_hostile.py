@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from conftest import run_cli
-from peers import LineServer, PeerConn, free_port
+from peers import FilteredPort, LineServer, PeerConn, free_port
 
 from maildiag.config import MAX_LINE, MAX_REPLY_LINES, RunConfig
 from maildiag.models import Observation, Security, Service, Status, Target
@@ -461,21 +461,6 @@ def test_report_peak_rss(child_runs: dict[str, ChildRun],
 
 
 # -- every port filtered ---------------------------------------------------------------------------
-
-
-class FilteredPort:
-    """connect() times out here: backlog 0, accept queue already full, so SYNs are dropped."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(0)
-        self.port = int(self.listener.getsockname()[1])
-        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-
-    def close(self) -> None:
-        self.filler.close()
-        self.listener.close()
 
 
 def test_every_port_filtered_takes_one_timeout_not_three() -> None:
