@@ -1,7 +1,7 @@
 """The held-out corpora in tests/data/heldout_explain*.yaml: real error texts, each with the
 category a mail expert gives it and its source, none of them a rule example. Each corpus was
 gathered and measured *before* the rules were tuned on it (accuracy then: 79.5%, 72.0%, 77.2%,
-87.4%); now the top finding of ``maildiag.explain`` must carry the expected category on >= 95% of
+87.4%, 61.7%); now the top finding of ``maildiag.explain`` must carry the expected category on >= 95% of
 a corpus's texts and on its Russian share (an empty answer counts as wrong).
 
     corpus                       texts  Russian  what
@@ -9,6 +9,7 @@ a corpus's texts and on its Russian share (an empty answer counts as wrong).
     heldout_explain_2.yaml        >=150    >=40   the thin areas: clients, dialogs, Russian bounces
     heldout_explain_3.yaml        >=150    >=45   a representative mix (the keyword layer's test)
     heldout_explain_4.yaml        >=150    >=30   fetched only: issue threads, l10n files, MTA code
+    heldout_explain_5.yaml         >=80    >=80   Russian only: l10n files (Thunderbird, msmtp, NSS ...)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CORPORA = [
     Corpus("heldout_explain_2.yaml", 150, 40, 0.90),
     Corpus("heldout_explain_3.yaml", 150, 45, 0.95),
     Corpus("heldout_explain_4.yaml", 150, 30, 0.90),
+    Corpus("heldout_explain_5.yaml", 80, 80, 0.90),
 ]
 
 
