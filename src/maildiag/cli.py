@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,8 +26,6 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(help="Validate and test a rule base.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
-
-FORMATS = ("text", "json", "junit", "nagios", "prometheus")
 
 
 class Fail(Exception):
@@ -260,8 +257,3 @@ def _error(message: str) -> None:
     line = " ".join(message.split())
     print(f"maildiag: {line}", file=sys.stderr)
 
-
-def rules_dirs_exist(dirs: tuple[str, ...]) -> None:
-    for d in dirs:
-        if not Path(d).is_dir():
-            raise Fail(f"--rules {d}: not a directory")

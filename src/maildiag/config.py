@@ -56,9 +56,8 @@ class RunConfig:
     lang: str = "en"
     transcript: bool = False
     rules_dirs: tuple[str, ...] = ()
-    # Whole-run bound: discovery + the slowest dependent chain (connect, greeting, TLS,
-    # STARTTLS, capabilities, auth, sender) can each take one timeout.
-    max_per_host: int = 2  # concurrent connections to one host: mail servers ban eager clients
+    # concurrent connections to one host and service: mail servers ban eager clients
+    max_per_host: int = 2
 
     @property
     def has_password(self) -> bool:
@@ -66,6 +65,8 @@ class RunConfig:
 
     @property
     def run_deadline(self) -> float:
+        # discovery + the slowest dependent chain (connect, greeting, TLS, STARTTLS,
+        # capabilities, auth, sender) can each take one timeout
         return self.timeout * 12 + 5
 
 

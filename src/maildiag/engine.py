@@ -16,6 +16,7 @@ from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, Observation, Problem, Report, Service, Source
+from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
 from maildiag.runner import Runner, session_job
 
@@ -60,9 +61,15 @@ def run_check(
     targets = tuple(t for t in found.targets if t.service in config.only)
     provider_id = found.provider.id if found.provider is not None else None
 
+    # built once and shared by every session: the stage keeps its one-login-per-service state,
+    # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
+    login_stage = auth.make_login_stage(config, address, found.provider)
+    verify_ctx = make_tls_context(config.ca_file)
+    noverify_ctx = make_tls_context(verify=False)
+
     def make_env(emit: Callable[[Observation], None]) -> Env:
-        return Env(config, emit, dns=dns, now=now,
-                   login_stage=auth.make_login_stage(config, address, found.provider))
+        return Env(config, emit, dns=dns, now=now, login_stage=login_stage,
+                   verify_ctx=verify_ctx, noverify_ctx=noverify_ctx)
 
     runner.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -276,8 +275,3 @@ def _printable(text: str) -> str:
         return text
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
-
-def timed(fn: Callable[[], object]) -> tuple[object, int]:
-    start = time.monotonic()
-    result = fn()
-    return result, int((time.monotonic() - start) * 1000)
