@@ -70,8 +70,16 @@ def run_cli_inprocess(args: list[str]) -> tuple[int, str, str, float]:
 
 
 def _check_args(servers: dict[str, int], only: list[str], timeout: float) -> list[str]:
-    args = ["check", ADDRESS, "--no-clock", "--json", "--timeout", f"{timeout:g}",
-            "--only", ",".join(only)]
+    args = [
+        "check",
+        ADDRESS,
+        "--no-clock",
+        "--json",
+        "--timeout",
+        f"{timeout:g}",
+        "--only",
+        ",".join(only),
+    ]
     for svc, port in servers.items():
         args += [f"--{svc}", f"127.0.0.1:{port}/plain"]
     return args
@@ -106,12 +114,19 @@ def bench_slow(delay: float = DELAY, timeout: float = 10.0, rounds: int = 2) -> 
     slowest = max(singles, key=lambda s: singles[s])
     ratio = full / singles[slowest]
     timed_out = sorted(c for c, s in statuses.items() if s == "fail")
-    detail = (f"full {full:.2f}s vs slowest alone ({slowest}) {singles[slowest]:.2f}s; "
-              + ", ".join(f"{s} {t:.2f}s" for s, t in singles.items()))
+    detail = f"full {full:.2f}s vs slowest alone ({slowest}) {singles[slowest]:.2f}s; " + ", ".join(
+        f"{s} {t:.2f}s" for s, t in singles.items()
+    )
     if timed_out:
         detail += f"; failed checks: {', '.join(timed_out)}"
-    return Result("check: 3 services / slowest alone (0.2 s per line)", ratio, 1.2, "ratio",
-                  detail, {"full_s": full, "singles_s": singles})
+    return Result(
+        "check: 3 services / slowest alone (0.2 s per line)",
+        ratio,
+        1.2,
+        "ratio",
+        detail,
+        {"full_s": full, "singles_s": singles},
+    )
 
 
 def _require_report(code: int, out: str, err: str, what: str) -> dict[str, str]:
@@ -128,16 +143,34 @@ def bench_filtered(timeout: float = 2.0) -> Result:
     try:
         if not all(p.verify() for p in ports):
             raise RuntimeError("this kernel does not drop SYNs on a full accept queue")
-        args = [sys.executable, "-m", "maildiag", "check", ADDRESS, "--json",
-                "--timeout", f"{timeout:g}",
-                "--smtp", f"127.0.0.1:{ports[0].port}/ssl",
-                "--imap", f"127.0.0.1:{ports[1].port}/starttls",
-                "--pop3", f"127.0.0.1:{ports[2].port}",
-                "--resolver", f"127.0.0.1:{dns.getsockname()[1]}",
-                "--time-server", f"127.0.0.1:{ntp.getsockname()[1]}"]
+        args = [
+            sys.executable,
+            "-m",
+            "maildiag",
+            "check",
+            ADDRESS,
+            "--json",
+            "--timeout",
+            f"{timeout:g}",
+            "--smtp",
+            f"127.0.0.1:{ports[0].port}/ssl",
+            "--imap",
+            f"127.0.0.1:{ports[1].port}/starttls",
+            "--pop3",
+            f"127.0.0.1:{ports[2].port}",
+            "--resolver",
+            f"127.0.0.1:{dns.getsockname()[1]}",
+            "--time-server",
+            f"127.0.0.1:{ntp.getsockname()[1]}",
+        ]
         started = time.perf_counter()
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout * 20 + 30,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout * 20 + 30,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         elapsed = time.perf_counter() - started
     finally:
         for p in ports:
@@ -149,12 +182,19 @@ def bench_filtered(timeout: float = 2.0) -> Result:
         statuses = _statuses(proc.stdout)
     except (ValueError, KeyError):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"no JSON report after {elapsed:.2f}s (exit {proc.returncode}): "
-                           f"{last}") from None
+        raise RuntimeError(
+            f"no JSON report after {elapsed:.2f}s (exit {proc.returncode}): {last}"
+        ) from None
     connect = {c: s for c, s in statuses.items() if c.endswith(".connect")}
     detail += "; " + ", ".join(f"{c}={s}" for c, s in sorted(connect.items()))
-    return Result(f"check, every port filtered: seconds over --timeout {timeout:g}",
-                  elapsed - timeout, 1.0, "s", detail, {"elapsed_s": elapsed})
+    return Result(
+        f"check, every port filtered: seconds over --timeout {timeout:g}",
+        elapsed - timeout,
+        1.0,
+        "s",
+        detail,
+        {"elapsed_s": elapsed},
+    )
 
 
 def main() -> int:
@@ -166,8 +206,10 @@ def main() -> int:
             print(f"{bench.__name__}: could not run: {exc}")
             failed += 1
             continue
-        print(f"{'ok ' if r.ok else 'OVER'} {r.name}: {r.value:.2f} {r.unit} "
-              f"(target <= {r.target:g})\n     {r.detail}")
+        print(
+            f"{'ok ' if r.ok else 'OVER'} {r.name}: {r.value:.2f} {r.unit} "
+            f"(target <= {r.target:g})\n     {r.detail}"
+        )
         failed += not r.ok
     return 1 if failed else 0
 

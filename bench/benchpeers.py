@@ -30,8 +30,15 @@ def slow_smtp(delay: float) -> LineServer:
         while (line := peer.readline(timeout=30)) is not None:
             verb = line.split(" ", 1)[0].upper()
             if verb == "EHLO":
-                _say(peer, delay, "250-bench.example.test", "250-PIPELINING", "250-SIZE 10240000",
-                     "250-AUTH PLAIN LOGIN", "250 8BITMIME")
+                _say(
+                    peer,
+                    delay,
+                    "250-bench.example.test",
+                    "250-PIPELINING",
+                    "250-SIZE 10240000",
+                    "250-AUTH PLAIN LOGIN",
+                    "250 8BITMIME",
+                )
             elif verb == "HELO":
                 _say(peer, delay, "250 bench.example.test")
             elif verb == "MAIL":
@@ -56,8 +63,12 @@ def slow_imap(delay: float) -> LineServer:
             tag, _, rest = line.partition(" ")
             verb = rest.split(" ", 1)[0].upper()
             if verb == "CAPABILITY":
-                _say(peer, delay, "* CAPABILITY IMAP4rev1 AUTH=PLAIN ID IDLE",
-                     f"{tag} OK CAPABILITY completed")
+                _say(
+                    peer,
+                    delay,
+                    "* CAPABILITY IMAP4rev1 AUTH=PLAIN ID IDLE",
+                    f"{tag} OK CAPABILITY completed",
+                )
             elif verb == "LOGOUT":
                 _say(peer, delay, "* BYE logging out", f"{tag} OK LOGOUT completed")
                 return
@@ -73,8 +84,16 @@ def slow_pop3(delay: float) -> LineServer:
         while (line := peer.readline(timeout=30)) is not None:
             verb = line.split(" ", 1)[0].upper()
             if verb == "CAPA":
-                _say(peer, delay, "+OK Capability list follows", "TOP", "UIDL", "USER",
-                     "SASL PLAIN", ".")
+                _say(
+                    peer,
+                    delay,
+                    "+OK Capability list follows",
+                    "TOP",
+                    "UIDL",
+                    "USER",
+                    "SASL PLAIN",
+                    ".",
+                )
             elif verb == "QUIT":
                 _say(peer, delay, "+OK Logging out.")
                 return

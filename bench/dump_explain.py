@@ -71,13 +71,21 @@ def main() -> None:
     unique = [t for t in texts if not (t in seen or seen.add(t))]  # type: ignore[func-returns-value]
 
     def finding(f: object) -> list[object]:
-        return [f.rule, f.category.value, f.severity.value, f.title, list(f.steps),  # type: ignore[attr-defined]
-                f.evidence, list(f.links)]  # type: ignore[attr-defined]
+        return [
+            f.rule,
+            f.category.value,
+            f.severity.value,
+            f.title,
+            list(f.steps),  # type: ignore[attr-defined]
+            f.evidence,
+            list(f.links),
+        ]  # type: ignore[attr-defined]
 
     def match(m: object) -> list[object]:
         return [m.rule.id, m.via, list(m.rank), m.code, m.evidence, m.groups]  # type: ignore[attr-defined]
 
     doc: dict[str, object] = {"explain": [], "match": []}
+
     def canonical(ranks: list[tuple[int, ...]], items: list[list[object]]) -> list[object]:
         # rules of equal rank in the order of their ids: the order of a tie is not a result
         order = sorted(range(len(items)), key=lambda n: (ranks.index(ranks[n]), items[n][0]))
@@ -85,13 +93,22 @@ def main() -> None:
 
     for t in unique:
         ranks = [m.rank for m in explain_matches(rb, t)]
-        doc["explain"].append([t, canonical(ranks, [finding(f) for f in explain_text(t, "en", rb)]),  # type: ignore[attr-defined]
-                               canonical(ranks, [finding(f) for f in explain_text(t, "ru", rb)])])
+        doc["explain"].append(
+            [
+                t,
+                canonical(ranks, [finding(f) for f in explain_text(t, "en", rb)]),  # type: ignore[attr-defined]
+                canonical(ranks, [finding(f) for f in explain_text(t, "ru", rb)]),
+            ]
+        )
         found = rb.match(t)  # type: ignore[attr-defined]
         doc["match"].append([t, canonical([m.rank for m in found], [match(m) for m in found])])  # type: ignore[attr-defined]
     for c in cases:
-        found = rb.match(c["text"] or "", signal=c["signal"], protocol=c["protocol"],  # type: ignore[attr-defined]
-                         provider=c["provider"])
+        found = rb.match(
+            c["text"] or "",
+            signal=c["signal"],
+            protocol=c["protocol"],  # type: ignore[attr-defined]
+            provider=c["provider"],
+        )
         doc["match"].append([c, canonical([m.rank for m in found], [match(m) for m in found])])  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "mail.log"
@@ -102,8 +119,10 @@ def main() -> None:
             doc["log_ru"] = explain_log(rb, fh, "ru")
     out_path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     matched = sum(1 for _t, en, _ru in doc["explain"] if en)  # type: ignore[attr-defined]
-    print(f"{out_path}: {len(unique)} texts explained in en and ru ({matched} with a finding), "
-          f"{len(doc['match'])} match calls, {doc['log_en']['lines']} log lines")  # type: ignore[index]
+    print(
+        f"{out_path}: {len(unique)} texts explained in en and ru ({matched} with a finding), "
+        f"{len(doc['match'])} match calls, {doc['log_en']['lines']} log lines"
+    )  # type: ignore[index]
 
 
 if __name__ == "__main__":

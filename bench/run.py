@@ -44,8 +44,9 @@ def _entry() -> list[str]:
 
 def _time(cmd: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                          timeout=60)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=60
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
@@ -62,8 +63,12 @@ def _compile_package(env: dict[str, str]) -> None:
     import maildiag
 
     package = str(Path(maildiag.__file__).parent)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", package],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def bench_cold(repeat: int) -> list[Result]:
@@ -94,13 +99,26 @@ def bench_cold(repeat: int) -> list[Result]:
     results = []
     for name in commands:
         if name in broken:
-            results.append(Result(f"cold {name} / python -c pass", float("inf"), 3.0, "ratio",
-                                  f"could not run: {broken[name]}"))
+            results.append(
+                Result(
+                    f"cold {name} / python -c pass",
+                    float("inf"),
+                    3.0,
+                    "ratio",
+                    f"could not run: {broken[name]}",
+                )
+            )
             continue
         median = statistics.median(times[name])
-        results.append(Result(f"cold {name} / python -c pass", median / base, 3.0, "ratio",
-                              f"median {median * 1000:.0f} ms vs {base * 1000:.0f} ms "
-                              f"({repeat} runs each)"))
+        results.append(
+            Result(
+                f"cold {name} / python -c pass",
+                median / base,
+                3.0,
+                "ratio",
+                f"median {median * 1000:.0f} ms vs {base * 1000:.0f} ms ({repeat} runs each)",
+            )
+        )
     return results
 
 
@@ -108,8 +126,9 @@ def bench_explain() -> tuple[bool, str]:
     script = HERE / "bench_explain.py"
     if not script.exists():
         return False, "bench/bench_explain.py is not there yet (the rules developer's benchmark)"
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600
+    )
     text = (proc.stdout + ("\n" + proc.stderr if proc.returncode else "")).rstrip()
     return proc.returncode == 0, text
 
@@ -124,10 +143,14 @@ def bench_rules(top: int = 5) -> Result:
     rulebase = RuleBase.load(cache=False)
     timings = rule_timings(rulebase)
     worst = timings[0] if timings else (0.0, "-", "-")
-    listing = "; ".join(f"{rid} {secs * 1000:.1f} ms ({name})" for secs, rid, name in
-                        timings[:top])
-    return Result(f"slowest rule on adversarial text ({len(timings)} rules), seconds",
-                  worst[0], RULE_LIMIT, "s", listing)
+    listing = "; ".join(f"{rid} {secs * 1000:.1f} ms ({name})" for secs, rid, name in timings[:top])
+    return Result(
+        f"slowest rule on adversarial text ({len(timings)} rules), seconds",
+        worst[0],
+        RULE_LIMIT,
+        "s",
+        listing,
+    )
 
 
 def _show(r: Result) -> bool:

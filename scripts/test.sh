@@ -18,6 +18,7 @@ fi
 
 # Lint and types first: they take seconds and name the line that is wrong.
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check --quiet src tests bench
 .venv/bin/mypy
 
 # pytest exits 5 when it collected no test: set -e makes that a failure too.

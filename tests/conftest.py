@@ -44,7 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     log = Path(tempfile.mkstemp(prefix="maildiag-netguard-", suffix=".log")[1])
     os.environ["MAILDIAG_NETGUARD_LOG"] = str(log)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
+        p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p
+    )
     sys.path.insert(0, str(NETGUARD))
     import netguard_core
 
@@ -83,8 +84,9 @@ class CliResult:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch,
-                  tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No user rules or locale leak into tests; rule caches go to a temporary directory."""
     monkeypatch.delenv("MAILDIAG_RULES", raising=False)
     monkeypatch.setenv("LANG", "C.UTF-8")
@@ -114,11 +116,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     return CliResult(int(code), out.getvalue(), err.getvalue())
 
 
-def run_cli_subprocess(*args: str, env: dict[str, str] | None = None,
-                       timeout: float = 60, cwd: str | None = None) -> CliResult:
+def run_cli_subprocess(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: str | None = None
+) -> CliResult:
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "maildiag", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "maildiag", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -128,6 +137,7 @@ def cli() -> Callable[..., CliResult]:
 
 
 # -- SMTP peers (aiosmtpd) ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def smtp_server(certs: Certs) -> Iterator[Callable[..., Any]]:

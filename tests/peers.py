@@ -67,8 +67,9 @@ class LineServer:
     (the kernel completes the handshake but nothing is said: a silent peer).
     """
 
-    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None,
-                 accept: bool = True) -> None:
+    def __init__(
+        self, handler: Handler, *, tls: ssl.SSLContext | None = None, accept: bool = True
+    ) -> None:
         self.handler = handler
         self.tls = tls
         self.received: list[str] = []
@@ -130,6 +131,7 @@ class LineServer:
 
 # -- a filtered port ------------------------------------------------------------------------
 
+
 # connect() times out here, as behind a firewall that drops SYNs, without root or iptables: a
 # listening socket with backlog 0 whose accept queue is already full (tcp_abort_on_overflow=0).
 class FilteredPort:
@@ -169,6 +171,7 @@ class FilteredPort:
 
 
 # -- fake IMAP and POP3 servers ----------------------------------------------------------------
+
 
 @dataclass
 class MailboxServerConfig:
@@ -225,8 +228,9 @@ def imap_handler(cfg: MailboxServerConfig) -> Handler:
     return handle
 
 
-def _answer_login(peer: PeerConn, cfg: MailboxServerConfig, tag: str, user: str,
-                  password: str) -> None:
+def _answer_login(
+    peer: PeerConn, cfg: MailboxServerConfig, tag: str, user: str, password: str
+) -> None:
     right = cfg.users.get(user) == password
     if right and user in cfg.denied:
         peer.send(f"{tag} NO {cfg.deny_text or '[AUTHENTICATIONFAILED] Authentication failed.'}")
@@ -280,6 +284,7 @@ def pop3_handler(cfg: MailboxServerConfig) -> Handler:
 
 # -- certificates ----------------------------------------------------------------------------
 
+
 @dataclass
 class Certs:
     """A trustme CA and server contexts with valid, expired, wrong-host and self-signed leaves."""
@@ -317,8 +322,11 @@ def make_certs(directory: Path) -> Certs:
         expired=leaf(not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=2)),
         wrong_host=_server_ctx(ca.issue_cert("other.example.net")),
         self_signed=_server_ctx(other_ca.issue_cert("127.0.0.1", "localhost")),
-        not_yet_valid=leaf(not_before=now + dt.timedelta(days=3),
-                           not_after=now + dt.timedelta(days=300)),
-        expiring=lambda days: leaf(not_before=now - dt.timedelta(days=30),
-                                   not_after=now + dt.timedelta(days=days, hours=12)),
+        not_yet_valid=leaf(
+            not_before=now + dt.timedelta(days=3), not_after=now + dt.timedelta(days=300)
+        ),
+        expiring=lambda days: leaf(
+            not_before=now - dt.timedelta(days=30),
+            not_after=now + dt.timedelta(days=days, hours=12),
+        ),
     )

@@ -70,8 +70,14 @@ class SntpPeer:
             ref_id = self.kiss if self.stratum == 0 else b"LOCL"
             transmit = b"\0" * 8 if self.zero_transmit else ntp_bytes(time.time() + self.shift)
             first = (self.leap << 6) | (4 << 3) | self.mode
-            reply = (struct.pack("!BBbbII", first, self.stratum, 4, -20, 0, 0) + ref_id
-                     + ntp_bytes(received - 5) + originate + ntp_bytes(received) + transmit)
+            reply = (
+                struct.pack("!BBbbII", first, self.stratum, 4, -20, 0, 0)
+                + ref_id
+                + ntp_bytes(received - 5)
+                + originate
+                + ntp_bytes(received)
+                + transmit
+            )
             try:
                 self.sock.sendto(reply, peer)
             except OSError:

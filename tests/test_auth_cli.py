@@ -19,11 +19,22 @@ from test_auth_support import (
 ENV = {"MAILDIAG_TEST_PW": PASSWORD}
 
 
-def check(certs: Any, *servers: str, password: bool = True, extra: tuple[str, ...] = ()
-          ) -> CliResult:
+def check(
+    certs: Any, *servers: str, password: bool = True, extra: tuple[str, ...] = ()
+) -> CliResult:
     only = ",".join(s.split(" ", 1)[0].lstrip("-") for s in servers)
-    args = ["check", ALICE, "--ca-file", str(certs.ca_pem), "--no-clock", "--timeout", "5",
-            "--json", "--only", only]
+    args = [
+        "check",
+        ALICE,
+        "--ca-file",
+        str(certs.ca_pem),
+        "--no-clock",
+        "--timeout",
+        "5",
+        "--json",
+        "--only",
+        only,
+    ]
     for s in servers:
         args += s.split(" ", 1)
     if password:
@@ -69,8 +80,9 @@ def test_wrong_password_is_auth_failed(smtp_peers: Any, certs: Any) -> None:
 
 def test_sender_not_owned_at_mail(smtp_peers: Any, certs: Any) -> None:
     server = smtp_peers(YandexLike(), users={ALICE: PASSWORD})
-    r = check(certs, f"--smtp 127.0.0.1:{server.port}/starttls",
-              extra=("--from", "bob@example.test"))
+    r = check(
+        certs, f"--smtp 127.0.0.1:{server.port}/starttls", extra=("--from", "bob@example.test")
+    )
     assert categories(r, "smtp.sender") == ["sender_not_owned"]
     assert login_findings(r, "smtp.auth") == []
     assert r.code == 2
@@ -78,8 +90,9 @@ def test_sender_not_owned_at_mail(smtp_peers: Any, certs: Any) -> None:
 
 def test_sender_not_owned_at_rcpt(smtp_peers: Any, certs: Any) -> None:
     server = smtp_peers(PostfixLike(), users={ALICE: PASSWORD})
-    r = check(certs, f"--smtp 127.0.0.1:{server.port}/starttls",
-              extra=("--from", "bob@example.test"))
+    r = check(
+        certs, f"--smtp 127.0.0.1:{server.port}/starttls", extra=("--from", "bob@example.test")
+    )
     assert categories(r, "smtp.sender") == ["sender_not_owned"]
     assert r.code == 2
 
@@ -100,15 +113,20 @@ def test_starttls_required_before_auth(smtp_peers: Any, certs: Any) -> None:
 
 
 def test_pop3_disabled_yandex(pop3_server: Any, certs: Any) -> None:
-    server = pop3_server(implicit_tls=True, users={ALICE: PASSWORD}, denied=frozenset({ALICE}),
-                         deny_text="-ERR Login failure or POP3 disabled, try later.")
+    server = pop3_server(
+        implicit_tls=True,
+        users={ALICE: PASSWORD},
+        denied=frozenset({ALICE}),
+        deny_text="-ERR Login failure or POP3 disabled, try later.",
+    )
     r = check(certs, f"--pop3 127.0.0.1:{server.port}/ssl")
     assert categories(r, "pop3.auth") == ["protocol_disabled"]
     assert r.code == 2
 
 
-def test_pop3_denied_while_imap_works_dovecot(imap_server: Any, pop3_server: Any,
-                                              certs: Any) -> None:
+def test_pop3_denied_while_imap_works_dovecot(
+    imap_server: Any, pop3_server: Any, certs: Any
+) -> None:
     imap = imap_server(implicit_tls=True, users={ALICE: PASSWORD})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: PASSWORD}, denied=frozenset({ALICE}))
     r = check(certs, f"--imap 127.0.0.1:{imap.port}/ssl", f"--pop3 127.0.0.1:{pop3.port}/ssl")
@@ -117,9 +135,12 @@ def test_pop3_denied_while_imap_works_dovecot(imap_server: Any, pop3_server: Any
 
 
 def test_gmail_app_password_required(imap_server: Any, certs: Any) -> None:
-    server = imap_server(implicit_tls=True, users={ALICE: "x"},
-                         fail_text="[ALERT] Application-specific password required: "
-                                   "https://support.google.com/accounts/answer/185833 (Failure)")
+    server = imap_server(
+        implicit_tls=True,
+        users={ALICE: "x"},
+        fail_text="[ALERT] Application-specific password required: "
+        "https://support.google.com/accounts/answer/185833 (Failure)",
+    )
     r = check(certs, f"--imap 127.0.0.1:{server.port}/ssl")
     assert categories(r, "imap.auth") == ["app_password_required"]
     assert r.code == 2
@@ -128,16 +149,45 @@ def test_gmail_app_password_required(imap_server: Any, certs: Any) -> None:
 def test_wrong_login_form_for_provider(imap_server: Any, certs: Any) -> None:
     # yandex.ru boxes log in with the part before the @ (provider database)
     server = imap_server(implicit_tls=True, users={"alice": PASSWORD})
-    r = run_cli("check", "alice@yandex.ru", "--imap", f"127.0.0.1:{server.port}/ssl",
-                "--only", "imap", "--login", "alice@yandex.ru", "--ca-file", str(certs.ca_pem),
-                "--no-clock", "--timeout", "5", "--json", "--password-env", "MAILDIAG_TEST_PW",
-                env=ENV)
+    r = run_cli(
+        "check",
+        "alice@yandex.ru",
+        "--imap",
+        f"127.0.0.1:{server.port}/ssl",
+        "--only",
+        "imap",
+        "--login",
+        "alice@yandex.ru",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--no-clock",
+        "--timeout",
+        "5",
+        "--json",
+        "--password-env",
+        "MAILDIAG_TEST_PW",
+        env=ENV,
+    )
     findings = login_findings(r, "imap.auth")
     assert "auth.login-form" in [f["rule"] for f in findings], findings
     assert r.code == 2
     # without --login the provider's form is used and the login works
-    ok = run_cli("check", "alice@yandex.ru", "--imap", f"127.0.0.1:{server.port}/ssl",
-                 "--only", "imap", "--ca-file", str(certs.ca_pem), "--no-clock", "--timeout",
-                 "5", "--json", "--password-env", "MAILDIAG_TEST_PW", env=ENV)
+    ok = run_cli(
+        "check",
+        "alice@yandex.ru",
+        "--imap",
+        f"127.0.0.1:{server.port}/ssl",
+        "--only",
+        "imap",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--no-clock",
+        "--timeout",
+        "5",
+        "--json",
+        "--password-env",
+        "MAILDIAG_TEST_PW",
+        env=ENV,
+    )
     auth = next(c for c in ok.json["checks"] if c["id"] == "imap.auth")
     assert auth["status"] == "ok" and auth["data"]["login"] == "alice"

@@ -22,17 +22,19 @@ from maildiag.probes.auth import cross_check
 USERS = {ALICE: PASSWORD}
 YANDEX_POP3_OFF = "-ERR Login failure or POP3 disabled, try later."
 DOVECOT_FAILED = "-ERR [AUTH] Authentication failed."
-GMAIL_ALERT = ("[ALERT] Application-specific password required: "
-               "https://support.google.com/accounts/answer/185833 (Failure)")
+GMAIL_ALERT = (
+    "[ALERT] Application-specific password required: "
+    "https://support.google.com/accounts/answer/185833 (Failure)"
+)
 
 
-def run(svc: Service, port: int, certs: Any, security: Security = Security.SSL,
-        **kw: Any) -> dict:
+def run(svc: Service, port: int, certs: Any, security: Security = Security.SSL, **kw: Any) -> dict:
     cfg = config(ca_file=str(certs.ca_pem), **kw)
     return by_check(drive(target(svc, port, security), cfg))
 
 
 # -- IMAP ------------------------------------------------------------------------------------
+
 
 def test_imap_login_ok_then_logout(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users=USERS)
@@ -85,6 +87,7 @@ def test_imap_password_with_quotes(imap_server: Any, certs: Any) -> None:
 
 # -- POP3 ------------------------------------------------------------------------------------
 
+
 def test_pop3_login_ok(pop3_server: Any, certs: Any) -> None:
     server = pop3_server(implicit_tls=True, users=USERS)
     a = run(Service.POP3, server.port, certs, password=PASSWORD)["pop3.auth"]
@@ -94,8 +97,9 @@ def test_pop3_login_ok(pop3_server: Any, certs: Any) -> None:
 
 
 def test_pop3_disabled_yandex_text(pop3_server: Any, certs: Any) -> None:
-    server = pop3_server(implicit_tls=True, users=USERS, denied=frozenset({ALICE}),
-                         deny_text=YANDEX_POP3_OFF)
+    server = pop3_server(
+        implicit_tls=True, users=USERS, denied=frozenset({ALICE}), deny_text=YANDEX_POP3_OFF
+    )
     a = run(Service.POP3, server.port, certs, password=PASSWORD)["pop3.auth"]
     assert a.status is Status.FAIL and signals(a) == ["reply"]
     assert a.problems[0].text == YANDEX_POP3_OFF
@@ -111,13 +115,21 @@ def test_pop3_without_password_is_skipped(pop3_server: Any, certs: Any) -> None:
 
 # -- across protocols --------------------------------------------------------------------------
 
+
 def test_cross_check_dovecot_pop3_denied(imap_server: Any, pop3_server: Any, certs: Any) -> None:
     imap = imap_server(implicit_tls=True, users=USERS)
-    pop3 = pop3_server(implicit_tls=True, users=USERS, denied=frozenset({ALICE}),
-                       deny_text=DOVECOT_FAILED)
+    pop3 = pop3_server(
+        implicit_tls=True, users=USERS, denied=frozenset({ALICE}), deny_text=DOVECOT_FAILED
+    )
     cfg = config(ca_file=str(certs.ca_pem), password=PASSWORD)
-    raw = drive([target(Service.IMAP, imap.port, Security.SSL),
-                 target(Service.POP3, pop3.port, Security.SSL)], cfg, cross=False)
+    raw = drive(
+        [
+            target(Service.IMAP, imap.port, Security.SSL),
+            target(Service.POP3, pop3.port, Security.SSL),
+        ],
+        cfg,
+        cross=False,
+    )
     assert signals(by_check(raw)["pop3.auth"]) == ["reply"]  # alone it reads as a bad password
     p = by_check(cross_check(raw))["pop3.auth"]
     assert signals(p) == ["auth.protocol_disabled"]
@@ -126,17 +138,26 @@ def test_cross_check_dovecot_pop3_denied(imap_server: Any, pop3_server: Any, cer
     assert by_check(cross_check(raw))["imap.auth"].status is Status.OK
 
 
-def test_cross_check_both_refused_stays_auth_failure(imap_server: Any, pop3_server: Any,
-                                                     certs: Any) -> None:
+def test_cross_check_both_refused_stays_auth_failure(
+    imap_server: Any, pop3_server: Any, certs: Any
+) -> None:
     imap = imap_server(implicit_tls=True, users={ALICE: "other"})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: "other"})
     cfg = config(ca_file=str(certs.ca_pem), password=PASSWORD)
-    obs = by_check(drive([target(Service.IMAP, imap.port, Security.SSL),
-                          target(Service.POP3, pop3.port, Security.SSL)], cfg))
+    obs = by_check(
+        drive(
+            [
+                target(Service.IMAP, imap.port, Security.SSL),
+                target(Service.POP3, pop3.port, Security.SSL),
+            ],
+            cfg,
+        )
+    )
     assert signals(obs["pop3.auth"]) == ["reply"] and signals(obs["imap.auth"]) == ["reply"]
 
 
 # -- login form ------------------------------------------------------------------------------
+
 
 def yandex() -> Any:
     provider = load_providers().get("yandex")
@@ -147,17 +168,23 @@ def yandex() -> Any:
 def test_provider_login_form_used(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users={"alice": PASSWORD})
     cfg = config(address="alice@yandex.ru", ca_file=str(certs.ca_pem), password=PASSWORD)
-    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg,
-                       provider=yandex()))["imap.auth"]
+    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg, provider=yandex()))[
+        "imap.auth"
+    ]
     assert a.status is Status.OK and a.data["login"] == "alice"
 
 
 def test_wrong_login_form_reported(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users={"alice": PASSWORD})
-    cfg = config(address="alice@yandex.ru", login="alice@yandex.ru",
-                 ca_file=str(certs.ca_pem), password=PASSWORD)
-    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg,
-                       provider=yandex()))["imap.auth"]
+    cfg = config(
+        address="alice@yandex.ru",
+        login="alice@yandex.ru",
+        ca_file=str(certs.ca_pem),
+        password=PASSWORD,
+    )
+    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg, provider=yandex()))[
+        "imap.auth"
+    ]
     assert a.status is Status.FAIL
     assert signals(a) == ["reply", "auth.login_form"]
     assert a.problems[1].params["expected_login"] == "alice"
@@ -166,10 +193,12 @@ def test_wrong_login_form_reported(imap_server: Any, certs: Any) -> None:
 
 def test_custom_domain_at_yandex_wants_full_address(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users={"bob@firm.example": PASSWORD})
-    cfg = config(address="bob@firm.example", login="bob", ca_file=str(certs.ca_pem),
-                 password=PASSWORD)
-    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg,
-                       provider=yandex()))["imap.auth"]
+    cfg = config(
+        address="bob@firm.example", login="bob", ca_file=str(certs.ca_pem), password=PASSWORD
+    )
+    a = by_check(drive(target(Service.IMAP, server.port, Security.SSL), cfg, provider=yandex()))[
+        "imap.auth"
+    ]
     assert signals(a) == ["reply", "auth.login_form"]
     assert a.problems[1].params["expected_login"] == "bob@firm.example"
     assert a.problems[1].params["form"] == "address"
@@ -179,8 +208,13 @@ def test_no_secret_in_observations(imap_server: Any, pop3_server: Any, certs: An
     imap = imap_server(implicit_tls=True, users={ALICE: "x"}, fail_text=f"echo {PASSWORD}")
     pop3 = pop3_server(implicit_tls=True, users={ALICE: "x"}, fail_text=f"-ERR echo {PASSWORD}")
     cfg = config(ca_file=str(certs.ca_pem), password=PASSWORD)
-    obs = drive([target(Service.IMAP, imap.port, Security.SSL),
-                 target(Service.POP3, pop3.port, Security.SSL)], cfg)
+    obs = drive(
+        [
+            target(Service.IMAP, imap.port, Security.SSL),
+            target(Service.POP3, pop3.port, Security.SSL),
+        ],
+        cfg,
+    )
     dump = repr(obs) + repr(cfg)
     for secret in secret_forms(ALICE):
         assert secret not in dump

@@ -50,6 +50,7 @@ def run(port: int, certs: Any, security: Security = Security.STARTTLS, **kw: Any
 
 # -- without a password: does the server demand AUTH? --------------------------------------
 
+
 def test_auth_required_at_mail_yandex(peer: Any, certs: Any) -> None:
     server = peer(YandexLike(), users=USERS)
     obs = run(server.port, certs)
@@ -76,8 +77,7 @@ def test_auth_required_at_rcpt_postfix(peer: Any, certs: Any) -> None:
     server = peer(PostfixLike(), users=USERS)
     a = run(server.port, certs)["smtp.auth"]
     assert a.status is Status.OK and signals(a) == ["auth.required"]
-    assert a.problems[0].text == (f"553 5.7.1 <{ALICE}>: Sender address rejected: "
-                                  "not logged in")
+    assert a.problems[0].text == (f"553 5.7.1 <{ALICE}>: Sender address rejected: not logged in")
     assert a.data["refused_at"] == "RCPT"
     assert server.commands()[-4:] == ["MAIL", "RCPT", "RSET", "QUIT"]
 
@@ -101,6 +101,7 @@ def test_starttls_demanded_at_mail_is_not_auth_required(peer: Any, certs: Any) -
 
 # -- with a password -------------------------------------------------------------------------
 
+
 def test_login_plain_then_sender_ok(peer: Any, certs: Any) -> None:
     server = peer(YandexLike(), users=USERS)
     obs = run(server.port, certs, password=PASSWORD)
@@ -110,7 +111,12 @@ def test_login_plain_then_sender_ok(peer: Any, certs: Any) -> None:
     assert "C: AUTH PLAIN ********" in a.transcript
     assert s.status is Status.OK and s.data["accepted"] is True
     assert [c for c in server.commands() if c in ("AUTH", "MAIL", "RCPT", "RSET", "QUIT")] == [
-        "AUTH", "MAIL", "RCPT", "RSET", "QUIT"]
+        "AUTH",
+        "MAIL",
+        "RCPT",
+        "RSET",
+        "QUIT",
+    ]
     assert f"AUTH PLAIN {plain_response(ALICE, PASSWORD)}" in server.received
 
 
@@ -152,8 +158,9 @@ def test_sender_not_owned_at_rcpt(peer: Any, certs: Any) -> None:
     obs = run(server.port, certs, password=PASSWORD, sender="bob@example.test")
     s = obs["smtp.sender"]
     assert s.status is Status.FAIL and s.data["refused_at"] == "RCPT"
-    assert s.problems[0].text == ("553 5.7.1 <bob@example.test>: Sender address rejected: "
-                                  f"not owned by user {ALICE}")
+    assert s.problems[0].text == (
+        f"553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user {ALICE}"
+    )
     assert server.commands()[-4:] == ["MAIL", "RCPT", "RSET", "QUIT"]
 
 
@@ -175,8 +182,9 @@ def test_starttls_required_before_auth_on_plain(peer: Any, certs: Any) -> None:
     a = obs["smtp.auth"]
     assert a.status is Status.FAIL
     assert a.problems[0].signal == "reply"
-    assert a.problems[0].text == ("538 5.7.11 Encryption required for requested "
-                                  "authentication mechanism")
+    assert a.problems[0].text == (
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    )
     assert "AUTH PLAIN" in server.received  # asked without credentials
     assert not any(s in line for line in server.received for s in secret_forms(ALICE))
 
@@ -212,6 +220,7 @@ def test_one_login_per_service_per_run(peer: Any, certs: Any) -> None:
 
 # -- scripted peers: mechanisms aiosmtpd lacks ---------------------------------------------
 
+
 def _scripted_smtp(ehlo: list[str], answers: dict[str, str]) -> Callable[[Any], None]:
     def handle(p: Any) -> None:
         p.send("220 test ESMTP")
@@ -230,8 +239,7 @@ def _scripted_smtp(ehlo: list[str], answers: dict[str, str]) -> Callable[[Any], 
 
 
 def test_no_usable_mechanism(line_server: Any, certs: Any) -> None:
-    server = line_server(_scripted_smtp(["test", "AUTH XOAUTH2 OAUTHBEARER"], {}),
-                         tls=certs.valid)
+    server = line_server(_scripted_smtp(["test", "AUTH XOAUTH2 OAUTHBEARER"], {}), tls=certs.valid)
     a = run(server.port, certs, Security.SSL, password=PASSWORD)["smtp.auth"]
     assert a.status is Status.FAIL and signals(a) == ["auth.no_mechanism"]
     assert a.problems[0].params["offered"] == "XOAUTH2 OAUTHBEARER"

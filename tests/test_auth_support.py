@@ -29,16 +29,29 @@ ALICE = "alice@example.test"
 
 # What a mail client must never send while we diagnose (SPEC: safety).
 FORBIDDEN_SMTP = ("DATA", "BDAT")
-FORBIDDEN_IMAP = ("SELECT", "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE",
-                  "RENAME")
+FORBIDDEN_IMAP = (
+    "SELECT",
+    "STORE",
+    "EXPUNGE",
+    "APPEND",
+    "COPY",
+    "MOVE",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+)
 FORBIDDEN_POP3 = ("RETR", "DELE")
 
 
 def secret_forms(login: str, password: str = PASSWORD) -> list[str]:
     """The password and every base64 form an AUTH exchange carries."""
     b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
-    return [password, b64(password), b64(f"\0{login}\0{password}"),
-            b64(f"{login}\0{login}\0{password}")]
+    return [
+        password,
+        b64(password),
+        b64(f"\0{login}\0{password}"),
+        b64(f"{login}\0{login}\0{password}"),
+    ]
 
 
 class RecordingSMTP(SMTP):
@@ -77,8 +90,7 @@ class RecordingController(Controller):
 
 
 def authenticator(users: dict[str, str]) -> Any:
-    def check(server: Any, session: Any, envelope: Any, mechanism: str,
-              data: Any) -> AuthResult:
+    def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         ok = users.get(data.login.decode()) == data.password.decode()
@@ -106,8 +118,9 @@ class Recording:
 class YandexLike(Recording):
     """smtp.yandex.ru: MAIL before AUTH and MAIL of a foreign sender are refused at MAIL."""
 
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         if not session.authenticated:
             return "530 5.7.0 Send auth command first."
         if address.lower() != (_login_of(session) or "").lower():
@@ -119,26 +132,33 @@ class YandexLike(Recording):
 class PostfixLike(Recording):
     """Postfix with reject_sender_login_mismatch: everything is refused only at RCPT."""
 
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         envelope.mail_from = address
         return "250 2.1.0 Ok"
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         login = _login_of(session)
         sender = envelope.mail_from or ""
         if login is None:
             return f"553 5.7.1 <{sender}>: Sender address rejected: not logged in"
         if sender.lower() != login.lower():
-            return (f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user "
-                    f"{login}")
+            return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
 
-def smtp_peer(certs: Any, handler: Any, *, mode: str = "starttls", users: dict[str, str] | None
-              = None, **kw: Any) -> RecordingController:
+def smtp_peer(
+    certs: Any,
+    handler: Any,
+    *,
+    mode: str = "starttls",
+    users: dict[str, str] | None = None,
+    **kw: Any,
+) -> RecordingController:
     """A started RecordingController on 127.0.0.1 (the caller stops it)."""
     from peers import free_port
 
@@ -165,8 +185,9 @@ def target(service: Service, port: int, security: Security = Security.STARTTLS) 
     return Target(service, "127.0.0.1", port, security, Source.EXPLICIT)
 
 
-def drive(targets: Target | Sequence[Target], cfg: RunConfig, *, provider: Any = None,
-          cross: bool = True) -> list[Observation]:
+def drive(
+    targets: Target | Sequence[Target], cfg: RunConfig, *, provider: Any = None, cross: bool = True
+) -> list[Observation]:
     """Run one Session per target (sequentially) with the real login stage."""
     if isinstance(targets, Target):
         targets = [targets]

@@ -48,13 +48,25 @@ def assert_golden(name: str, report: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def three(smtp_server: Callable[..., Any], imap_server: Callable[..., LineServer],
-          pop3_server: Callable[..., LineServer], certs: Certs) -> list[str]:
+def three(
+    smtp_server: Callable[..., Any],
+    imap_server: Callable[..., LineServer],
+    pop3_server: Callable[..., LineServer],
+    certs: Certs,
+) -> list[str]:
     smtp = smtp_server("ssl")
     imap = imap_server(starttls=certs.valid)
     pop = pop3_server(implicit_tls=True)
-    return ["--smtp", f"127.0.0.1:{smtp.port}/ssl", "--imap", f"127.0.0.1:{imap.port}/starttls",
-            "--pop3", f"127.0.0.1:{pop.port}/ssl", "--ca-file", str(certs.ca_pem)]
+    return [
+        "--smtp",
+        f"127.0.0.1:{smtp.port}/ssl",
+        "--imap",
+        f"127.0.0.1:{imap.port}/starttls",
+        "--pop3",
+        f"127.0.0.1:{pop.port}/ssl",
+        "--ca-file",
+        str(certs.ca_pem),
+    ]
 
 
 def test_three_healthy_services_json_golden(three: list[str]) -> None:
@@ -72,40 +84,70 @@ def test_three_healthy_services_json_golden(three: list[str]) -> None:
     assert_golden("three-healthy", report)
 
 
-def test_failing_checks_json_golden(smtp_server: Callable[..., Any], certs: Certs,
-                                    closed_port: int) -> None:
+def test_failing_checks_json_golden(
+    smtp_server: Callable[..., Any], certs: Certs, closed_port: int
+) -> None:
     expired = smtp_server("ssl", tls=certs.expired)
-    result = check("--smtp", f"127.0.0.1:{expired.port}/ssl", "--imap",
-                   f"127.0.0.1:{closed_port}/ssl", "--only", "smtp,imap", "--ca-file",
-                   str(certs.ca_pem), "--json")
+    result = check(
+        "--smtp",
+        f"127.0.0.1:{expired.port}/ssl",
+        "--imap",
+        f"127.0.0.1:{closed_port}/ssl",
+        "--only",
+        "smtp,imap",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--json",
+    )
     assert result.code == 2
     report = result.json
     assert (report["status"], report["exit_code"]) == ("fail", 2)
     categories = [f["category"] for f in report["findings"]]
     assert "cert_expired" in categories and "connection_refused" in categories
     for finding in report["findings"]:
-        assert set(finding) == {"rule", "category", "severity", "check", "title", "steps",
-                                "evidence"}
+        assert set(finding) == {
+            "rule",
+            "category",
+            "severity",
+            "check",
+            "title",
+            "steps",
+            "evidence",
+        }
         assert finding["title"] and finding["steps"]
     assert_golden("expired-and-refused", report)
 
 
-def test_exit_code_1_for_a_warning_and_fail_on_warn(smtp_server: Callable[..., Any],
-                                                    certs: Certs) -> None:
+def test_exit_code_1_for_a_warning_and_fail_on_warn(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     soon = smtp_server("ssl", tls=certs.expiring(12))
-    args = ["--smtp", f"127.0.0.1:{soon.port}/ssl", "--only", "smtp", "--ca-file",
-            str(certs.ca_pem), "--json"]
+    args = [
+        "--smtp",
+        f"127.0.0.1:{soon.port}/ssl",
+        "--only",
+        "smtp",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--json",
+    ]
     result = check(*args)
     assert (result.code, result.json["status"], result.json["exit_code"]) == (1, "warn", 1)
     strict = check(*args, "--fail-on", "warn")
     assert (strict.code, strict.json["status"], strict.json["exit_code"]) == (2, "warn", 2)
 
 
-def test_mode_mismatch_names_the_real_mode(smtp_server: Callable[..., Any],
-                                           certs: Certs) -> None:
+def test_mode_mismatch_names_the_real_mode(smtp_server: Callable[..., Any], certs: Certs) -> None:
     starttls = smtp_server("starttls")
-    result = check("--smtp", f"127.0.0.1:{starttls.port}/ssl", "--only", "smtp", "--ca-file",
-                   str(certs.ca_pem), "--json")
+    result = check(
+        "--smtp",
+        f"127.0.0.1:{starttls.port}/ssl",
+        "--only",
+        "smtp",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--json",
+    )
     assert result.code == 2
     finding = next(f for f in result.json["findings"] if f["check"] == "smtp.greeting")
     assert finding["category"] == "tls_mismatch"
@@ -128,8 +170,15 @@ def test_text_findings_carry_steps(certs: Certs, closed_port: int) -> None:
 
 def test_transcript_in_json_and_text(smtp_server: Callable[..., Any], certs: Certs) -> None:
     server = smtp_server("starttls")
-    args = ["--smtp", f"127.0.0.1:{server.port}/starttls", "--only", "smtp", "--ca-file",
-            str(certs.ca_pem), "--transcript"]
+    args = [
+        "--smtp",
+        f"127.0.0.1:{server.port}/starttls",
+        "--only",
+        "smtp",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--transcript",
+    ]
     report = check(*args, "--json").json
     greeting = next(c for c in report["checks"] if c["id"] == "smtp.greeting")
     assert any(line.startswith("S: 220") for line in greeting["transcript"])
@@ -151,9 +200,17 @@ def test_dead_resolver_is_said_plainly_and_costs_one_timeout() -> None:
     silent_ntp.bind(("127.0.0.1", 0))
     try:
         started = time.monotonic()
-        result = run_cli("check", "user@yandex.ru", "--timeout", "2", "--json", "--resolver",
-                         f"127.0.0.1:{blackhole.getsockname()[1]}", "--time-server",
-                         f"127.0.0.1:{silent_ntp.getsockname()[1]}")
+        result = run_cli(
+            "check",
+            "user@yandex.ru",
+            "--timeout",
+            "2",
+            "--json",
+            "--resolver",
+            f"127.0.0.1:{blackhole.getsockname()[1]}",
+            "--time-server",
+            f"127.0.0.1:{silent_ntp.getsockname()[1]}",
+        )
         elapsed = time.monotonic() - started
     finally:
         blackhole.close()
@@ -162,8 +219,11 @@ def test_dead_resolver_is_said_plainly_and_costs_one_timeout() -> None:
     report = result.json
     assert report["discovery"] == {"source": "provider", "provider": "yandex"}
     first = report["findings"][0]
-    assert (first["rule"], first["category"], first["check"]) == ("dns.timeout", "dns_failure",
-                                                                  "dns")
+    assert (first["rule"], first["category"], first["check"]) == (
+        "dns.timeout",
+        "dns_failure",
+        "dns",
+    )
     assert "did not answer" in next(c for c in report["checks"] if c["id"] == "dns")["summary"]
     assert elapsed < 4, f"one timeout (2 s), not one per lookup: took {elapsed:.1f} s"
 
@@ -174,8 +234,16 @@ def test_resolver_denying_a_known_provider_is_called_broken() -> None:
     from dnsserver import DnsServer
 
     with DnsServer({}) as server:  # every name: NXDOMAIN
-        result = run_cli("check", "user@yandex.ru", "--no-clock", "--timeout", "2", "--json",
-                         "--resolver", server.address)
+        result = run_cli(
+            "check",
+            "user@yandex.ru",
+            "--no-clock",
+            "--timeout",
+            "2",
+            "--json",
+            "--resolver",
+            server.address,
+        )
     assert result.code == 2
     report = result.json
     rules = {f["rule"] for f in report["findings"]}
@@ -185,20 +253,29 @@ def test_resolver_denying_a_known_provider_is_called_broken() -> None:
     assert "yandex.ru" in report["findings"][0]["title"]
 
 
-def test_explicit_server_on_a_domain_that_does_not_exist(smtp_server: Callable[..., Any],
-                                                         certs: Certs) -> None:
+def test_explicit_server_on_a_domain_that_does_not_exist(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     """SPEC: with explicit servers the dns check only establishes that their names resolve; the
     other services are still looked for, and finding none is not a failure of the server named."""
     from dnsserver import DnsServer
 
     server = smtp_server("ssl")
     with DnsServer({}) as dns:  # example.test: NXDOMAIN
-        result = check("--smtp", f"127.0.0.1:{server.port}/ssl", "--ca-file", str(certs.ca_pem),
-                       "--resolver", dns.address, "--json")
+        result = check(
+            "--smtp",
+            f"127.0.0.1:{server.port}/ssl",
+            "--ca-file",
+            str(certs.ca_pem),
+            "--resolver",
+            dns.address,
+            "--json",
+        )
     assert result.code == 0, result.out
     report = result.json
     assert [s["service"] for s in report["servers"]] == ["smtp"]
     dns_check = next(c for c in report["checks"] if c["id"] == "dns")
     assert dns_check["status"] == "ok" and dns_check["data"]["discovery_problems"] == [
-        "dns.nxdomain"]
+        "dns.nxdomain"
+    ]
     assert report["findings"] == [] or all(f["severity"] == "info" for f in report["findings"])

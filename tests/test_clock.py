@@ -27,9 +27,15 @@ def real_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def measure(time_server: str | None, *, timeout: float = 2.0, now: Callable[[], dt.datetime]
-            = real_now, provider: Any = None, ca: str | None = None,
-            targets: tuple[Target, ...] = ()) -> Observation:
+def measure(
+    time_server: str | None,
+    *,
+    timeout: float = 2.0,
+    now: Callable[[], dt.datetime] = real_now,
+    provider: Any = None,
+    ca: str | None = None,
+    targets: tuple[Target, ...] = (),
+) -> Observation:
     config = RunConfig("a@example.test", time_server=time_server, timeout=timeout, ca_file=ca)
     return clock.measure(config, now=now, provider=provider, targets=targets)
 
@@ -50,28 +56,35 @@ def sntp() -> Any:
 
 # -- formatting --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seconds,en,ru", [
-    (0.3, "0 seconds", "0 секунд"),
-    (1, "1 second", "1 секунду"),
-    (61, "1 minute 1 second", "1 минуту 1 секунду"),
-    (-1260, "21 minutes", "21 минуту"),
-    (7500, "2 hours 5 minutes", "2 часа 5 минут"),
-    (3 * DAY + 120, "3 days", "3 дня"),
-    (3 * DAY + 5 * 3600, "3 days 5 hours", "3 дня 5 часов"),
-    (11 * DAY, "11 days", "11 дней"),
-    (22 * 3600, "22 hours", "22 часа"),
-])
+
+@pytest.mark.parametrize(
+    "seconds,en,ru",
+    [
+        (0.3, "0 seconds", "0 секунд"),
+        (1, "1 second", "1 секунду"),
+        (61, "1 minute 1 second", "1 минуту 1 секунду"),
+        (-1260, "21 minutes", "21 минуту"),
+        (7500, "2 hours 5 minutes", "2 часа 5 минут"),
+        (3 * DAY + 120, "3 days", "3 дня"),
+        (3 * DAY + 5 * 3600, "3 days 5 hours", "3 дня 5 часов"),
+        (11 * DAY, "11 days", "11 дней"),
+        (22 * 3600, "22 hours", "22 часа"),
+    ],
+)
 def test_humanize(seconds: float, en: str, ru: str) -> None:
     assert clock.humanize(seconds) == (en, ru)
 
 
-@pytest.mark.parametrize("spec,expected", [
-    (None, ("pool.ntp.org", 123)),
-    ("time.example.test", ("time.example.test", 123)),
-    ("127.0.0.1:1123", ("127.0.0.1", 1123)),
-    ("[::1]:1123", ("::1", 1123)),
-    ("::1", ("::1", 123)),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        (None, ("pool.ntp.org", 123)),
+        ("time.example.test", ("time.example.test", 123)),
+        ("127.0.0.1:1123", ("127.0.0.1", 1123)),
+        ("[::1]:1123", ("::1", 1123)),
+        ("::1", ("::1", 123)),
+    ],
+)
 def test_parse_time_server(spec: str | None, expected: tuple[str, int]) -> None:
     assert clock.parse_time_server(spec) == expected
 
@@ -83,6 +96,7 @@ def test_ntp_era_1_after_2036() -> None:
 
 
 # -- SNTP --------------------------------------------------------------------------------------
+
 
 def test_in_sync(sntp: Callable[..., SntpPeer]) -> None:
     peer = sntp()
@@ -127,15 +141,19 @@ def test_local_clock_is_the_injected_one(sntp: Callable[..., SntpPeer]) -> None:
     assert obs.problems[0].params["offset_human"] == "2 hours"
 
 
-@pytest.mark.parametrize("kw,reason", [
-    ({"mode": 3}, "not from a server"),
-    ({"stratum": 0}, "kiss-o'-death (RATE)"),
-    ({"stratum": 16}, "not synchronised"),
-    ({"leap": 3}, "not synchronised"),
-    ({"zero_transmit": True}, "no transmit timestamp"),
-])
-def test_bad_replies_are_not_believed(sntp: Callable[..., SntpPeer], kw: dict[str, Any],
-                                      reason: str) -> None:
+@pytest.mark.parametrize(
+    "kw,reason",
+    [
+        ({"mode": 3}, "not from a server"),
+        ({"stratum": 0}, "kiss-o'-death (RATE)"),
+        ({"stratum": 16}, "not synchronised"),
+        ({"leap": 3}, "not synchronised"),
+        ({"zero_transmit": True}, "no transmit timestamp"),
+    ],
+)
+def test_bad_replies_are_not_believed(
+    sntp: Callable[..., SntpPeer], kw: dict[str, Any], reason: str
+) -> None:
     peer = sntp(shift=5 * DAY, **kw)
     started = time.monotonic()
     obs = measure(peer.address, timeout=2.0)
@@ -166,18 +184,21 @@ def test_no_clock_option_skips() -> None:
     seen: list[Observation] = []
     clock.clock_job(config, now=real_now, provider=None).run(seen.append)
     assert [(o.check, o.status, o.summary) for o in seen] == [
-        ("clock", Status.SKIP, "--no-clock given")]
+        ("clock", Status.SKIP, "--no-clock given")
+    ]
 
 
 # -- HTTPS Date fallback ------------------------------------------------------------------------
+
 
 @dataclass
 class FakeProvider:
     links: tuple[str, ...]
 
 
-def date_server(line_server: Callable[..., LineServer], tls: Any, shift: float,
-                date: bool = True) -> LineServer:
+def date_server(
+    line_server: Callable[..., LineServer], tls: Any, shift: float, date: bool = True
+) -> LineServer:
     def handle(peer: PeerConn) -> None:
         while peer.readline() not in (None, ""):
             pass  # the request and its headers
@@ -191,9 +212,9 @@ def date_server(line_server: Callable[..., LineServer], tls: Any, shift: float,
     return line_server(handle, tls=tls)
 
 
-def test_https_date_when_udp_is_filtered(sntp: Callable[..., SntpPeer],
-                                         line_server: Callable[..., LineServer],
-                                         certs: Certs) -> None:
+def test_https_date_when_udp_is_filtered(
+    sntp: Callable[..., SntpPeer], line_server: Callable[..., LineServer], certs: Certs
+) -> None:
     silent = sntp(silent=True)
     web = date_server(line_server, certs.valid, shift=-2 * 3600)
     provider = FakeProvider((f"https://127.0.0.1:{web.port}/support/mail",))
@@ -206,26 +227,29 @@ def test_https_date_when_udp_is_filtered(sntp: Callable[..., SntpPeer],
     assert obs.problems[0].params["direction"] == "ahead"
 
 
-def test_https_date_ignores_the_certificate_window(sntp: Callable[..., SntpPeer],
-                                                   line_server: Callable[..., LineServer],
-                                                   certs: Certs) -> None:
+def test_https_date_ignores_the_certificate_window(
+    sntp: Callable[..., SntpPeer], line_server: Callable[..., LineServer], certs: Certs
+) -> None:
     """The local clock is what is in doubt, so an expired certificate still gives a Date."""
     web = date_server(line_server, certs.expired, shift=0)
     provider = FakeProvider((f"https://127.0.0.1:{web.port}/",))
-    obs = measure(sntp(silent=True).address, timeout=0.6, provider=provider,
-                  ca=str(certs.ca_pem))
+    obs = measure(sntp(silent=True).address, timeout=0.6, provider=provider, ca=str(certs.ca_pem))
     assert obs.status is Status.OK and obs.data["source"].startswith("https-date:")
 
 
-def test_https_date_needs_a_trusted_chain(sntp: Callable[..., SntpPeer],
-                                          line_server: Callable[..., LineServer],
-                                          certs: Certs) -> None:
+def test_https_date_needs_a_trusted_chain(
+    sntp: Callable[..., SntpPeer], line_server: Callable[..., LineServer], certs: Certs
+) -> None:
     web = date_server(line_server, certs.self_signed, shift=5 * DAY)
     no_date = date_server(line_server, certs.valid, shift=0, date=False)
-    provider = FakeProvider((f"https://127.0.0.1:{web.port}/", "http://plain.example.test/",
-                             f"https://127.0.0.1:{no_date.port}/"))
-    obs = measure(sntp(silent=True).address, timeout=0.6, provider=provider,
-                  ca=str(certs.ca_pem))
+    provider = FakeProvider(
+        (
+            f"https://127.0.0.1:{web.port}/",
+            "http://plain.example.test/",
+            f"https://127.0.0.1:{no_date.port}/",
+        )
+    )
+    obs = measure(sntp(silent=True).address, timeout=0.6, provider=provider, ca=str(certs.ca_pem))
     assert obs.status is Status.SKIP and not obs.problems
     unavailable = obs.data["unavailable"]
     assert len(unavailable) == 3
@@ -234,23 +258,39 @@ def test_https_date_needs_a_trusted_chain(sntp: Callable[..., SntpPeer],
 
 
 def test_web_hosts_order() -> None:
-    provider = FakeProvider(("https://help.example.test/x", "http://insecure.example.test/",
-                             "https://help.example.test/y", "https://other.example.test:8443/"))
+    provider = FakeProvider(
+        (
+            "https://help.example.test/x",
+            "http://insecure.example.test/",
+            "https://help.example.test/y",
+            "https://other.example.test:8443/",
+        )
+    )
     targets = (Target(Service.SMTP, "smtp.example.test", 465, Security.SSL),)
     assert clock.web_hosts(provider, targets) == [
-        ("help.example.test", 443), ("other.example.test", 8443), ("smtp.example.test", 443)]
+        ("help.example.test", 443),
+        ("other.example.test", 8443),
+        ("smtp.example.test", 443),
+    ]
     assert clock.web_hosts(None, ()) == []
     assert clock.web_hosts(object(), targets) == [("smtp.example.test", 443)]
 
 
 # -- certificates judged by both clocks ---------------------------------------------------------
 
-def tls_and_clock(smtp_server: Callable[..., Any], certs: Certs, tls: Any,
-                  peer: SntpPeer | None) -> list[Observation]:
+
+def tls_and_clock(
+    smtp_server: Callable[..., Any], certs: Certs, tls: Any, peer: SntpPeer | None
+) -> list[Observation]:
     server = smtp_server("ssl", tls=tls)
     seen: list[Observation] = []
-    config = RunConfig("a@example.test", ca_file=str(certs.ca_pem), timeout=3.0,
-                       time_server=peer.address if peer else None, check_clock=peer is not None)
+    config = RunConfig(
+        "a@example.test",
+        ca_file=str(certs.ca_pem),
+        timeout=3.0,
+        time_server=peer.address if peer else None,
+        check_clock=peer is not None,
+    )
     target = Target(Service.SMTP, "127.0.0.1", server.port, Security.SSL)
     Session(target, Env(config, seen.append)).run()
     clock.clock_job(config, now=real_now, provider=None).run(seen.append)
@@ -261,9 +301,9 @@ def tls_of(observations: list[Observation]) -> Observation:
     return next(o for o in observations if o.check == "smtp.tls")
 
 
-def test_not_yet_valid_by_local_clock_is_clock_skew(smtp_server: Callable[..., Any],
-                                                    certs: Certs,
-                                                    sntp: Callable[..., SntpPeer]) -> None:
+def test_not_yet_valid_by_local_clock_is_clock_skew(
+    smtp_server: Callable[..., Any], certs: Certs, sntp: Callable[..., SntpPeer]
+) -> None:
     # The leaf becomes valid in 3 days; the reference clock says it is 3.5 days later than we
     # think: the certificate is fine and our clock is behind.
     tls = tls_of(tls_and_clock(smtp_server, certs, certs.not_yet_valid, sntp(shift=3.5 * DAY)))
@@ -276,17 +316,18 @@ def test_not_yet_valid_by_local_clock_is_clock_skew(smtp_server: Callable[..., A
     assert "behind" in tls.summary
 
 
-def test_expired_by_local_clock_ahead_is_clock_skew(smtp_server: Callable[..., Any],
-                                                    certs: Certs,
-                                                    sntp: Callable[..., SntpPeer]) -> None:
+def test_expired_by_local_clock_ahead_is_clock_skew(
+    smtp_server: Callable[..., Any], certs: Certs, sntp: Callable[..., SntpPeer]
+) -> None:
     # The leaf expired 2 days ago by our clock; by the reference it is 5 days earlier.
     tls = tls_of(tls_and_clock(smtp_server, certs, certs.expired, sntp(shift=-5 * DAY)))
     assert [p.signal for p in tls.problems] == ["tls.clock_skew"]
     assert tls.problems[0].params["direction"] == "ahead"
 
 
-def test_really_expired_stays_expired(smtp_server: Callable[..., Any], certs: Certs,
-                                      sntp: Callable[..., SntpPeer]) -> None:
+def test_really_expired_stays_expired(
+    smtp_server: Callable[..., Any], certs: Certs, sntp: Callable[..., SntpPeer]
+) -> None:
     tls = tls_of(tls_and_clock(smtp_server, certs, certs.expired, sntp()))
     assert [p.signal for p in tls.problems] == ["tls.cert_expired"]
     # A skewed clock that does not reach into the window explains nothing either.
@@ -294,20 +335,25 @@ def test_really_expired_stays_expired(smtp_server: Callable[..., Any], certs: Ce
     assert [p.signal for p in tls.problems] == ["tls.cert_expired"]
 
 
-def test_without_reference_clock_nothing_is_rewritten(smtp_server: Callable[..., Any],
-                                                      certs: Certs) -> None:
+def test_without_reference_clock_nothing_is_rewritten(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     observations = tls_and_clock(smtp_server, certs, certs.not_yet_valid, None)
     assert [p.signal for p in tls_of(observations).problems] == ["tls.cert_not_yet_valid"]
 
 
 def test_reconcile_checks_every_sent_certificate() -> None:
     now = real_now()
-    leaf = {"position": 0, "self_signed": False,
-            "not_before": (now + dt.timedelta(days=1)).isoformat(),
-            "not_after": (now + dt.timedelta(days=90)).isoformat()}
+    leaf = {
+        "position": 0,
+        "self_signed": False,
+        "not_before": (now + dt.timedelta(days=1)).isoformat(),
+        "not_after": (now + dt.timedelta(days=90)).isoformat(),
+    }
     mid = dict(leaf, position=1, not_before=(now + dt.timedelta(days=10)).isoformat())
-    root = dict(leaf, position=2, self_signed=True,
-                not_before=(now + dt.timedelta(days=99)).isoformat())
+    root = dict(
+        leaf, position=2, self_signed=True, not_before=(now + dt.timedelta(days=99)).isoformat()
+    )
     data = {"checked_at": now.isoformat(), "chain": [leaf, root]}
     assert clock.valid_by_reference(data, -2 * DAY) is True, "a sent root is not judged"
     assert clock.valid_by_reference(dict(data, chain=[leaf, mid]), -2 * DAY) is False

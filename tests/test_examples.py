@@ -54,15 +54,27 @@ class Peers:
 
     def targets(self, *kinds: str) -> str:
         entries = {
-            "ok": {"address": "ok@example.test", "smtp": f"127.0.0.1:{self.valid}/ssl",
-                   "ca_file": self.ca_pem},
-            "warn": {"address": "warn@example.test", "smtp": f"127.0.0.1:{self.expiring}/ssl",
-                     "ca_file": self.ca_pem},
+            "ok": {
+                "address": "ok@example.test",
+                "smtp": f"127.0.0.1:{self.valid}/ssl",
+                "ca_file": self.ca_pem,
+            },
+            "warn": {
+                "address": "warn@example.test",
+                "smtp": f"127.0.0.1:{self.expiring}/ssl",
+                "ca_file": self.ca_pem,
+            },
             "fail": {"address": "fail@example.test", "smtp": f"127.0.0.1:{self.closed}/plain"},
         }
         doc = {
-            "defaults": {"only": "smtp", "clock": False, "timeout": 3,
-                         "password_env": "MAIL_PASSWORD", "warn_days": 21, "crit_days": 7},
+            "defaults": {
+                "only": "smtp",
+                "clock": False,
+                "timeout": 3,
+                "password_env": "MAIL_PASSWORD",
+                "warn_days": 21,
+                "crit_days": 7,
+            },
             "targets": [entries[k] for k in kinds],
         }
         return yaml.safe_dump(doc, sort_keys=False)
@@ -75,17 +87,23 @@ def peers(smtp_server: Callable[..., Any], certs: Any, closed_port: int) -> Peer
 
 def shell_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDIAG")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LANG="C.UTF-8",
-               MAIL_PASSWORD=PASSWORD)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LANG="C.UTF-8", MAIL_PASSWORD=PASSWORD
+    )
     env.update(extra)
     return env
 
 
 def run_shell(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     # GitHub's `shell: bash` and GitLab's runner both stop on the first failing command
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-                          cwd=cwd, env=shell_env(**env), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=shell_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def run_argv(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -134,7 +152,10 @@ def option_value(argv: list[str], option: str) -> str:
 def test_example_targets_file_is_valid() -> None:
     specs = load_targets(str(EXAMPLES / "targets.yaml"))
     assert [s.address for s in specs] == [
-        "alerts@example.com", "postmaster@example.org", "noreply@example.net"]
+        "alerts@example.com",
+        "postmaster@example.org",
+        "noreply@example.net",
+    ]
     assert specs[0].password_env == "MAIL_PASSWORD"
     assert specs[1].smtp == "mail.example.org:587/starttls"
     assert specs[2].warn_days == 30 and specs[2].crit_days == 7
@@ -172,8 +193,13 @@ def test_github_workflow_shape() -> None:
     ],
 )
 def test_github_step_runs(
-    peers: Peers, tmp_path: Path, kinds: tuple[str, ...], step_ok: bool,
-    tests: int | None, failures: int | None, types: list[str] | None,
+    peers: Peers,
+    tmp_path: Path,
+    kinds: tuple[str, ...],
+    step_ok: bool,
+    tests: int | None,
+    failures: int | None,
+    types: list[str] | None,
 ) -> None:
     needs_config_cli(tmp_path)
     steps = github_workflow()["jobs"]["maildiag"]["steps"]
@@ -312,8 +338,9 @@ def test_nagios_definitions_shape() -> None:
     assert option_value(argv, "--only") == "smtp,imap"
 
 
-@pytest.mark.parametrize(("kind", "code", "state"), [("ok", 0, "OK"), ("warn", 1, "WARNING"),
-                                                     ("fail", 2, "CRITICAL")])
+@pytest.mark.parametrize(
+    ("kind", "code", "state"), [("ok", 0, "OK"), ("warn", 1, "WARNING"), ("fail", 2, "CRITICAL")]
+)
 def test_nagios_command_runs(peers: Peers, kind: str, code: int, state: str) -> None:
     port = {"ok": peers.valid, "warn": peers.expiring, "fail": peers.closed}[kind]
     mode = "plain" if kind == "fail" else "ssl"
@@ -346,8 +373,12 @@ def test_textfile_script_writes_atomically_and_keeps_old_file_on_error(
     config.write_text(peers.targets("ok", "fail"), encoding="utf-8")
     secrets = tmp_path / "env"
     secrets.write_text(f"MAIL_PASSWORD={PASSWORD}\n", encoding="utf-8")
-    env = {"TEXTFILE_DIR": str(textfile_dir), "MAILDIAG": str(BIN / "maildiag"),
-           "MAILDIAG_ENV": str(secrets), "MAIL_PASSWORD": ""}
+    env = {
+        "TEXTFILE_DIR": str(textfile_dir),
+        "MAILDIAG": str(BIN / "maildiag"),
+        "MAILDIAG_ENV": str(secrets),
+        "MAIL_PASSWORD": "",
+    }
 
     result = run_argv(["sh", str(SCRIPT), str(config)], **env)
     assert result.returncode == 0, result.stderr

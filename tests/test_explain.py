@@ -55,26 +55,33 @@ def test_seed_texts(text: str, category: str) -> None:
 def test_yandex_advice_in_russian() -> None:
     (f, *_) = maildiag.explain("-ERR Login failure or POP3 disabled, try later.", lang="ru")
     assert "POP3" in f.title and any("Почтовые программы" in s for s in f.steps)
-    (spam, *_) = maildiag.explain("554 5.7.1 Message rejected under suspicion of SPAM; x",
-                                  lang="ru")
+    (spam, *_) = maildiag.explain(
+        "554 5.7.1 Message rejected under suspicion of SPAM; x", lang="ru"
+    )
     assert any("не робот" in s for s in spam.steps)
     assert any("CureIt" in s for s in spam.steps)
 
 
 def test_noisy_pastes() -> None:
-    repr_text = ("smtplib.SMTPAuthenticationError: (534, b'5.7.9 Application-specific password "
-                 "required. Learn more at\\n5.7.9  https://support.google.com/mail/?p="
-                 "InvalidSecondFactor x1sm1.1 - gsmtp')")
+    repr_text = (
+        "smtplib.SMTPAuthenticationError: (534, b'5.7.9 Application-specific password "
+        "required. Learn more at\\n5.7.9  https://support.google.com/mail/?p="
+        "InvalidSecondFactor x1sm1.1 - gsmtp')"
+    )
     assert maildiag.explain(repr_text)[0].category == "app_password_required"
-    trace = ("Traceback (most recent call last):\n  File \"app.py\", line 535, in send\n"
-             "    server.login(user, password)\n"
-             "smtplib.SMTPAuthenticationError: (535, b'5.7.8 Username and Password not "
-             "accepted.')\n")
+    trace = (
+        'Traceback (most recent call last):\n  File "app.py", line 535, in send\n'
+        "    server.login(user, password)\n"
+        "smtplib.SMTPAuthenticationError: (535, b'5.7.8 Username and Password not "
+        "accepted.')\n"
+    )
     assert maildiag.explain(trace)[0].category == "auth_failed"
-    log = ("Mar  3 10:00:01 mx postfix/smtp[4242]: 4F1A2B3C4D: to=<bob@example.com>, "
-           "relay=mx.example.com[192.0.2.1]:25, delay=1, status=bounced (host mx.example.com"
-           "[192.0.2.1] said: 550 5.1.1 <bob@example.com>: Recipient address rejected: User "
-           "unknown in local recipient table (in reply to RCPT TO command))")
+    log = (
+        "Mar  3 10:00:01 mx postfix/smtp[4242]: 4F1A2B3C4D: to=<bob@example.com>, "
+        "relay=mx.example.com[192.0.2.1]:25, delay=1, status=bounced (host mx.example.com"
+        "[192.0.2.1] said: 550 5.1.1 <bob@example.com>: Recipient address rejected: User "
+        "unknown in local recipient table (in reply to RCPT TO command))"
+    )
     assert maildiag.explain(log)[0].category == "recipient_unknown"
 
 
@@ -126,8 +133,9 @@ def test_run_explain_text_code_only(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0 and "code alone" in out and "5.1.1" in out
 
 
-def test_run_explain_stdin(capsys: pytest.CaptureFixture[str],
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_explain_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("454 4.7.0 Too many login attempts"))
     rc, out, _ = run(capsys, "-", None, True, "en", ())
     assert rc == 0 and json.loads(out)["findings"][0]["category"] == "rate_limited"
@@ -143,16 +151,22 @@ def test_run_explain_stdin(capsys: pytest.CaptureFixture[str],
         (("x", None, False, "en", ("/nonexistent/rules",)), "not found"),
     ],
 )
-def test_run_explain_usage_errors(capsys: pytest.CaptureFixture[str], args: tuple[object, ...],
-                                  needle: str) -> None:
+def test_run_explain_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: tuple[object, ...], needle: str
+) -> None:
     rc, out, err = run(capsys, *args)
     assert rc == 3 and out == "" and needle in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
     "env",
-    [{}, {"LANG": "ru_RU.UTF-8"}, {"LC_ALL": "en_US", "LANG": "ru_RU"}, {"LANGUAGE": "ru"},
-     {"LC_MESSAGES": "RU_ru"}],
+    [
+        {},
+        {"LANG": "ru_RU.UTF-8"},
+        {"LC_ALL": "en_US", "LANG": "ru_RU"},
+        {"LANGUAGE": "ru"},
+        {"LC_MESSAGES": "RU_ru"},
+    ],
 )
 def test_default_lang_same_as_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     from maildiag.config import default_lang
@@ -164,8 +178,9 @@ def test_default_lang_same_as_config(monkeypatch: pytest.MonkeyPatch, env: dict[
     assert explaining.default_lang() == default_lang()
 
 
-def test_default_lang_from_locale(capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_lang_from_locale(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LANG", "ru_RU.UTF-8")
     rc, out, _ = run(capsys, "Relay access denied", None, False, None, ())
     assert rc == 0 and "Сервер отказывается" in out
@@ -200,8 +215,9 @@ def test_explain_log_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert groups["net.connection-refused"]["count"] == 1
     assert groups[None]["count"] == 1 and groups[None]["category"] is None
     assert doc["lines"] == 10 and doc["errors"] == 8
-    assert [g["count"] for g in doc["groups"]] == sorted((g["count"] for g in doc["groups"]),
-                                                         reverse=True)
+    assert [g["count"] for g in doc["groups"]] == sorted(
+        (g["count"] for g in doc["groups"]), reverse=True
+    )
     assert {f["rule"] for f in doc["findings"]} == set(groups) - {None}
     rc, out, _ = run(capsys, None, str(log), False, "ru", ())
     assert rc == 0 and "Прочитано строк: 10" in out and "не распознано" in out
@@ -210,8 +226,10 @@ def test_explain_log_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_log_message_extraction() -> None:
     assert log_message("Mar  3 10:00:06 mx postfix/smtp[1]: A: status=sent (250 Ok)") is None
     assert log_message("Mar  3 10:00:00 mx postfix/smtpd[1]: connect from x[192.0.2.1]") is None
-    msg = log_message("Mar  3 mx postfix/smtp[1]: A: to=<a@b>, status=bounced (host x said: "
-                      "550 no (in reply to RCPT TO command))")
+    msg = log_message(
+        "Mar  3 mx postfix/smtp[1]: A: to=<a@b>, status=bounced (host x said: "
+        "550 no (in reply to RCPT TO command))"
+    )
     assert msg == "host x said: 550 no (in reply to RCPT TO command)"
 
 
@@ -243,8 +261,14 @@ def test_fast_main(capsys: pytest.CaptureFixture[str]) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(MAILDIAG), *args], capture_output=True, text=True, timeout=60,
-                          env=full_env, check=False)
+    return subprocess.run(
+        [str(MAILDIAG), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        check=False,
+    )
 
 
 needs_cli = pytest.mark.skipif(not MAILDIAG.exists(), reason="the maildiag script is not installed")
@@ -275,10 +299,16 @@ def test_cli_rules_commands() -> None:
 
 @needs_cli
 def test_cli_rules_dir_option() -> None:
-    p = _cli("explain", "--json", "--rules", str(ROOT / "examples" / "custom-rules"),
-             "550 ACME relay: connect through the office VPN")
+    p = _cli(
+        "explain",
+        "--json",
+        "--rules",
+        str(ROOT / "examples" / "custom-rules"),
+        "550 ACME relay: connect through the office VPN",
+    )
     assert p.returncode == 0 and json.loads(p.stdout)["findings"][0]["rule"] == (
-        "acme.relay-vpn-only")
+        "acme.relay-vpn-only"
+    )
 
 
 def test_cold_path_imports_nothing_heavy(tmp_path: Path) -> None:
@@ -292,6 +322,7 @@ def test_cold_path_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     env = {**os.environ, "MAILDIAG_CACHE_DIR": str(tmp_path / "c")}
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       check=True)
+    p = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert p.stderr == repr((0, [])), p.stderr

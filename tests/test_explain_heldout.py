@@ -77,8 +77,9 @@ def test_corpus_is_well_formed(corpus: Corpus) -> None:
 
 def test_no_held_out_text_is_a_rule_example_or_in_two_corpora() -> None:
     rules = RuleBase.load().rules
-    examples = {e["text"].strip() for r in rules for e in [*r.examples, *r.counterexamples]
-                if e.get("text")}
+    examples = {
+        e["text"].strip() for r in rules for e in [*r.examples, *r.counterexamples] if e.get("text")
+    }
     corpus_file = (Path(__file__).parent / "test_explain_corpus.py").read_text(encoding="utf-8")
     seen: dict[str, str] = {}
     for corpus in CORPORA:

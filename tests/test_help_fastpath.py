@@ -50,8 +50,13 @@ def _fresh(args: list[str], columns: str) -> tuple[int, str, set[str]]:
         "print('MODULES=' + ','.join(heavy), file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": columns})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": columns},
+    )
     modules = proc.stderr.rsplit("MODULES=", 1)[1].strip()
     return proc.returncode, proc.stdout, set(filter(None, modules.split(",")))
 

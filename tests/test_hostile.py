@@ -213,43 +213,163 @@ class Case:
 
     def cli_args(self, port: int) -> list[str]:
         svc = str(self.service)
-        return ["check", "a@example.test", f"--{svc}",
-                f"127.0.0.1:{port}{_SUFFIX[self.security]}", "--only", svc, "--no-clock",
-                "--timeout", f"{TIMEOUT:g}"]
+        return [
+            "check",
+            "a@example.test",
+            f"--{svc}",
+            f"127.0.0.1:{port}{_SUFFIX[self.security]}",
+            "--only",
+            svc,
+            "--no-clock",
+            "--timeout",
+            f"{TIMEOUT:g}",
+        ]
 
 
 CASES = [
-    Case("endless-line", endless_line, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.wrong_protocol"}), (f"longer than {MAX_LINE}", "over"), 1,
-         child=True),
-    Case("binary-garbage", binary_garbage, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.wrong_protocol"}), ("not a smtp greeting",), 1, child=True),
-    Case("one-byte-per-second", one_byte_per_second, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.silent", "connect.timeout"}), ("within",), 2, child=True),
-    Case("close-in-tls-handshake", close_in_tls_handshake, Security.SSL, "smtp.tls",
-         frozenset({"tls.handshake_failed"}), ("closed", "eof", "reset"), 2, child=True),
-    Case("close-in-starttls", close_in_starttls, Security.STARTTLS, "smtp.tls",
-         frozenset({"tls.handshake_failed"}), ("closed", "eof", "reset"), 2),
-    Case("close-in-multiline-reply", close_in_multiline, Security.AUTO, "smtp.capabilities",
-         frozenset({"greeting.closed"}), ("closed",), 1),
-    Case("100000-ehlo-lines", ehlo_flood, Security.AUTO, "smtp.capabilities",
-         frozenset({"greeting.wrong_protocol"}), (f"{MAX_REPLY_LINES} lines",), 1, child=True),
-    Case("invalid-utf8", invalid_utf8, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.rejected"}), ("554 5.7.1",), 1),
-    Case("imap-greeting-on-smtp-port", imap_on_smtp_port, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.wrong_protocol"}), ("* ok",), 1),
-    Case("hang-up-at-once", hang_up_at_once, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.closed"}), ("closed",), 1),
-    Case("hang-up-at-once-ssl", hang_up_at_once, Security.SSL, "smtp.tls",
-         frozenset({"tls.handshake_failed"}), ("closed", "reset", "eof"), 1),
-    Case("imap-literal-flood", imap_literal_bomb, Security.PLAIN, "imap.capabilities",
-         frozenset({"greeting.wrong_protocol"}), ("more than",), 1, child=True),
-    Case("imap-gigabyte-literal", imap_huge_literal, Security.PLAIN, "imap.capabilities",
-         frozenset({"greeting.wrong_protocol"}), ("literal of 999999999 bytes",), 1, child=True),
-    Case("pop3-capa-without-end", pop3_endless_capa, Security.PLAIN, "pop3.capabilities",
-         frozenset({"greeting.wrong_protocol"}), ("more than",), 1, child=True),
-    Case("terminal-escapes", terminal_escapes, Security.AUTO, "smtp.greeting",
-         frozenset({"greeting.rejected"}), ("554 5.7.1",), 1),
+    Case(
+        "endless-line",
+        endless_line,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.wrong_protocol"}),
+        (f"longer than {MAX_LINE}", "over"),
+        1,
+        child=True,
+    ),
+    Case(
+        "binary-garbage",
+        binary_garbage,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.wrong_protocol"}),
+        ("not a smtp greeting",),
+        1,
+        child=True,
+    ),
+    Case(
+        "one-byte-per-second",
+        one_byte_per_second,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.silent", "connect.timeout"}),
+        ("within",),
+        2,
+        child=True,
+    ),
+    Case(
+        "close-in-tls-handshake",
+        close_in_tls_handshake,
+        Security.SSL,
+        "smtp.tls",
+        frozenset({"tls.handshake_failed"}),
+        ("closed", "eof", "reset"),
+        2,
+        child=True,
+    ),
+    Case(
+        "close-in-starttls",
+        close_in_starttls,
+        Security.STARTTLS,
+        "smtp.tls",
+        frozenset({"tls.handshake_failed"}),
+        ("closed", "eof", "reset"),
+        2,
+    ),
+    Case(
+        "close-in-multiline-reply",
+        close_in_multiline,
+        Security.AUTO,
+        "smtp.capabilities",
+        frozenset({"greeting.closed"}),
+        ("closed",),
+        1,
+    ),
+    Case(
+        "100000-ehlo-lines",
+        ehlo_flood,
+        Security.AUTO,
+        "smtp.capabilities",
+        frozenset({"greeting.wrong_protocol"}),
+        (f"{MAX_REPLY_LINES} lines",),
+        1,
+        child=True,
+    ),
+    Case(
+        "invalid-utf8",
+        invalid_utf8,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.rejected"}),
+        ("554 5.7.1",),
+        1,
+    ),
+    Case(
+        "imap-greeting-on-smtp-port",
+        imap_on_smtp_port,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.wrong_protocol"}),
+        ("* ok",),
+        1,
+    ),
+    Case(
+        "hang-up-at-once",
+        hang_up_at_once,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.closed"}),
+        ("closed",),
+        1,
+    ),
+    Case(
+        "hang-up-at-once-ssl",
+        hang_up_at_once,
+        Security.SSL,
+        "smtp.tls",
+        frozenset({"tls.handshake_failed"}),
+        ("closed", "reset", "eof"),
+        1,
+    ),
+    Case(
+        "imap-literal-flood",
+        imap_literal_bomb,
+        Security.PLAIN,
+        "imap.capabilities",
+        frozenset({"greeting.wrong_protocol"}),
+        ("more than",),
+        1,
+        child=True,
+    ),
+    Case(
+        "imap-gigabyte-literal",
+        imap_huge_literal,
+        Security.PLAIN,
+        "imap.capabilities",
+        frozenset({"greeting.wrong_protocol"}),
+        ("literal of 999999999 bytes",),
+        1,
+        child=True,
+    ),
+    Case(
+        "pop3-capa-without-end",
+        pop3_endless_capa,
+        Security.PLAIN,
+        "pop3.capabilities",
+        frozenset({"greeting.wrong_protocol"}),
+        ("more than",),
+        1,
+        child=True,
+    ),
+    Case(
+        "terminal-escapes",
+        terminal_escapes,
+        Security.AUTO,
+        "smtp.greeting",
+        frozenset({"greeting.rejected"}),
+        ("554 5.7.1",),
+        1,
+    ),
 ]
 IDS = [c.name for c in CASES]
 
@@ -282,8 +402,7 @@ def session_runs() -> Iterator[dict[str, SessionRun]]:
         target = Target(case.service, "127.0.0.1", server.port, case.security)
         results[case.name] = _run_session(target)
 
-    threads = [threading.Thread(target=run, args=pair) for pair in zip(CASES, servers,
-                                                                       strict=True)]
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(CASES, servers, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -311,7 +430,7 @@ def test_session_survives(case: Case, session_runs: dict[str, SessionRun]) -> No
             assert "\x1b" not in line and "\x07" not in line, line
             assert len(line) < MAX_LINE + 200
     order = list(obs)
-    for check in order[order.index(case.check) + 1:]:
+    for check in order[order.index(case.check) + 1 :]:
         if check.endswith(".capabilities") and case.check.endswith(".tls"):
             continue  # what the server listed before the failed upgrade is still reported
         assert obs[check].status is Status.SKIP, obs[check]
@@ -333,8 +452,12 @@ class ChildRun:
         return json.loads(self.out)  # type: ignore[no-any-return]
 
 
-_SUFFIX = {Security.AUTO: "", Security.SSL: "/ssl", Security.STARTTLS: "/starttls",
-           Security.PLAIN: "/plain"}
+_SUFFIX = {
+    Security.AUTO: "",
+    Security.SSL: "/ssl",
+    Security.STARTTLS: "/starttls",
+    Security.PLAIN: "/plain",
+}
 
 
 # ru_maxrss counts the pages a forked child shares with its parent before exec, so a child forked
@@ -356,20 +479,33 @@ def _spawn(args: list[str], env: dict[str, str], workdir: Path, name: str) -> Ch
     rss_path = workdir / f"{name}.rss"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss_path), *args],
-                              stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(rss_path), *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         wall = time.monotonic() - started
     usage_kb = int(rss_path.read_text())
-    return ChildRun(proc.returncode, out_path.read_text("utf-8", "replace"),
-                    err_path.read_text("utf-8", "replace"), wall, usage_kb / 1024)
+    return ChildRun(
+        proc.returncode,
+        out_path.read_text("utf-8", "replace"),
+        err_path.read_text("utf-8", "replace"),
+        wall,
+        usage_kb / 1024,
+    )
 
 
 @pytest.fixture(scope="module")
 def child_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ChildRun]]:
     """The child cases through ``python -m maildiag check``, all children at once."""
     workdir = tmp_path_factory.mktemp("hostile")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MAILDIAG_", "LC_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MAILDIAG_", "LC_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(LANG="C.UTF-8", XDG_CACHE_HOME=str(workdir / "cache"))
     cases = [c for c in CASES if c.child]
     servers = [LineServer(case.handler) for case in cases]
@@ -398,8 +534,9 @@ def _check(report: dict[str, Any], check_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_command_survives(case: Case, child_runs: dict[str, ChildRun],
-                          line_server: Callable[..., LineServer]) -> None:
+def test_command_survives(
+    case: Case, child_runs: dict[str, ChildRun], line_server: Callable[..., LineServer]
+) -> None:
     if case.child:
         run = child_runs[case.name]
     else:
@@ -411,8 +548,9 @@ def test_command_survives(case: Case, child_runs: dict[str, ChildRun],
     assert run.code == 2, (run.code, run.err)
     report = run.report
     assert report["exit_code"] == 2 and report["status"] == "fail"
-    session_ms = sum(c["duration_ms"] for c in report["checks"]
-                     if c["id"].startswith(f"{case.service}."))
+    session_ms = sum(
+        c["duration_ms"] for c in report["checks"] if c["id"].startswith(f"{case.service}.")
+    )
     assert session_ms <= (case.steps * TIMEOUT + 1.0) * 1000, session_ms
     failed = _check(report, case.check)
     assert failed["status"] == "fail", failed
@@ -426,14 +564,25 @@ def test_command_survives(case: Case, child_runs: dict[str, ChildRun],
     json.dumps(report)  # the report holds no unencodable text (invalid UTF-8 came in)
 
 
-TEXT_CASES = [c for c in CASES if c.name in {"terminal-escapes", "invalid-utf8", "binary-garbage",
-                                             "endless-line", "imap-greeting-on-smtp-port"}]
+TEXT_CASES = [
+    c
+    for c in CASES
+    if c.name
+    in {
+        "terminal-escapes",
+        "invalid-utf8",
+        "binary-garbage",
+        "endless-line",
+        "imap-greeting-on-smtp-port",
+    }
+]
 
 
 @pytest.mark.parametrize("case", TEXT_CASES, ids=[c.name for c in TEXT_CASES])
 @pytest.mark.parametrize("lang", ["en", "ru"])
-def test_text_output_is_safe_for_a_terminal(case: Case, lang: str,
-                                            line_server: Callable[..., LineServer]) -> None:
+def test_text_output_is_safe_for_a_terminal(
+    case: Case, lang: str, line_server: Callable[..., LineServer]
+) -> None:
     server = line_server(case.handler)
     result = run_cli(*case.cli_args(server.port), "--transcript", "--lang", lang)
     assert "Traceback" not in result.err, result.err
@@ -444,17 +593,23 @@ def test_text_output_is_safe_for_a_terminal(case: Case, lang: str,
     assert case.check in result.out
 
 
-def test_report_peak_rss(child_runs: dict[str, ChildRun],
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_peak_rss(
+    child_runs: dict[str, ChildRun], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every child's exit, time, peak RSS and failing checks, printed for the record."""
     with capsys.disabled():
         for name, run in sorted(child_runs.items()):
             failed = []
             if run.out.startswith("{"):
-                failed = [(c["id"], [f["rule"] for f in c["findings"]])
-                          for c in run.report["checks"] if c["status"] == "fail"]
-            print(f"\n[hostile] {name}: exit {run.code}, {run.wall:.2f}s wall, "
-                  f"peak RSS {run.peak_rss_mb:.1f} MB {failed if failed else ''}")
+                failed = [
+                    (c["id"], [f["rule"] for f in c["findings"]])
+                    for c in run.report["checks"]
+                    if c["status"] == "fail"
+                ]
+            print(
+                f"\n[hostile] {name}: exit {run.code}, {run.wall:.2f}s wall, "
+                f"peak RSS {run.peak_rss_mb:.1f} MB {failed if failed else ''}"
+            )
         worst = max(child_runs.items(), key=lambda kv: kv[1].peak_rss_mb)
         print(f"\n[hostile] worst peak RSS: {worst[0]} {worst[1].peak_rss_mb:.1f} MB")
     assert worst[1].peak_rss_mb < RSS_LIMIT_MB
@@ -473,14 +628,31 @@ def test_every_port_filtered_takes_one_timeout_not_three() -> None:
             probe.connect(("127.0.0.1", ports[0].port))
         probe.close()
         # imports and the rule cache are start-up, not the run: warm them on a refused port
-        run_cli("check", "a@example.test", "--json", "--no-clock", "--only", "smtp",
-                "--smtp", f"127.0.0.1:{free_port()}/plain")
+        run_cli(
+            "check",
+            "a@example.test",
+            "--json",
+            "--no-clock",
+            "--only",
+            "smtp",
+            "--smtp",
+            f"127.0.0.1:{free_port()}/plain",
+        )
         started = time.monotonic()
-        result = run_cli("check", "a@example.test", "--json", "--no-clock",
-                         "--timeout", f"{timeout:g}",
-                         "--smtp", f"127.0.0.1:{ports[0].port}/ssl",
-                         "--imap", f"127.0.0.1:{ports[1].port}/starttls",
-                         "--pop3", f"127.0.0.1:{ports[2].port}")
+        result = run_cli(
+            "check",
+            "a@example.test",
+            "--json",
+            "--no-clock",
+            "--timeout",
+            f"{timeout:g}",
+            "--smtp",
+            f"127.0.0.1:{ports[0].port}/ssl",
+            "--imap",
+            f"127.0.0.1:{ports[1].port}/starttls",
+            "--pop3",
+            f"127.0.0.1:{ports[2].port}",
+        )
         elapsed = time.monotonic() - started
     finally:
         for p in ports:

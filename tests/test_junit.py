@@ -36,7 +36,10 @@ def test_counts_add_up_per_suite_and_in_total() -> None:
     root = parse(render_junit(sample_report()))
     assert root.tag == "testsuites"
     assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == (
-        "9", "2", "0", "1",
+        "9",
+        "2",
+        "0",
+        "1",
     )
     assert root.get("time") == "0.420"
     suites = root.findall("testsuite")
@@ -132,8 +135,9 @@ def test_transcript_only_when_asked() -> None:
     lines = ("S: 220 hello", "C: AUTH PLAIN ********")
     plain = report("a@example.test", [check("smtp.auth", "ok", smtp, transcript=lines)])
     assert "AUTH PLAIN" not in render_junit(plain)
-    shown = report("a@example.test", [check("smtp.auth", "ok", smtp, transcript=lines)],
-                   transcript=True)
+    shown = report(
+        "a@example.test", [check("smtp.auth", "ok", smtp, transcript=lines)], transcript=True
+    )
     out = parse(render_junit(shown)).findtext(".//system-out") or ""
     assert "C: AUTH PLAIN ********" in out
 

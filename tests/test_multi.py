@@ -37,7 +37,7 @@ def error_of(tmp_path: Path, text: str) -> str:
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(path + ":")
-    return message[len(path):]
+    return message[len(path) :]
 
 
 # --- valid files -----------------------------------------------------------------------------
@@ -45,7 +45,9 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 def test_full_config_with_defaults(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("dummy", encoding="utf-8")
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         max_parallel: 3
         defaults:
           timeout: 5
@@ -68,7 +70,8 @@ def test_full_config_with_defaults(tmp_path: Path) -> None:
             timeout: 2.5
             warn_days: 14
             crit_days: 3
-    """)
+    """,
+    )
     config = load_config(path)
     assert config.max_parallel == 3
     alice, bob = config.targets
@@ -79,8 +82,11 @@ def test_full_config_with_defaults(tmp_path: Path) -> None:
     assert (bob.index, bob.line) == (2, 10)
     assert bob.smtp == "127.0.0.1:2525/plain"
     assert bob.only == frozenset({Service.SMTP})
-    assert (bob.login, bob.sender, bob.password_env) == ("bob", "noreply@example.test",
-                                                         "BOB_PASSWORD")
+    assert (bob.login, bob.sender, bob.password_env) == (
+        "bob",
+        "noreply@example.test",
+        "BOB_PASSWORD",
+    )
     assert bob.ca_file == str(tmp_path / "ca.pem")  # relative to the config file
     assert (bob.resolver, bob.time_server, bob.clock) == ("127.0.0.1:5353", "127.0.0.1:1123", True)
     assert (bob.timeout, bob.warn_days, bob.crit_days) == (2.5, 14, 3)
@@ -88,14 +94,17 @@ def test_full_config_with_defaults(tmp_path: Path) -> None:
 
 
 def test_minimal_config_and_merge_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         targets:
           - &base
             address: a@example.test
             timeout: 3
           - <<: *base
             address: b@example.test
-    """)
+    """,
+    )
     a, b = load_targets(path)
     assert a.timeout == b.timeout == 3.0
     assert b.address == "b@example.test"  # a key overriding a merged one is not a duplicate
@@ -103,7 +112,9 @@ def test_minimal_config_and_merge_keys(tmp_path: Path) -> None:
 
 
 def test_to_options_overlays_the_command_line(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         defaults:
           timeout: 4
         targets:
@@ -112,38 +123,64 @@ def test_to_options_overlays_the_command_line(tmp_path: Path) -> None:
             only: smtp
             clock: false
           - b@example.test
-    """)
+    """,
+    )
     a, b = load_targets(path)
-    base = CheckOptions(address="ignored@example.test", login="cli-login", sender="x@example.test",
-                        password_env="CLI_PW", smtp="cli.example.test", fmt="junit",
-                        warn_days=30, crit_days=5, lang="ru", fail_on="warn", config_file=path)
+    base = CheckOptions(
+        address="ignored@example.test",
+        login="cli-login",
+        sender="x@example.test",
+        password_env="CLI_PW",
+        smtp="cli.example.test",
+        fmt="junit",
+        warn_days=30,
+        crit_days=5,
+        lang="ru",
+        fail_on="warn",
+        config_file=path,
+    )
     opts = a.to_options(base)
     assert opts.address == "a@example.test"
     assert (opts.smtp, opts.only, opts.no_clock, opts.timeout) == (
-        "127.0.0.1:2525/plain", "smtp", True, 4.0)
+        "127.0.0.1:2525/plain",
+        "smtp",
+        True,
+        4.0,
+    )
     # per-mailbox settings never leak from the command line into a target
     assert (opts.login, opts.sender, opts.password_env) == (None, None, None)
     assert opts.config_file is None and not opts.ask_password
     # run-wide and unset ones come from the command line
     assert (opts.fmt, opts.lang, opts.fail_on, opts.warn_days, opts.crit_days) == (
-        "junit", "ru", "warn", 30, 5)
+        "junit",
+        "ru",
+        "warn",
+        30,
+        5,
+    )
     opts_b = b.to_options(base)
     assert opts_b.smtp is None and opts_b.only is None and opts_b.no_clock is False
 
 
 def test_password_from_environment_only(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         targets:
           - address: a@example.test
             password_env: A_PW
           - b@example.test
-    """)
+    """,
+    )
     a, b = load_targets(path)
     assert a.password({"A_PW": "s3cret"}) == "s3cret"
     assert "s3cret" not in repr(a)
     assert b.password({"A_PW": "s3cret"}) is None
-    with pytest.raises(ConfigError, match=r"targets\.yaml:2: target 1: environment variable "
-                       r"A_PW \(password_env\) is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"targets\.yaml:2: target 1: environment variable "
+        r"A_PW \(password_env\) is not set",
+    ):
         a.password({})
     with pytest.raises(ConfigError, match="is empty"):
         a.password({"A_PW": ""})
@@ -153,52 +190,86 @@ def test_password_from_environment_only(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_line_target_and_suggestion(tmp_path: Path) -> None:
-    message = error_of(tmp_path, """
+    message = error_of(
+        tmp_path,
+        """
         targets:
           - alice@example.test
           - address: bob@example.test
             pasword_env: BOB_PW
-    """)
+    """,
+    )
     assert message == ":4: unknown key 'pasword_env' in target 2 (did you mean 'password_env'?)"
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("targets:\n  - address: a@example.test\n    timeout: ten\n",
-         ":3: 'timeout' in target 1 must be a number, not 'ten'"),
-        ("targets:\n  - address: a@example.test\n    timeout: true\n",
-         ":3: 'timeout' in target 1 must be a number, not True"),
-        ("targets:\n  - address: a@example.test\n    warn_days: 2.5\n",
-         ":3: 'warn_days' in target 1 must be a whole number of days from 0 to 3650, not 2.5"),
-        ("targets:\n  - address: a@example.test\n    clock: 'no'\n",
-         ":3: 'clock' in target 1 must be true or false, not 'no'"),
-        ("targets:\n  - address: a@example.test\n    login: [a, b]\n",
-         ":3: 'login' in target 1 must be a single value, not a list"),
-        ("targets:\n  - address: a@example.test\n    only: smtp,imap4\n",
-         ":3: 'only' in target 1 names an unknown service 'imap4' (expected smtp, imap, pop3)"),
-        ("targets:\n  - address: a@example.test\n    smtp: 'host:99999'\n",
-         ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
-         "port must be a number from 1 to 65535"),
-        ("targets:\n  - address: a@example.test\n    smtp: host/tls\n",
-         ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
-         "mode must be ssl, starttls or plain, not 'tls'"),
-        ("targets:\n  - address: a@example.test\n    resolver: dns.example.test\n",
-         ":3: 'resolver' in target 1 must be IP[:PORT] of a DNS server, not 'dns.example.test'"),
-        ("targets:\n  - address: a@example.test\n    password_env: my password\n",
-         ":3: 'password_env' in target 1 must be the name of an environment variable "
-         "(like MAIL_PASSWORD), not 'my password'"),
-        ("targets:\n  - address: a@example.test\n    from: nobody\n",
-         ":3: 'from' in target 1 must be a mail address: 'nobody' is not a mail address "
-         "(expected name@domain)"),
-        ("targets:\n  - address: a@example.test\n    ca_file: missing.pem\n",
-         ":3: 'ca_file' in target 1 names 'missing.pem', which is not a readable file"),
-        ("targets:\n  - address: a@example.test\n    time_server: 'ntp.example.test:0'\n",
-         ":3: 'time_server' in target 1 must be HOST[:PORT], not 'ntp.example.test:0'"),
-        ("max_parallel: 0\ntargets: [a@example.test]\n",
-         ":1: 'max_parallel' in the top level must be a whole number from 1 to 64, not 0"),
-        ("defaults:\n  timeout: -1\ntargets: [a@example.test]\n",
-         ":2: 'timeout' in defaults must be a number of seconds above 0 and at most 3600, not -1"),
+        (
+            "targets:\n  - address: a@example.test\n    timeout: ten\n",
+            ":3: 'timeout' in target 1 must be a number, not 'ten'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    timeout: true\n",
+            ":3: 'timeout' in target 1 must be a number, not True",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    warn_days: 2.5\n",
+            ":3: 'warn_days' in target 1 must be a whole number of days from 0 to 3650, not 2.5",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    clock: 'no'\n",
+            ":3: 'clock' in target 1 must be true or false, not 'no'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    login: [a, b]\n",
+            ":3: 'login' in target 1 must be a single value, not a list",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    only: smtp,imap4\n",
+            ":3: 'only' in target 1 names an unknown service 'imap4' (expected smtp, imap, pop3)",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    smtp: 'host:99999'\n",
+            ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    smtp: host/tls\n",
+            ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
+            "mode must be ssl, starttls or plain, not 'tls'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    resolver: dns.example.test\n",
+            ":3: 'resolver' in target 1 must be IP[:PORT] of a DNS server, not 'dns.example.test'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    password_env: my password\n",
+            ":3: 'password_env' in target 1 must be the name of an environment variable "
+            "(like MAIL_PASSWORD), not 'my password'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    from: nobody\n",
+            ":3: 'from' in target 1 must be a mail address: 'nobody' is not a mail address "
+            "(expected name@domain)",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    ca_file: missing.pem\n",
+            ":3: 'ca_file' in target 1 names 'missing.pem', which is not a readable file",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    time_server: 'ntp.example.test:0'\n",
+            ":3: 'time_server' in target 1 must be HOST[:PORT], not 'ntp.example.test:0'",
+        ),
+        (
+            "max_parallel: 0\ntargets: [a@example.test]\n",
+            ":1: 'max_parallel' in the top level must be a whole number from 1 to 64, not 0",
+        ),
+        (
+            "defaults:\n  timeout: -1\ntargets: [a@example.test]\n",
+            ":2: 'timeout' in defaults must be a number of seconds above 0 and at most 3600, "
+            "not -1",
+        ),
     ],
 )
 def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
@@ -209,31 +280,49 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
     ("body", "expected"),
     [
         ("targets:\n  - smtp: 127.0.0.1:25\n", ":2: target 1 has no 'address'"),
-        ("targets:\n  - address: alice\n", ":2: target 1: 'alice' is not a mail address "
-         "(expected name@domain)"),
+        (
+            "targets:\n  - address: alice\n",
+            ":2: target 1: 'alice' is not a mail address (expected name@domain)",
+        ),
         ("targets:\n  - 42\n", ":2: target 1 must be an address or a mapping of options"),
-        ("targets:\n  - [a@example.test]\n", ":2: target 1 must be an address or a mapping of "
-         "options"),
+        (
+            "targets:\n  - [a@example.test]\n",
+            ":2: target 1 must be an address or a mapping of options",
+        ),
         ("targets: []\n", ":1: 'targets' must be a list with at least one target"),
         ("defaults:\n  timeout: 3\n", ":1: no 'targets' list: name at least one target"),
         ("", ":1: the file is empty: expected 'targets:' with a list"),
         ("- a@example.test\n", ":1: expected a mapping with a 'targets' list at the top level"),
-        ("target:\n  - a@example.test\n", ":1: unknown key 'target' in the top level "
-         "(did you mean 'targets'?)"),
-        ("defaults:\n  address: a@example.test\ntargets: [b@example.test]\n",
-         ":2: 'address' cannot be a default: it belongs in a target"),
-        ("targets:\n  - address: a@example.test\n    password: hunter2\n",
-         ":3: 'password' is not accepted in target 1: put the password in an environment "
-         "variable and name it with 'password_env'"),
-        ("targets:\n  - address: a@example.test\n    timeout: 3\n    timeout: 4\n",
-         ":4: duplicate key 'timeout' in target 1"),
-        ("targets:\n  - a@example.test\n  - b@example.test\n  - A@EXAMPLE.test\n",
-         ":4: target 3 repeats the address 'A@EXAMPLE.test' of target 1: one target per "
-         "address (narrow it with 'only')"),
-        ("targets:\n  - address: a@example.test\n    only: smtp\n    imap: 127.0.0.1:143\n",
-         ":4: target 1 names a imap server but 'only' leaves imap out"),
-        ("targets:\n  - address: a@example.test\n    warn_days: 5\n    crit_days: 7\n",
-         ":3: target 1: warn_days (5) is below crit_days (7)"),
+        (
+            "target:\n  - a@example.test\n",
+            ":1: unknown key 'target' in the top level (did you mean 'targets'?)",
+        ),
+        (
+            "defaults:\n  address: a@example.test\ntargets: [b@example.test]\n",
+            ":2: 'address' cannot be a default: it belongs in a target",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    password: hunter2\n",
+            ":3: 'password' is not accepted in target 1: put the password in an environment "
+            "variable and name it with 'password_env'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    timeout: 3\n    timeout: 4\n",
+            ":4: duplicate key 'timeout' in target 1",
+        ),
+        (
+            "targets:\n  - a@example.test\n  - b@example.test\n  - A@EXAMPLE.test\n",
+            ":4: target 3 repeats the address 'A@EXAMPLE.test' of target 1: one target per "
+            "address (narrow it with 'only')",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    only: smtp\n    imap: 127.0.0.1:143\n",
+            ":4: target 1 names a imap server but 'only' leaves imap out",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    warn_days: 5\n    crit_days: 7\n",
+            ":3: target 1: warn_days (5) is below crit_days (7)",
+        ),
     ],
 )
 def test_structure_errors(tmp_path: Path, body: str, expected: str) -> None:
@@ -272,7 +361,7 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
 def test_alias_bomb_is_bounded(tmp_path: Path) -> None:
     # nested aliases cannot blow up: the schema is shallow and lists of lists are rejected
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]" for i in range(1, 12)]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 12)]
     lines += ["targets:", "  - address: a@example.test", "    only: *a11"]
     path = write(tmp_path, "\n".join(lines) + "\n")
     started = time.monotonic()
@@ -324,8 +413,14 @@ def test_exit_code_is_the_worst_of_the_reports() -> None:
 @pytest.mark.parametrize(
     ("status", "fail_on", "code"),
     [
-        ("ok", "fail", 0), ("skip", "fail", 0), ("warn", "fail", 1), ("fail", "fail", 2),
-        ("ok", "warn", 0), ("skip", "warn", 0), ("warn", "warn", 2), ("fail", "warn", 2),
+        ("ok", "fail", 0),
+        ("skip", "fail", 0),
+        ("warn", "fail", 1),
+        ("fail", "fail", 2),
+        ("ok", "warn", 0),
+        ("skip", "warn", 0),
+        ("warn", "warn", 2),
+        ("fail", "warn", 2),
     ],
 )
 def test_exit_code_for(status: str, fail_on: str, code: int) -> None:

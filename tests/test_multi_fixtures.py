@@ -142,13 +142,18 @@ def sample_report(address: str = "alice@example.test", fail_on: str = "fail") ->
                 "smtp.tls",
                 tgt=smtp,
                 summary="TLS 1.3, certificate valid for 80 days",
-                data={"days_to_expiry": 80, "not_after": "2030-03-21T00:00:00Z",
-                      "warn_days": 21, "crit_days": 7},
+                data={
+                    "days_to_expiry": 80,
+                    "not_after": "2030-03-21T00:00:00Z",
+                    "warn_days": 21,
+                    "crit_days": 7,
+                },
                 duration_ms=41,
             ),
             check("smtp.capabilities", tgt=smtp, findings=(AUTH_INFO,)),
-            check("smtp.auth", "fail", smtp, "login refused", findings=(AUTH_FAILED,),
-                  duration_ms=120),
+            check(
+                "smtp.auth", "fail", smtp, "login refused", findings=(AUTH_FAILED,), duration_ms=120
+            ),
             check("imap.connect", tgt=imap),
             check(
                 "imap.tls",

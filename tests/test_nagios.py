@@ -43,8 +43,7 @@ def test_failing_run_is_critical_with_titles_and_perfdata() -> None:
     match, long_output = split(render_nagios(rep))
     assert match.group("state") == STATES[rep.exit_code] == "CRITICAL"
     assert match.group("text") == (
-        "2 problems: The server refused the login and password; "
-        "The server certificate expires soon"
+        "2 problems: The server refused the login and password; The server certificate expires soon"
     )
     perf = perf_items(match)
     assert perf == {
@@ -77,8 +76,9 @@ def test_ok_run() -> None:
 def test_warning_only_and_fail_on_warn() -> None:
     imap = target("imap", "imap.example.test", 993)
     warn = finding("Certificate expires soon", severity="warn", category="cert_expired")
-    checks = [check("imap.tls", "warn", imap, "10 days", data={"days_to_expiry": 10},
-                    findings=(warn,))]
+    checks = [
+        check("imap.tls", "warn", imap, "10 days", data={"days_to_expiry": 10}, findings=(warn,))
+    ]
     match, _ = split(render_nagios(report("a@example.test", checks)))
     assert match.group("state") == "WARNING"
     assert match.group("text") == "1 problem: Certificate expires soon"
@@ -130,10 +130,13 @@ def test_multi_target_line_summarises_all_with_prefixed_quoted_labels() -> None:
 
 def test_two_servers_of_one_service_get_distinct_labels() -> None:
     a, b = target(host="mx1.example.test"), target(host="mx2.example.test")
-    rep = report("a@example.test", [
-        check("smtp.tls", tgt=a, data={"days_to_expiry": 30}),
-        check("smtp.tls", tgt=b, data={"days_to_expiry": 40}),
-    ])
+    rep = report(
+        "a@example.test",
+        [
+            check("smtp.tls", tgt=a, data={"days_to_expiry": 30}),
+            check("smtp.tls", tgt=b, data={"days_to_expiry": 40}),
+        ],
+    )
     perf = perf_items(split(render_nagios(rep))[0])
     assert perf["days_to_expiry_smtp_mx1.example.test:465"] == "30;;"
     assert perf["days_to_expiry_smtp_mx2.example.test:465"] == "40;;"

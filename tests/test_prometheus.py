@@ -33,15 +33,21 @@ def get(data: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg
 def test_parses_and_carries_every_metric() -> None:
     text = render_prometheus(sample_report(), now=lambda: NOW)
     data = series(text)
-    smtp = {"address": "alice@example.test", "service": "smtp", "host": "smtp.example.test",
-            "port": "465"}
+    smtp = {
+        "address": "alice@example.test",
+        "service": "smtp",
+        "host": "smtp.example.test",
+        "port": "465",
+    }
     imap = dict(smtp, service="imap", host="imap.example.test", port="993")
     assert get(data, "maildiag_check_status", check="smtp.auth", status="fail", **smtp) == 1
     assert get(data, "maildiag_check_status", check="smtp.auth", status="ok", **smtp) == 0
     assert get(data, "maildiag_check_status", check="imap.tls", status="warn", **imap) == 1
     assert get(data, "maildiag_check_status", check="imap.auth", status="skip", **imap) == 1
-    assert get(data, "maildiag_check_status", address="alice@example.test", check="dns",
-               status="ok") == 1
+    assert (
+        get(data, "maildiag_check_status", address="alice@example.test", check="dns", status="ok")
+        == 1
+    )
     assert get(data, "maildiag_check_duration_seconds", check="smtp.auth", **smtp) == 0.12
     assert get(data, "maildiag_cert_days_to_expiry", check="smtp.tls", **smtp) == 80
     assert get(data, "maildiag_cert_days_to_expiry", check="imap.tls", **imap) == 10
@@ -86,8 +92,19 @@ def test_label_values_are_escaped() -> None:
     text = render_prometheus(rep, now=lambda: NOW)
     assert 'host="evil\\"host\\\\name\\nnext"' in text
     data = series(text)
-    assert get(data, "maildiag_check_status", address="a@example.test", check="smtp.connect",
-               service="smtp", host=hostile, port="465", status="fail") == 1
+    assert (
+        get(
+            data,
+            "maildiag_check_status",
+            address="a@example.test",
+            check="smtp.connect",
+            service="smtp",
+            host=hostile,
+            port="465",
+            status="fail",
+        )
+        == 1
+    )
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 
 
@@ -96,18 +113,31 @@ def test_multi_report_keeps_every_address_apart() -> None:
     data = series(render_prometheus(multi, now=lambda: NOW))
     assert get(data, "maildiag_run_status", address="alice@example.test", status="fail") == 1
     assert get(data, "maildiag_run_status", address="bob@example.test", status="ok") == 1
-    assert get(data, "maildiag_cert_days_to_expiry", address="bob@example.test", check="smtp.tls",
-               service="smtp", host="smtp.example.org", port="465") == 200
+    assert (
+        get(
+            data,
+            "maildiag_cert_days_to_expiry",
+            address="bob@example.test",
+            check="smtp.tls",
+            service="smtp",
+            host="smtp.example.org",
+            port="465",
+        )
+        == 200
+    )
     addresses = {dict(labels)["address"] for _, labels in data}
     assert addresses == {"alice@example.test", "bob@example.test"}
 
 
 def test_missing_data_means_no_series_not_a_made_up_value() -> None:
     smtp = target()
-    rep = report("a@example.test", [
-        check("clock", "skip", summary="--no-clock given"),
-        check("smtp.tls", "fail", smtp, "handshake failed", data={}),
-    ])
+    rep = report(
+        "a@example.test",
+        [
+            check("clock", "skip", summary="--no-clock given"),
+            check("smtp.tls", "fail", smtp, "handshake failed", data={}),
+        ],
+    )
     text = render_prometheus(rep, now=lambda: NOW)
     assert "maildiag_cert_days_to_expiry{" not in text
     assert "maildiag_clock_offset_seconds{" not in text

@@ -27,12 +27,13 @@ from maildiag.probes import imap, pop3, smtp
 from maildiag.probes.base import Capabilities
 
 EXAMPLES = int(os.environ.get("MAILDIAG_HYPOTHESIS_EXAMPLES", "200"))
-PROPS = settings(max_examples=EXAMPLES, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # text that looks like what servers send: codes, separators, dots, digits, Unicode, controls
-_alphabet = st.sampled_from(list("0123455789 -.:*+()[]{}<>@=\"'\\\r\n\tabcEHLOKERRSTLS")
-                            + ["\x00", "\x1b", "\u00e9", "\u0416", "\ufffd", "\U0001f600"])
+_alphabet = st.sampled_from(
+    list("0123455789 -.:*+()[]{}<>@=\"'\\\r\n\tabcEHLOKERRSTLS")
+    + ["\x00", "\x1b", "\u00e9", "\u0416", "\ufffd", "\U0001f600"]
+)
 junk = st.text(alphabet=_alphabet, max_size=200) | st.text(max_size=200)
 lines = st.lists(junk.map(lambda s: s.replace("\n", "").replace("\r", "")), max_size=20)
 
@@ -57,8 +58,13 @@ def test_smtp_reply_parser_never_raises_beyond_protocol_violation(items: list[st
 @st.composite
 def smtp_replies(draw: st.DrawFn) -> tuple[int, list[str]]:
     code = draw(st.integers(200, 599))
-    texts = draw(st.lists(st.text(max_size=40).map(lambda s: s.replace("\n", "")
-                                                   .replace("\r", "")), min_size=1, max_size=8))
+    texts = draw(
+        st.lists(
+            st.text(max_size=40).map(lambda s: s.replace("\n", "").replace("\r", "")),
+            min_size=1,
+            max_size=8,
+        )
+    )
     out = [f"{code}-{t}" for t in texts[:-1]] + [f"{code} {texts[-1]}"]
     return code, out
 
@@ -74,8 +80,9 @@ def test_smtp_well_formed_replies_parse(reply: tuple[int, list[str]]) -> None:
 
 @PROPS
 @given(smtp_replies(), smtp_replies())
-def test_smtp_mixed_codes_are_a_violation(a: tuple[int, list[str]],
-                                          b: tuple[int, list[str]]) -> None:
+def test_smtp_mixed_codes_are_a_violation(
+    a: tuple[int, list[str]], b: tuple[int, list[str]]
+) -> None:
     assume(a[0] != b[0])
     with pytest.raises(ProtocolViolation):
         smtp.parse_reply_lines([a[1][0].replace(" ", "-", 1), *b[1]])
@@ -86,8 +93,9 @@ def test_smtp_mixed_codes_are_a_violation(a: tuple[int, list[str]],
 
 @PROPS
 @given(st.text(alphabet="AM0123456789*+ ", max_size=6), lines)
-def test_imap_tagged_parser_never_raises_beyond_protocol_violation(tag: str,
-                                                                   items: list[str]) -> None:
+def test_imap_tagged_parser_never_raises_beyond_protocol_violation(
+    tag: str, items: list[str]
+) -> None:
     try:
         reply = imap.parse_tagged(tag, items)
     except ProtocolViolation:
@@ -167,8 +175,13 @@ def _reader(data_chunks: list[bytes], timeout: float = 2.0) -> Iterator[Conn]:
         t.join(5)
 
 
-chunks = st.lists(st.binary(max_size=300) | st.sampled_from(
-    [b"\r\n", b"\n", b"250-", b"250 ", b"\xff\xfe", b"a" * 5000, b"\x16\x03\x01"]), max_size=30)
+chunks = st.lists(
+    st.binary(max_size=300)
+    | st.sampled_from(
+        [b"\r\n", b"\n", b"250-", b"250 ", b"\xff\xfe", b"a" * 5000, b"\x16\x03\x01"]
+    ),
+    max_size=30,
+)
 
 
 @PROPS
@@ -212,10 +225,16 @@ def test_imap_and_pop3_readers_on_any_bytes(data: list[bytes]) -> None:
 
 # -- addresses ------------------------------------------------------------------------------------
 
-address_like = st.builds(
-    lambda local, sep, domain: f"{local}{sep}{domain}",
-    junk, st.sampled_from(["@", "@@", "", " @ ", "＠"]), junk,
-) | st.emails().map(str) | junk
+address_like = (
+    st.builds(
+        lambda local, sep, domain: f"{local}{sep}{domain}",
+        junk,
+        st.sampled_from(["@", "@@", "", " @ ", "＠"]),
+        junk,
+    )
+    | st.emails().map(str)
+    | junk
+)
 
 
 @PROPS
@@ -294,8 +313,9 @@ def _example_texts(rule: object) -> list[str]:
     return texts
 
 
-def rule_timings(rulebase: object,
-                 inputs: dict[str, str] | None = None) -> list[tuple[float, str, str]]:
+def rule_timings(
+    rulebase: object, inputs: dict[str, str] | None = None
+) -> list[tuple[float, str, str]]:
     """(worst seconds, rule id, input name) for every rule, slowest first.
 
     A rule's time on an input is the time of all its regexes (text and unless) searched over the
@@ -345,7 +365,8 @@ def test_no_rule_backtracks_catastrophically(rulebase: object) -> None:
     assert timings, "the rule base has rules with regexes"
     slow = [t for t in timings if t[0] > RULE_LIMIT]
     assert not slow, "rules too slow on adversarial text: " + ", ".join(
-        f"{rid} {secs * 1000:.0f} ms on {name!r}" for secs, rid, name in slow[:10])
+        f"{rid} {secs * 1000:.0f} ms on {name!r}" for secs, rid, name in slow[:10]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
@@ -359,25 +380,45 @@ def test_whole_match_is_bounded_on_adversarial_text(rulebase: object, name: str)
 
 
 signals_or_none = st.none() | st.sampled_from(
-    ["connect.refused", "connect.timeout", "greeting.silent", "greeting.wrong_protocol",
-     "tls.handshake_failed", "reply", "no.such.signal", ""])
+    [
+        "connect.refused",
+        "connect.timeout",
+        "greeting.silent",
+        "greeting.wrong_protocol",
+        "tls.handshake_failed",
+        "reply",
+        "no.such.signal",
+        "",
+    ]
+)
 
 
 @PROPS
-@given(junk | st.text(max_size=2000), signals_or_none,
-       st.sampled_from([None, "smtp", "imap", "pop3", "SMTP", "gopher"]),
-       st.sampled_from([None, "yandex", "gmail", "nobody"]))
-def test_match_never_raises(rulebase: object, text: str, signal: str | None,
-                            protocol: str | None, provider: str | None) -> None:
-    matches = rulebase.match(text, signal=signal, protocol=protocol,  # type: ignore[attr-defined]
-                             provider=provider)
+@given(
+    junk | st.text(max_size=2000),
+    signals_or_none,
+    st.sampled_from([None, "smtp", "imap", "pop3", "SMTP", "gopher"]),
+    st.sampled_from([None, "yandex", "gmail", "nobody"]),
+)
+def test_match_never_raises(
+    rulebase: object, text: str, signal: str | None, protocol: str | None, provider: str | None
+) -> None:
+    matches = rulebase.match(
+        text,
+        signal=signal,
+        protocol=protocol,  # type: ignore[attr-defined]
+        provider=provider,
+    )
     ranks = [m.rank for m in matches]
     assert ranks == sorted(ranks, reverse=True), "best first"
     assert len({m.rule.id for m in matches}) == len(matches), "each rule once"
     for m in matches[:3]:
         for lang in ("en", "ru"):
-            finding = rulebase.finding(m, lang=lang,  # type: ignore[attr-defined]
-                                       params={"host": text[:50]})
+            finding = rulebase.finding(
+                m,
+                lang=lang,  # type: ignore[attr-defined]
+                params={"host": text[:50]},
+            )
             assert finding.title and all(isinstance(step, str) for step in finding.steps)
 
 
@@ -386,11 +427,13 @@ def test_the_timing_guard_catches_a_backtracking_rule() -> None:
     from types import SimpleNamespace
 
     def rule(rule_id: str, pattern: str) -> SimpleNamespace:
-        return SimpleNamespace(id=rule_id, text=(pattern,), unless=(), examples=[],
-                               counterexamples=[])
+        return SimpleNamespace(
+            id=rule_id, text=(pattern,), unless=(), examples=[], counterexamples=[]
+        )
 
-    fake = SimpleNamespace(rules=[rule("benign", r"relay access denied"),
-                                  rule("evil", r"a{0,100}a{0,100}b")])
+    fake = SimpleNamespace(
+        rules=[rule("benign", r"relay access denied"), rule("evil", r"a{0,100}a{0,100}b")]
+    )
     timings = rule_timings(fake, {"a*1000": "a" * 1000})
     assert timings[0][1] == "evil"
     assert timings[0][0] > 20 * timings[1][0]

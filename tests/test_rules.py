@@ -101,13 +101,17 @@ def test_greeting_rejection_by_code(rb: RuleBase) -> None:
     perm = rb.match("554 5.7.1 blocked", signal="greeting.rejected")[0]
     other = rb.match("* BYE shutting down", signal="greeting.rejected")[0]
     assert (temp.category, perm.category, other.category) == (
-        "rate_limited", "ip_blocklisted", "other")
+        "rate_limited",
+        "ip_blocklisted",
+        "other",
+    )
 
 
 def test_signal_rule_quotes_params(rb: RuleBase) -> None:
     m = rb.match("", signal="connect.refused")[0]
-    f = rb.finding(m, lang="en", params={"host": "smtp.example.test", "port": 465},
-                   check="smtp.connect")
+    f = rb.finding(
+        m, lang="en", params={"host": "smtp.example.test", "port": 465}, check="smtp.connect"
+    )
     assert isinstance(f, Finding) and f.check == "smtp.connect"
     assert "465" in f.title and "smtp.example.test" in f.title
     bare = rb.finding(m, lang="en", params={})
@@ -153,8 +157,10 @@ def test_ranking_enhanced_beats_basic(rb: RuleBase) -> None:
 
 
 def test_protocol_filter(rb: RuleBase) -> None:
-    assert all(not m.rule.protocols or "imap" in m.rule.protocols
-               for m in rb.match("535 5.7.8 Authentication failed", protocol="imap"))
+    assert all(
+        not m.rule.protocols or "imap" in m.rule.protocols
+        for m in rb.match("535 5.7.8 Authentication failed", protocol="imap")
+    )
 
 
 # --------------------------------------------------------------------------- strict loading
@@ -163,22 +169,28 @@ def test_protocol_filter(rb: RuleBase) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        (GOOD_RULE.replace("severity: fail", "severity: fail\n    colour: red"),
-         "unknown key 'colour'"),
+        (
+            GOOD_RULE.replace("severity: fail", "severity: fail\n    colour: red"),
+            "unknown key 'colour'",
+        ),
         (GOOD_RULE.replace("category: relay_denied", "category: nope"), "unknown category"),
         (GOOD_RULE.replace('ru: "Заголовок"', 'de: "Titel"'), "unknown language 'de'"),
         (GOOD_RULE.replace(', ru: ["Шаг"]', ""), "missing the ru translation"),
         (GOOD_RULE.replace("@PAT@", "a(b"), "does not compile"),
         (GOOD_RULE.replace("@PAT@", "x.*y"), "unbounded repeat"),
         (GOOD_RULE.replace("@PAT@", "(?:a{1,5}){1,9}b"), "nested quantifiers"),
-        (GOOD_RULE.replace("text: ['@PAT@']", "text: ['@PAT@']\n      signal: [nope.x]"),
-         "unknown signal"),
+        (
+            GOOD_RULE.replace("text: ['@PAT@']", "text: ['@PAT@']\n      signal: [nope.x]"),
+            "unknown signal",
+        ),
         (GOOD_RULE.replace('examples: ["@EX@"]', "examples: []"), "at least one example"),
         (GOOD_RULE + GOOD_RULE.replace("rules:\n", ""), "duplicate id"),
         ("rules:\n  - id: x\n    category: [", "YAML error"),
         ("rulez: []\n", "unknown top-level key 'rulez'"),
-        (GOOD_RULE.replace("severity: fail", "severity: fail\n    fallback: maybe"),
-         "fallback must be true or false"),
+        (
+            GOOD_RULE.replace("severity: fail", "severity: fail\n    fallback: maybe"),
+            "fallback must be true or false",
+        ),
     ],
 )
 def test_load_errors_name_file_and_rule(tmp_path: Path, body: str, needle: str) -> None:
@@ -193,15 +205,15 @@ def test_load_errors_name_file_and_rule(tmp_path: Path, body: str, needle: str) 
 
 
 def test_lint_and_test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = write_rules(tmp_path / "bad", good("a", "zz", "zz").replace("category: relay_denied",
-                                                                      "category: x"))
+    bad = write_rules(
+        tmp_path / "bad", good("a", "zz", "zz").replace("category: relay_denied", "category: x")
+    )
     assert rules_cli.lint([str(bad.parent)]) == 3
     assert "t.a" in capsys.readouterr().err
     failing = write_rules(tmp_path / "fail", good("b", "zebra", "no stripes here"))
     assert rules_cli.test([str(failing.parent)]) == 2
     assert "FAIL" in capsys.readouterr().out
-    ok = write_rules(tmp_path / "ok", good("c", "zebra crossing",
-                                                  "550 zebra crossing closed"))
+    ok = write_rules(tmp_path / "ok", good("c", "zebra crossing", "550 zebra crossing closed"))
     assert rules_cli.test([str(ok.parent)]) == 0
 
 
@@ -212,12 +224,17 @@ def test_missing_directory_is_an_error(tmp_path: Path) -> None:
 
 def test_user_dir_wins_over_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "-ERR Login failure or POP3 disabled, try later."
-    assert "ACME" not in RuleBase.load(cache=False).finding(
-        RuleBase.load(cache=False).match(text)[0], lang="en").title
+    assert (
+        "ACME"
+        not in RuleBase.load(cache=False)
+        .finding(RuleBase.load(cache=False).match(text)[0], lang="en")
+        .title
+    )
     custom = RuleBase.load([CUSTOM], cache=False)
     assert "ACME" in custom.finding(custom.match(text)[0], lang="en").title
     assert custom.match("550 ACME relay: connect through the office VPN")[0].rule.id == (
-        "acme.relay-vpn-only")
+        "acme.relay-vpn-only"
+    )
     monkeypatch.setenv("MAILDIAG_RULES", os.pathsep.join(["", str(CUSTOM)]))
     assert [str(p) for p in rule_dirs()][-1] == str(CUSTOM)
     assert RuleBase.load(cache=False).get("acme.relay-vpn-only") is not None
@@ -248,8 +265,9 @@ def test_cache_written_reused_and_invalidated(tmp_path: Path) -> None:
     assert not third.from_cache and [m.rule.id for m in third.match("a wombat")] == ["t.d"]
 
 
-def test_cache_tolerates_garbage_and_read_only_dirs(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_tolerates_garbage_and_read_only_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     RuleBase.load()
     for f in (tmp_path / "cache").glob("rules-*"):
         f.write_bytes(b"\x00garbage")
@@ -270,8 +288,10 @@ def test_cache_tolerates_garbage_and_read_only_dirs(tmp_path: Path,
 
 
 def test_multiline_reply_is_joined() -> None:
-    text = ("535-5.7.8 Username and Password not accepted. Learn more at\n"
-            "535 5.7.8  https://support.google.com/mail/?p=BadCredentials")
+    text = (
+        "535-5.7.8 Username and Password not accepted. Learn more at\n"
+        "535 5.7.8  https://support.google.com/mail/?p=BadCredentials"
+    )
     assert normalize_text(text).count("\n") == 0
     escaped = "b'5.7.8 Username and Password not accepted. Learn more at\\n5.7.8  https://x'"
     assert "\n5.7.8" not in normalize_text(escaped)
@@ -308,8 +328,16 @@ def test_matcher_survives_any_text(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["a" * 100_000, "1" * 100_000, "1." * 50_000, "5.7." * 30_000, " " * 100_000,
-     ("authentication " * 10_000), "\\n" * 50_000, "550-" * 40_000],
+    [
+        "a" * 100_000,
+        "1" * 100_000,
+        "1." * 50_000,
+        "5.7." * 30_000,
+        " " * 100_000,
+        ("authentication " * 10_000),
+        "\\n" * 50_000,
+        "550-" * 40_000,
+    ],
 )
 def test_matcher_handles_adversarial_input(text: str) -> None:
     RuleBase.load().match(text)
@@ -321,11 +349,23 @@ def test_matcher_handles_adversarial_input(text: str) -> None:
 def test_interception_products() -> None:
     products = load_interception_products()
     names = {p for _, p in products}
-    for expected in ("Kaspersky", "ESET", "Avast", "Bitdefender", "Dr.Web", "Zscaler",
-                     "Fortinet FortiGate", "Netskope", "Cisco Umbrella", "Sophos"):
+    for expected in (
+        "Kaspersky",
+        "ESET",
+        "Avast",
+        "Bitdefender",
+        "Dr.Web",
+        "Zscaler",
+        "Fortinet FortiGate",
+        "Netskope",
+        "Cisco Umbrella",
+        "Sophos",
+    ):
         assert expected in names
-    assert interception_product("CN=Kaspersky Anti-Virus Personal Root Certificate", products) \
+    assert (
+        interception_product("CN=Kaspersky Anti-Virus Personal Root Certificate", products)
         == "Kaspersky"
+    )
     assert interception_product("CN=R3, O=Let's Encrypt", products) is None
 
 
@@ -336,10 +376,14 @@ def test_params_with_a_language_twin_read_in_that_language() -> None:
     rules = RuleBase.load()
     match = rules.match("", signal="clock.skew")[0]
     params = skew_params(-302400, "sntp:127.0.0.1:123")
-    assert rules.render(match, lang="ru", params=params)[0] == \
-        "Часы компьютера отстают на 3 дня 12 часов"
-    assert rules.render(match, lang="en", params=params)[0] == \
-        "Your computer's clock is 3 days 12 hours behind"
+    assert (
+        rules.render(match, lang="ru", params=params)[0]
+        == "Часы компьютера отстают на 3 дня 12 часов"
+    )
+    assert (
+        rules.render(match, lang="en", params=params)[0]
+        == "Your computer's clock is 3 days 12 hours behind"
+    )
 
 
 def test_yo_and_ye_are_the_same_letter_to_the_rules() -> None:

@@ -33,11 +33,28 @@ class AcceptAll(Sink, Recording):
     """Takes any envelope (the most tempting server to send a message to); counts DATA."""
 
 
-def check_args(certs: Any, *, smtp: int | None = None, imap: int | None = None,
-               pop3: int | None = None, fmt: str = "json", password: bool = True,
-               extra: tuple[str, ...] = ()) -> list[str]:
-    args = ["check", ALICE, "--ca-file", str(certs.ca_pem), "--no-clock", "--timeout", "5",
-            "--transcript", "--format", fmt]
+def check_args(
+    certs: Any,
+    *,
+    smtp: int | None = None,
+    imap: int | None = None,
+    pop3: int | None = None,
+    fmt: str = "json",
+    password: bool = True,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    args = [
+        "check",
+        ALICE,
+        "--ca-file",
+        str(certs.ca_pem),
+        "--no-clock",
+        "--timeout",
+        "5",
+        "--transcript",
+        "--format",
+        fmt,
+    ]
     only = []
     if smtp is not None:
         args += ["--smtp", f"127.0.0.1:{smtp}/starttls"]
@@ -63,20 +80,22 @@ def assert_no_secret(result: CliResult, login: str = ALICE) -> None:
 
 # -- no leak ------------------------------------------------------------------------------
 
-def test_no_leak_in_any_format(smtp_peers: Any, imap_server: Any, pop3_server: Any,
-                               certs: Any) -> None:
+
+def test_no_leak_in_any_format(
+    smtp_peers: Any, imap_server: Any, pop3_server: Any, certs: Any
+) -> None:
     """Successful logins on all three protocols; every format; transcripts on."""
     smtp = smtp_peers(YandexLike(), users={ALICE: PASSWORD})
     imap = imap_server(implicit_tls=True, users={ALICE: PASSWORD})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: PASSWORD})
     for fmt in FORMATS:
-        result = run_cli(*check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port,
-                                     fmt=fmt), env=ENV)
+        result = run_cli(
+            *check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port, fmt=fmt), env=ENV
+        )
         assert result.code in (0, 1, 2), result.err
         assert_no_secret(result)
     # the transcript really was there and masked (so the scan above looked at AUTH lines)
-    result = run_cli(*check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port),
-                     env=ENV)
+    result = run_cli(*check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port), env=ENV)
     lines = [line for c in result.json["checks"] for line in c.get("transcript", [])]
     assert "C: AUTH PLAIN ********" in lines
     assert "C: PASS ********" in lines
@@ -85,17 +104,23 @@ def test_no_leak_in_any_format(smtp_peers: Any, imap_server: Any, pop3_server: A
     assert any(PASSWORD in line for line in pop3.received)
 
 
-def test_no_leak_auth_login_and_refusals(smtp_peers: Any, imap_server: Any, pop3_server: Any,
-                                         certs: Any) -> None:
+def test_no_leak_auth_login_and_refusals(
+    smtp_peers: Any, imap_server: Any, pop3_server: Any, certs: Any
+) -> None:
     """AUTH LOGIN continuations, wrong passwords, and servers that echo the password back."""
     smtp = smtp_peers(YandexLike(), users={ALICE: "wrong"}, auth_exclude_mechanism=["PLAIN"])
-    imap = imap_server(implicit_tls=True, users={ALICE: "x"},
-                       fail_text=f"[AUTHENTICATIONFAILED] bad password {PASSWORD}")
-    pop3 = pop3_server(implicit_tls=True, users={ALICE: "x"},
-                       fail_text=f"-ERR [AUTH] you sent {PASSWORD}")
+    imap = imap_server(
+        implicit_tls=True,
+        users={ALICE: "x"},
+        fail_text=f"[AUTHENTICATIONFAILED] bad password {PASSWORD}",
+    )
+    pop3 = pop3_server(
+        implicit_tls=True, users={ALICE: "x"}, fail_text=f"-ERR [AUTH] you sent {PASSWORD}"
+    )
     for fmt in ("text", "json"):
-        result = run_cli(*check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port,
-                                     fmt=fmt), env=ENV)
+        result = run_cli(
+            *check_args(certs, smtp=smtp.port, imap=imap.port, pop3=pop3.port, fmt=fmt), env=ENV
+        )
         assert result.code == 2, result.out + result.err
         assert_no_secret(result)
         assert "********" in result.out
@@ -105,9 +130,13 @@ def test_no_leak_subprocess(smtp_peers: Any, pop3_server: Any, certs: Any) -> No
     smtp = smtp_peers(PostfixLike(), users={ALICE: PASSWORD})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: "x"}, fail_text=f"-ERR {PASSWORD}")
     for fmt in ("json", "text"):
-        result = run_cli_subprocess(*check_args(certs, smtp=smtp.port, pop3=pop3.port, fmt=fmt,
-                                                extra=("--from", "bob@example.test")),
-                                    env=ENV, timeout=60)
+        result = run_cli_subprocess(
+            *check_args(
+                certs, smtp=smtp.port, pop3=pop3.port, fmt=fmt, extra=("--from", "bob@example.test")
+            ),
+            env=ENV,
+            timeout=60,
+        )
         assert result.code == 2, result.out + result.err
         assert_no_secret(result)
 
@@ -125,6 +154,7 @@ def test_password_never_in_argv_or_config_repr() -> None:
 
 # -- never sends ---------------------------------------------------------------------------
 
+
 def _verbs(lines: list[str], *, tagged: bool) -> set[str]:
     out = set()
     for line in lines:
@@ -136,8 +166,9 @@ def _verbs(lines: list[str], *, tagged: bool) -> set[str]:
     return out
 
 
-def test_never_sends_mail_or_changes_a_mailbox(smtp_peers: Any, imap_server: Any,
-                                               pop3_server: Any, certs: Any) -> None:
+def test_never_sends_mail_or_changes_a_mailbox(
+    smtp_peers: Any, imap_server: Any, pop3_server: Any, certs: Any
+) -> None:
     """Servers that accept everything; with and without a password; the peers' logs scanned."""
     handlers = [AcceptAll(), AcceptAll()]
     with_pw = smtp_peers(handlers[0], users={ALICE: PASSWORD})
@@ -145,8 +176,9 @@ def test_never_sends_mail_or_changes_a_mailbox(smtp_peers: Any, imap_server: Any
     imap = imap_server(implicit_tls=True, users={ALICE: PASSWORD})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: PASSWORD})
     run_cli(*check_args(certs, smtp=with_pw.port, imap=imap.port, pop3=pop3.port), env=ENV)
-    run_cli(*check_args(certs, smtp=without_pw.port, imap=imap.port, pop3=pop3.port,
-                        password=False))
+    run_cli(
+        *check_args(certs, smtp=without_pw.port, imap=imap.port, pop3=pop3.port, password=False)
+    )
     for server in (with_pw, without_pw):
         verbs = _verbs(server.received, tagged=False)
         assert {"MAIL", "RCPT", "RSET"} <= verbs  # it went as far as allowed ...
@@ -161,7 +193,6 @@ def test_never_sends_mail_or_changes_a_mailbox(smtp_peers: Any, imap_server: Any
 
 def test_rcpt_is_only_ever_the_users_own_address(smtp_peers: Any, certs: Any) -> None:
     server = smtp_peers(AcceptAll(), users={ALICE: PASSWORD})
-    run_cli(*check_args(certs, smtp=server.port, extra=("--from", "bob@example.test")),
-            env=ENV)
+    run_cli(*check_args(certs, smtp=server.port, extra=("--from", "bob@example.test")), env=ENV)
     rcpts = [line for line in server.received if line.upper().startswith("RCPT")]
     assert rcpts == [f"RCPT TO:<{ALICE}>"]

@@ -17,8 +17,9 @@ from maildiag.runner import Job, run_jobs
 
 def run_session(target: Target, ca: str, timeout: float = 3.0) -> dict[str, Observation]:
     seen: list[Observation] = []
-    Session(target, Env(RunConfig("a@example.test", ca_file=ca, timeout=timeout),
-                        seen.append)).run()
+    Session(
+        target, Env(RunConfig("a@example.test", ca_file=ca, timeout=timeout), seen.append)
+    ).run()
     by_id = {o.check: o for o in seen}
     assert len(by_id) == len(seen), "every check id is emitted exactly once"
     return by_id
@@ -55,8 +56,9 @@ def test_smtp_plain_mode_skips_tls(smtp_server: Callable[..., Any], certs: Certs
     assert obs["smtp.capabilities"].status is Status.OK
 
 
-def test_starttls_port_without_starttls_fails(smtp_server: Callable[..., Any],
-                                              certs: Certs) -> None:
+def test_starttls_port_without_starttls_fails(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     server = smtp_server("plain")
     obs = run_session(smtp(server.port, Security.STARTTLS), str(certs.ca_pem))
     assert obs["smtp.tls"].status is Status.FAIL
@@ -73,7 +75,8 @@ def test_refused_port_skips_the_rest(closed_port: int, certs: Certs) -> None:
 
 
 def test_silent_server_is_tried_as_tls_then_called_silent(
-        line_server: Callable[..., LineServer], certs: Certs) -> None:
+    line_server: Callable[..., LineServer], certs: Certs
+) -> None:
     def silent(peer: PeerConn) -> None:
         peer.readline(timeout=10)
 
@@ -86,15 +89,19 @@ def test_silent_server_is_tried_as_tls_then_called_silent(
     assert time.monotonic() - start < 6
 
 
-@pytest.mark.parametrize("which,signal", [
-    ("expired", "tls.cert_expired"),
-    ("wrong_host", "tls.hostname_mismatch"),
-    ("self_signed", "tls.cert_untrusted"),
-    ("not_yet_valid", "tls.cert_not_yet_valid"),
-])
+@pytest.mark.parametrize(
+    "which,signal",
+    [
+        ("expired", "tls.cert_expired"),
+        ("wrong_host", "tls.hostname_mismatch"),
+        ("self_signed", "tls.cert_untrusted"),
+        ("not_yet_valid", "tls.cert_not_yet_valid"),
+    ],
+)
 @pytest.mark.parametrize("mode", ["ssl", "starttls"])
-def test_bad_certificates(smtp_server: Callable[..., Any], certs: Certs, which: str,
-                          signal: str, mode: str) -> None:
+def test_bad_certificates(
+    smtp_server: Callable[..., Any], certs: Certs, which: str, signal: str, mode: str
+) -> None:
     server = smtp_server(mode, tls=getattr(certs, which))
     obs = run_session(smtp(server.port, Security(mode)), str(certs.ca_pem))
     tls = obs["smtp.tls"]
@@ -106,17 +113,23 @@ def test_bad_certificates(smtp_server: Callable[..., Any], certs: Certs, which: 
     assert obs["smtp.capabilities"].status is Status.OK
 
 
-def test_expiring_certificate_warns_then_fails(smtp_server: Callable[..., Any],
-                                               certs: Certs) -> None:
+def test_expiring_certificate_warns_then_fails(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     warn = smtp_server("ssl", tls=certs.expiring(10))
     crit = smtp_server("ssl", tls=certs.expiring(3))
     ok = smtp_server("ssl", tls=certs.expiring(40))
-    assert run_session(smtp(warn.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status \
+    assert (
+        run_session(smtp(warn.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status
         is Status.WARN
-    assert run_session(smtp(crit.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status \
+    )
+    assert (
+        run_session(smtp(crit.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status
         is Status.FAIL
-    assert run_session(smtp(ok.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status \
-        is Status.OK
+    )
+    assert (
+        run_session(smtp(ok.port, Security.SSL), str(certs.ca_pem))["smtp.tls"].status is Status.OK
+    )
 
 
 def test_ssl_expected_on_starttls_port(smtp_server: Callable[..., Any], certs: Certs) -> None:
@@ -134,13 +147,17 @@ def test_starttls_expected_on_ssl_port(smtp_server: Callable[..., Any], certs: C
     obs = run_session(smtp(server.port, Security.STARTTLS), str(certs.ca_pem), timeout=2)
     greeting = obs["smtp.greeting"]
     assert signals(greeting) == ["mode.plain_expected_ssl"]
-    assert greeting.problems[0].params == {**greeting.problems[0].params, "actual": "ssl",
-                                           "suggested_port": 465}
+    assert greeting.problems[0].params == {
+        **greeting.problems[0].params,
+        "actual": "ssl",
+        "suggested_port": 465,
+    }
 
 
 @pytest.mark.parametrize("mode,detected", [("ssl", "ssl"), ("starttls", "starttls")])
-def test_unknown_port_mode_is_detected(smtp_server: Callable[..., Any], certs: Certs,
-                                       mode: str, detected: str) -> None:
+def test_unknown_port_mode_is_detected(
+    smtp_server: Callable[..., Any], certs: Certs, mode: str, detected: str
+) -> None:
     server = smtp_server(mode)
     obs = run_session(smtp(server.port, Security.AUTO), str(certs.ca_pem), timeout=2)
     assert obs["smtp.greeting"].status is Status.OK
@@ -170,11 +187,11 @@ def test_refusing_greeting(line_server: Callable[..., LineServer], certs: Certs)
 
 
 @pytest.mark.parametrize("implicit", [False, True])
-def test_imap_healthy(imap_server: Callable[..., LineServer], certs: Certs,
-                      implicit: bool) -> None:
+def test_imap_healthy(imap_server: Callable[..., LineServer], certs: Certs, implicit: bool) -> None:
     server = imap_server(implicit_tls=implicit, starttls=None if implicit else certs.valid)
-    target = Target(Service.IMAP, "127.0.0.1", server.port,
-                    Security.SSL if implicit else Security.STARTTLS)
+    target = Target(
+        Service.IMAP, "127.0.0.1", server.port, Security.SSL if implicit else Security.STARTTLS
+    )
     obs = run_session(target, str(certs.ca_pem))
     for check in ("connect", "greeting", "tls", "capabilities"):
         assert obs[f"imap.{check}"].status is Status.OK, obs[f"imap.{check}"]
@@ -183,11 +200,11 @@ def test_imap_healthy(imap_server: Callable[..., LineServer], certs: Certs,
 
 
 @pytest.mark.parametrize("implicit", [False, True])
-def test_pop3_healthy(pop3_server: Callable[..., LineServer], certs: Certs,
-                      implicit: bool) -> None:
+def test_pop3_healthy(pop3_server: Callable[..., LineServer], certs: Certs, implicit: bool) -> None:
     server = pop3_server(implicit_tls=implicit, starttls=None if implicit else certs.valid)
-    target = Target(Service.POP3, "127.0.0.1", server.port,
-                    Security.SSL if implicit else Security.STARTTLS)
+    target = Target(
+        Service.POP3, "127.0.0.1", server.port, Security.SSL if implicit else Security.STARTTLS
+    )
     obs = run_session(target, str(certs.ca_pem))
     for check in ("connect", "greeting", "tls", "capabilities"):
         assert obs[f"pop3.{check}"].status is Status.OK, obs[f"pop3.{check}"]
@@ -195,9 +212,9 @@ def test_pop3_healthy(pop3_server: Callable[..., LineServer], certs: Certs,
     assert implicit or "STLS" in obs["pop3.capabilities"].data["before_tls"]["keywords"]
 
 
-def test_session_never_sends_mailbox_commands(imap_server: Callable[..., LineServer],
-                                              pop3_server: Callable[..., LineServer],
-                                              certs: Certs) -> None:
+def test_session_never_sends_mailbox_commands(
+    imap_server: Callable[..., LineServer], pop3_server: Callable[..., LineServer], certs: Certs
+) -> None:
     imap = imap_server(starttls=certs.valid)
     pop = pop3_server(starttls=certs.valid)
     run_session(Target(Service.IMAP, "127.0.0.1", imap.port, Security.STARTTLS), str(certs.ca_pem))
@@ -215,8 +232,10 @@ def test_runner_reports_a_crashing_job_and_a_stuck_job() -> None:
         time.sleep(5)
 
     target = Target(Service.SMTP, "127.0.0.1", 1, Security.SSL)
-    jobs = [Job("crash", ("clock",), crash),
-            Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h", target=target)]
+    jobs = [
+        Job("crash", ("clock",), crash),
+        Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h", target=target),
+    ]
     start = time.monotonic()
     seen = run_jobs(jobs, deadline=0.5)
     assert time.monotonic() - start < 2
@@ -227,9 +246,9 @@ def test_runner_reports_a_crashing_job_and_a_stuck_job() -> None:
     assert by["smtp.greeting"].status is Status.SKIP
 
 
-def test_a_bug_in_a_probe_becomes_an_internal_error(monkeypatch: pytest.MonkeyPatch,
-                                                    smtp_server: Callable[..., Any],
-                                                    certs: Certs) -> None:
+def test_a_bug_in_a_probe_becomes_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, smtp_server: Callable[..., Any], certs: Certs
+) -> None:
     from maildiag.probes import smtp as smtp_mod
 
     def broken(self: Any, conn: Any, greeting: Any) -> Any:
@@ -244,17 +263,27 @@ def test_a_bug_in_a_probe_becomes_an_internal_error(monkeypatch: pytest.MonkeyPa
     assert obs["smtp.auth"].status is Status.SKIP
 
 
-def test_a_refusing_greeting_is_read_for_what_it_says(line_server: Callable[..., LineServer],
-                                                      certs: Certs) -> None:
+def test_a_refusing_greeting_is_read_for_what_it_says(
+    line_server: Callable[..., LineServer], certs: Certs
+) -> None:
     from conftest import run_cli
 
     def blocked(peer: PeerConn) -> None:
-        peer.send("554 5.7.1 Service unavailable; Client host [192.0.2.7] blocked using "
-                  "zen.spamhaus.org")
+        peer.send(
+            "554 5.7.1 Service unavailable; Client host [192.0.2.7] blocked using zen.spamhaus.org"
+        )
 
     server = line_server(blocked)
-    result = run_cli("check", "a@example.test", "--smtp", f"127.0.0.1:{server.port}/starttls",
-                     "--only", "smtp", "--no-clock", "--json")
+    result = run_cli(
+        "check",
+        "a@example.test",
+        "--smtp",
+        f"127.0.0.1:{server.port}/starttls",
+        "--only",
+        "smtp",
+        "--no-clock",
+        "--json",
+    )
     finding = next(f for f in result.json["findings"] if f["check"] == "smtp.greeting")
     # the blocklist rule that reads the words, not the generic "a 5xx greeting" rule
     assert (finding["rule"], finding["category"]) == ("delivery.ip-blocklisted", "ip_blocklisted")

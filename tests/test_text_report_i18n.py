@@ -32,9 +32,17 @@ from maildiag.rulebase import RuleBase
 from maildiag.runner import Job, run_jobs
 
 SRC = ROOT / "src" / "maildiag"
-SUMMARY_SOURCES = [SRC / p for p in (
-    "probes/session.py", "probes/auth.py", "probes/tls.py", "probes/clock.py", "runner.py",
-    "discovery/__init__.py")]
+SUMMARY_SOURCES = [
+    SRC / p
+    for p in (
+        "probes/session.py",
+        "probes/auth.py",
+        "probes/tls.py",
+        "probes/clock.py",
+        "runner.py",
+        "discovery/__init__.py",
+    )
+]
 PASSWORD = "s3cret"
 ALICE = "alice@example.test"
 
@@ -42,7 +50,8 @@ ALICE = "alice@example.test"
 ENGLISH = re.compile(
     r"\b(connected|certificate|valid|days?|needs|password|reachable|logged|explicit|servers?|"
     r"resolve|given|accepted|without|authentication|refused|connection|greeting|detected|"
-    r"speaks|silent|login|failed|earlier|offered|requested|none listed)\b")  # lower case:
+    r"speaks|silent|login|failed|earlier|offered|requested|none listed)\b"
+)  # lower case:
 # upper-case words are protocol keywords (LOGIN, AUTH PLAIN), which stay as they are
 
 
@@ -66,7 +75,7 @@ def checks_section(out: str) -> str:
     lines = out.splitlines()
     start = lines.index("Проверки") if "Проверки" in lines else lines.index("Checks")
     table = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         table.append(line)
@@ -79,13 +88,25 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Any:
 
 # -- the Russian table, end to end ---------------------------------------------------------------
 
+
 def test_russian_checks_table_has_no_english_summaries(
-        smtp_server: Callable[..., Any], imap_server: Callable[..., LineServer], certs: Certs,
-        closed_port: int) -> None:
+    smtp_server: Callable[..., Any],
+    imap_server: Callable[..., LineServer],
+    certs: Certs,
+    closed_port: int,
+) -> None:
     smtp = smtp_server("ssl")
     imap = imap_server(starttls=certs.valid)
-    args = ["--smtp", f"127.0.0.1:{smtp.port}/ssl", "--imap", f"127.0.0.1:{imap.port}/starttls",
-            "--pop3", f"127.0.0.1:{closed_port}/ssl", "--ca-file", str(certs.ca_pem)]
+    args = [
+        "--smtp",
+        f"127.0.0.1:{smtp.port}/ssl",
+        "--imap",
+        f"127.0.0.1:{imap.port}/starttls",
+        "--pop3",
+        f"127.0.0.1:{closed_port}/ssl",
+        "--ca-file",
+        str(certs.ca_pem),
+    ]
     ru = cli(*args, "--lang", "ru")
     assert ru.code == 2, ru.err
     table = checks_section(ru.out)
@@ -115,14 +136,26 @@ def test_russian_checks_table_has_no_english_summaries(
     assert "Servers found via: explicit" in en.out and "What is wrong and what to do" in en.out
 
 
-def test_russian_login_and_wrong_password(imap_server: Callable[..., LineServer],
-                                          pop3_server: Callable[..., LineServer],
-                                          certs: Certs) -> None:
+def test_russian_login_and_wrong_password(
+    imap_server: Callable[..., LineServer], pop3_server: Callable[..., LineServer], certs: Certs
+) -> None:
     imap = imap_server(implicit_tls=True, users={ALICE: PASSWORD})
     pop3 = pop3_server(implicit_tls=True, users={ALICE: "another"})
-    ru = cli("--only", "imap,pop3", "--imap", f"127.0.0.1:{imap.port}/ssl", "--pop3",
-             f"127.0.0.1:{pop3.port}/ssl", "--ca-file", str(certs.ca_pem), "--lang", "ru",
-             "--password-env", "MAILDIAG_TEST_PW", env={"MAILDIAG_TEST_PW": PASSWORD})
+    ru = cli(
+        "--only",
+        "imap,pop3",
+        "--imap",
+        f"127.0.0.1:{imap.port}/ssl",
+        "--pop3",
+        f"127.0.0.1:{pop3.port}/ssl",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--lang",
+        "ru",
+        "--password-env",
+        "MAILDIAG_TEST_PW",
+        env={"MAILDIAG_TEST_PW": PASSWORD},
+    )
     flat = norm(checks_section(ru.out))
     assert f"вход под {ALICE} выполнен (LOGIN)" in flat
     assert "сервер отклонил вход (USER/PASS): -ERR" in flat
@@ -131,10 +164,12 @@ def test_russian_login_and_wrong_password(imap_server: Callable[..., LineServer]
 
 
 def test_multi_target_report_is_rendered_in_russian(
-        tmp_path: Path, smtp_server: Callable[..., Any], certs: Certs, closed_port: int) -> None:
+    tmp_path: Path, smtp_server: Callable[..., Any], certs: Certs, closed_port: int
+) -> None:
     smtp = smtp_server("ssl")
     config = tmp_path / "targets.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         defaults:
           timeout: 3
           clock: false
@@ -145,7 +180,9 @@ def test_multi_target_report_is_rendered_in_russian(
             smtp: 127.0.0.1:{smtp.port}/ssl
           - address: bob@example.test
             smtp: 127.0.0.1:{closed_port}/ssl
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     result = run_cli("check", "--config", str(config), "--lang", "ru")
     assert result.out.count("Проверки") == 2, result.out + result.err
     flat = norm(result.out)
@@ -156,8 +193,17 @@ def test_multi_target_report_is_rendered_in_russian(
 
 def test_json_summary_stays_english(smtp_server: Callable[..., Any], certs: Certs) -> None:
     smtp = smtp_server("ssl")
-    report = cli("--only", "smtp", "--smtp", f"127.0.0.1:{smtp.port}/ssl", "--ca-file",
-                 str(certs.ca_pem), "--lang", "ru", "--json").json
+    report = cli(
+        "--only",
+        "smtp",
+        "--smtp",
+        f"127.0.0.1:{smtp.port}/ssl",
+        "--ca-file",
+        str(certs.ca_pem),
+        "--lang",
+        "ru",
+        "--json",
+    ).json
     summaries = {c["id"]: c["summary"] for c in report["checks"]}
     assert summaries["smtp.connect"] == f"connected to 127.0.0.1:{smtp.port}"
     assert "summary_key" not in report["checks"][0]
@@ -209,8 +255,9 @@ def summary_keys_in(source: str) -> set[str]:
                 keys.update(_strings(node.args[8]))
         elif isinstance(node, ast.Assign):
             for target in node.targets:
-                if isinstance(target, ast.Name) and (target.id in _KEY_NAMES
-                                                     or target.id.endswith("_KEYS")):
+                if isinstance(target, ast.Name) and (
+                    target.id in _KEY_NAMES or target.id.endswith("_KEYS")
+                ):
                     keys.update(_strings(node.value))
                 elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
                     for t, v in zip(target.elts, node.value.elts, strict=False):
@@ -237,8 +284,10 @@ def test_every_summary_key_has_english_and_russian_and_none_is_dead() -> None:
 
 
 def test_the_key_scanner_sees_a_missing_key() -> None:
-    found = summary_keys_in('self.emit("auth", Status.OK, "x", key="auth.brand_new")\n'
-                            'self.session.skip("skip.also_new", "y")\n')
+    found = summary_keys_in(
+        'self.emit("auth", Status.OK, "x", key="auth.brand_new")\n'
+        'self.session.skip("skip.also_new", "y")\n'
+    )
     assert found == {"auth.brand_new", "skip.also_new"}
 
 
@@ -247,8 +296,19 @@ def test_report_headings_live_in_the_rule_base() -> None:
 
     assert not hasattr(text, "LABELS")
     rules = RuleBase.load(cache=False)
-    for name in ("servers", "checks", "findings", "source", "none", "evidence", "ok", "took",
-                 "exit", "checking", "done"):
+    for name in (
+        "servers",
+        "checks",
+        "findings",
+        "source",
+        "none",
+        "evidence",
+        "ok",
+        "took",
+        "exit",
+        "checking",
+        "done",
+    ):
         assert f"report.{name}" in rules.ui, name
 
 
@@ -260,27 +320,51 @@ def test_rules_lint_accepts_the_report_words() -> None:
 
 # -- rendering details ---------------------------------------------------------------------------
 
+
 def test_plural_forms() -> None:
     ru = "день|дня|дней"
     got = {n: plural_form(n, ru) for n in (0, 1, 2, 4, 5, 11, 12, 14, 21, 22, 25, 101, 111, 212)}
-    assert got == {0: "дней", 1: "день", 2: "дня", 4: "дня", 5: "дней", 11: "дней", 12: "дней",
-                   14: "дней", 21: "день", 22: "дня", 25: "дней", 101: "день", 111: "дней",
-                   212: "дней"}
+    assert got == {
+        0: "дней",
+        1: "день",
+        2: "дня",
+        4: "дня",
+        5: "дней",
+        11: "дней",
+        12: "дней",
+        14: "дней",
+        21: "день",
+        22: "дня",
+        25: "дней",
+        101: "день",
+        111: "дней",
+        212: "дней",
+    }
     assert plural_form(1, "day|days") == "day" and plural_form(7, "day|days") == "days"
 
 
 @pytest.mark.parametrize("days,word", [(1, "1 день"), (3, "3 дня"), (212, "212 дней")])
 def test_certificate_days_read_naturally(ui: UiText, days: int, word: str) -> None:
-    obs = Observation("smtp.tls", Status.OK, f"TLSv1.3, certificate valid for {days} days",
-                      summary_key="tls.ok", summary_params={"version": "TLSv1.3", "days": days})
+    obs = Observation(
+        "smtp.tls",
+        Status.OK,
+        f"TLSv1.3, certificate valid for {days} days",
+        summary_key="tls.ok",
+        summary_params={"version": "TLSv1.3", "days": days},
+    )
     assert ui.summary(obs, "ru") == f"TLSv1.3, сертификат действителен ещё {word}"
     assert ui.summary(obs, "en") == obs.summary
 
 
 def test_server_words_are_quoted_verbatim(ui: UiText) -> None:
     reply = "554  5.7.1 Go away . {port} [[x]] \x001\x00"
-    obs = Observation("smtp.greeting", Status.FAIL, reply, summary_key="greeting.rejected",
-                      summary_params={"reply": reply})
+    obs = Observation(
+        "smtp.greeting",
+        Status.FAIL,
+        reply,
+        summary_key="greeting.rejected",
+        summary_params={"reply": reply},
+    )
     assert ui.summary(obs, "en") == reply
     assert ui.summary(obs, "ru") == f"сервер отказал в сеансе: {reply}"
 
@@ -295,13 +379,18 @@ def test_clock_summaries_in_russian(ui: UiText) -> None:
     import datetime as dt
 
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    for offset, ru in [(0.3, "часы компьютера расходятся с sntp:ntp.test:123 не больше чем на "
-                             "0.3 с"),
-                       (3 * 3600, "часы компьютера спешат на 3 часа относительно "
-                                  "sntp:ntp.test:123"),
-                       (-86400 * 2, "часы компьютера отстают на 2 дня от sntp:ntp.test:123")]:
-        reading = ClockReading(offset=offset, source="sntp:ntp.test:123",
-                               reference=now, local=now + dt.timedelta(seconds=offset), detail={})
+    for offset, ru in [
+        (0.3, "часы компьютера расходятся с sntp:ntp.test:123 не больше чем на 0.3 с"),
+        (3 * 3600, "часы компьютера спешат на 3 часа относительно sntp:ntp.test:123"),
+        (-86400 * 2, "часы компьютера отстают на 2 дня от sntp:ntp.test:123"),
+    ]:
+        reading = ClockReading(
+            offset=offset,
+            source="sntp:ntp.test:123",
+            reference=now,
+            local=now + dt.timedelta(seconds=offset),
+            detail={},
+        )
         obs = judge_clock(reading)
         assert ui.summary(obs, "ru") == ru
         assert ui.summary(obs, "en") == obs.summary
@@ -309,8 +398,15 @@ def test_clock_summaries_in_russian(ui: UiText) -> None:
 
 # -- the English templates say what the English summaries say, on every path we can reach --------
 
-def _session(target: Target, certs: Certs, *, timeout: float = 3.0, password: str | None = None,
-             login: bool = True) -> list[Observation]:
+
+def _session(
+    target: Target,
+    certs: Certs,
+    *,
+    timeout: float = 3.0,
+    password: str | None = None,
+    login: bool = True,
+) -> list[Observation]:
     seen: list[Observation] = []
     config = RunConfig(ALICE, ca_file=str(certs.ca_pem), timeout=timeout, password=password)
     stage = make_login_stage(config, parse_address(ALICE), None) if login else None
@@ -323,10 +419,15 @@ def _t(service: Service, port: int, security: str) -> Target:
 
 
 def test_every_path_has_a_key_and_english_renders_as_the_summary(
-        smtp_server: Callable[..., Any], smtp_peers: Callable[..., Any],
-        imap_server: Callable[..., LineServer],
-        pop3_server: Callable[..., LineServer], line_server: Callable[..., LineServer],
-        certs: Certs, closed_port: int, ui: UiText) -> None:
+    smtp_server: Callable[..., Any],
+    smtp_peers: Callable[..., Any],
+    imap_server: Callable[..., LineServer],
+    pop3_server: Callable[..., LineServer],
+    line_server: Callable[..., LineServer],
+    certs: Certs,
+    closed_port: int,
+    ui: UiText,
+) -> None:
     from test_auth_support import PostfixLike, YandexLike
 
     smtp, imap, pop3 = Service.SMTP, Service.IMAP, Service.POP3
@@ -361,10 +462,14 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         (_t(smtp, smtp_server("starttls", tls=certs.wrong_host).port, "starttls"), {}),
         (_t(smtp, smtp_server("ssl", tls=certs.self_signed).port, "ssl"), {}),
         (_t(smtp, smtp_server("ssl", tls=certs.expiring(10)).port, "ssl"), {}),
-        (_t(smtp, smtp_peer(PostfixLike(), users={ALICE: PASSWORD}).port, "starttls"),
-         {"password": PASSWORD}),
-        (_t(smtp, smtp_peer(YandexLike(), users={ALICE: "other"}).port, "starttls"),
-         {"password": PASSWORD}),
+        (
+            _t(smtp, smtp_peer(PostfixLike(), users={ALICE: PASSWORD}).port, "starttls"),
+            {"password": PASSWORD},
+        ),
+        (
+            _t(smtp, smtp_peer(YandexLike(), users={ALICE: "other"}).port, "starttls"),
+            {"password": PASSWORD},
+        ),
         (_t(smtp, smtp_peer(YandexLike(), users={ALICE: PASSWORD}).port, "starttls"), {}),
         (_t(smtp, smtp_server("ssl").port, "ssl"), {"password": PASSWORD}),
         (_t(smtp, smtp_server("ssl").port, "ssl"), {"login": False}),
@@ -372,15 +477,23 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         (_t(smtp, line_server(imap_on_smtp).port, "starttls"), {}),
         (_t(smtp, line_server(busy).port, "starttls"), {}),
         (_t(smtp, line_server(hangs_up).port, "starttls"), {"timeout": 1.0}),
-        (_t(imap, imap_server(implicit_tls=True, users={ALICE: PASSWORD}).port, "ssl"),
-         {"password": PASSWORD}),
-        (_t(imap, imap_server(implicit_tls=True, users={ALICE: "x"}).port, "ssl"),
-         {"password": PASSWORD}),
-        (_t(imap, imap_server(login_disabled_before_tls=True).port, "plain"),
-         {"password": PASSWORD}),
+        (
+            _t(imap, imap_server(implicit_tls=True, users={ALICE: PASSWORD}).port, "ssl"),
+            {"password": PASSWORD},
+        ),
+        (
+            _t(imap, imap_server(implicit_tls=True, users={ALICE: "x"}).port, "ssl"),
+            {"password": PASSWORD},
+        ),
+        (
+            _t(imap, imap_server(login_disabled_before_tls=True).port, "plain"),
+            {"password": PASSWORD},
+        ),
         (_t(imap, imap_server(starttls=certs.valid).port, "starttls"), {}),
-        (_t(pop3, pop3_server(implicit_tls=True, users={ALICE: PASSWORD}).port, "ssl"),
-         {"password": PASSWORD}),
+        (
+            _t(pop3, pop3_server(implicit_tls=True, users={ALICE: PASSWORD}).port, "ssl"),
+            {"password": PASSWORD},
+        ),
         (_t(pop3, pop3_server(starttls=certs.valid).port, "starttls"), {"password": PASSWORD}),
     ]
     for target, kw in runs:
@@ -394,9 +507,13 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         time.sleep(3)
 
     t = Target(Service.SMTP, "127.0.0.1", 1, Security.SSL)
-    observations += run_jobs([Job("crash", ("clock",), crash),
-                              Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h",
-                                  target=t)], deadline=0.3)
+    observations += run_jobs(
+        [
+            Job("crash", ("clock",), crash),
+            Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h", target=t),
+        ],
+        deadline=0.3,
+    )
 
     used: set[str] = set()
     for obs in observations:
@@ -407,43 +524,96 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
         ru = ui.summary(obs, "ru")
         assert ru and "?" not in ru.replace(obs.summary, ""), (obs.summary_key, ru)
     # the paths above reach these (a sample that proves the runs went where they should)
-    expected = {"connect.ok", "net.refused", "greeting.ok", "greeting.detected_ssl",
-                "greeting.detected_plain", "greeting.mismatch", "greeting.silent",
-                "greeting.wrong_protocol", "greeting.rejected", "tls.ok", "tls.cert_expired",
-                "tls.hostname_mismatch", "tls.cert_untrusted", "tls.plain_requested",
-                "tls.starttls_not_offered", "capabilities.ok", "auth.ok", "auth.refused",
-                "auth.needs_password", "auth.not_required", "auth.login_disabled", "sender.ok",
-                "auth.required", "sender.login_failed", "auth.no_mechanism_offered",
-                "skip.unreachable", "skip.silent", "skip.wrong_protocol", "skip.rejected",
-                "skip.login_not_in_run", "internal_error", "run.deadline", "skip.unfinished"}
+    expected = {
+        "connect.ok",
+        "net.refused",
+        "greeting.ok",
+        "greeting.detected_ssl",
+        "greeting.detected_plain",
+        "greeting.mismatch",
+        "greeting.silent",
+        "greeting.wrong_protocol",
+        "greeting.rejected",
+        "tls.ok",
+        "tls.cert_expired",
+        "tls.hostname_mismatch",
+        "tls.cert_untrusted",
+        "tls.plain_requested",
+        "tls.starttls_not_offered",
+        "capabilities.ok",
+        "auth.ok",
+        "auth.refused",
+        "auth.needs_password",
+        "auth.not_required",
+        "auth.login_disabled",
+        "sender.ok",
+        "auth.required",
+        "sender.login_failed",
+        "auth.no_mechanism_offered",
+        "skip.unreachable",
+        "skip.silent",
+        "skip.wrong_protocol",
+        "skip.rejected",
+        "skip.login_not_in_run",
+        "internal_error",
+        "run.deadline",
+        "skip.unfinished",
+    }
     assert expected <= used, sorted(expected - used)
 
 
 def test_dns_facts_render_in_russian(ui: UiText) -> None:
     obs = Observation(
-        "dns", Status.FAIL, "example.test: resolver 127.0.0.1:53 did not answer; MX a.test, "
-        "b.test, c.test ...; 1 of 3 server names resolve", summary_key="dns.domain",
-        summary_params={"domain": "example.test", "facts": [
-            {"key": "dns.resolver_silent", "params": {"resolver": "127.0.0.1:53"}},
-            {"key": "dns.mx", "params": {"hosts": "a.test, b.test, c.test ..."}},
-            {"key": "dns.resolved", "params": {"resolved": 1, "servers": 3}}]})
+        "dns",
+        Status.FAIL,
+        "example.test: resolver 127.0.0.1:53 did not answer; MX a.test, "
+        "b.test, c.test ...; 1 of 3 server names resolve",
+        summary_key="dns.domain",
+        summary_params={
+            "domain": "example.test",
+            "facts": [
+                {"key": "dns.resolver_silent", "params": {"resolver": "127.0.0.1:53"}},
+                {"key": "dns.mx", "params": {"hosts": "a.test, b.test, c.test ..."}},
+                {"key": "dns.resolved", "params": {"resolved": 1, "servers": 3}},
+            ],
+        },
+    )
     assert ui.summary(obs, "en") == obs.summary
-    assert ui.summary(obs, "ru") == ("example.test: DNS-сервер 127.0.0.1:53 не ответил; "
-                                     "MX: a.test, b.test, c.test ...; в DNS найдены 1 из 3 "
-                                     "серверов")
+    assert ui.summary(obs, "ru") == (
+        "example.test: DNS-сервер 127.0.0.1:53 не ответил; "
+        "MX: a.test, b.test, c.test ...; в DNS найдены 1 из 3 "
+        "серверов"
+    )
 
 
-@pytest.mark.parametrize("zone,ru", [
-    ({}, "example.test: домена example.test не существует"),
-    ({"example.test": {"MX": ["10 mx.example.test."]}, "mx.example.test": {"A": ["127.0.0.1"]}},
-     "example.test: MX: mx.example.test"),
-])
+@pytest.mark.parametrize(
+    "zone,ru",
+    [
+        ({}, "example.test: домена example.test не существует"),
+        (
+            {
+                "example.test": {"MX": ["10 mx.example.test."]},
+                "mx.example.test": {"A": ["127.0.0.1"]},
+            },
+            "example.test: MX: mx.example.test",
+        ),
+    ],
+)
 def test_dns_check_from_a_real_lookup(zone: dict[str, Any], ru: str) -> None:
     from dnsserver import DnsServer
 
     with DnsServer(zone) as server:
-        args = ["check", ALICE, "--no-clock", "--timeout", "2", "--only", "smtp", "--resolver",
-                server.address]
+        args = [
+            "check",
+            ALICE,
+            "--no-clock",
+            "--timeout",
+            "2",
+            "--only",
+            "smtp",
+            "--resolver",
+            server.address,
+        ]
         report = run_cli(*args, "--json").json
         ru_out = norm(checks_section(run_cli(*args, "--lang", "ru").out))
         en_out = norm(checks_section(run_cli(*args, "--lang", "en").out))

@@ -23,12 +23,24 @@ from maildiag.probes.tls import ChainFacts, judge, match_product
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-def run_session(target: Target, ca: str | None, *, timeout: float = 3.0,
-                rules_dirs: tuple[str, ...] = (), warn_days: int = 21,
-                crit_days: int = 7) -> dict[str, Observation]:
+def run_session(
+    target: Target,
+    ca: str | None,
+    *,
+    timeout: float = 3.0,
+    rules_dirs: tuple[str, ...] = (),
+    warn_days: int = 21,
+    crit_days: int = 7,
+) -> dict[str, Observation]:
     seen: list[Observation] = []
-    config = RunConfig("a@example.test", ca_file=ca, timeout=timeout, rules_dirs=rules_dirs,
-                       warn_days=warn_days, crit_days=crit_days)
+    config = RunConfig(
+        "a@example.test",
+        ca_file=ca,
+        timeout=timeout,
+        rules_dirs=rules_dirs,
+        warn_days=warn_days,
+        crit_days=crit_days,
+    )
     Session(target, Env(config, seen.append)).run()
     return {o.check: o for o in seen}
 
@@ -57,16 +69,18 @@ def server_ctx(cert: Any, *, max_version: ssl.TLSVersion | None = None) -> ssl.S
 def interception_rules(tmp_path: Path) -> str:
     """An extra rules directory listing one inspection product, as rules/*.yaml do."""
     (tmp_path / "interception.yaml").write_text(
-        "interception:\n  - {issuer: Kaspersky Anti-Virus, product: Kaspersky}\n",
-        encoding="utf-8")
+        "interception:\n  - {issuer: Kaspersky Anti-Virus, product: Kaspersky}\n", encoding="utf-8"
+    )
     return str(tmp_path)
 
 
 @pytest.fixture(scope="module")
 def av_ca() -> trustme.CA:
     """A CA named like an antivirus' mail/HTTPS-scanning root."""
-    return trustme.CA(organization_name="AO Kaspersky Lab",
-                      organization_unit_name="Kaspersky Anti-Virus Personal Root Certificate")
+    return trustme.CA(
+        organization_name="AO Kaspersky Lab",
+        organization_unit_name="Kaspersky Anti-Virus Personal Root Certificate",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +104,7 @@ def os_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[trust
 
 
 # -- details -----------------------------------------------------------------------------------
+
 
 def test_tls_details_in_data(smtp_server: Callable[..., Any], certs: Certs) -> None:
     server = smtp_server("ssl")
@@ -118,9 +133,11 @@ def test_failure_keeps_code_and_message(smtp_server: Callable[..., Any], certs: 
 
 # -- expiry thresholds ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("days,status", [(40, Status.OK), (10, Status.WARN), (3, Status.FAIL)])
-def test_leaf_expiry_thresholds(smtp_server: Callable[..., Any], certs: Certs, days: int,
-                                status: Status) -> None:
+def test_leaf_expiry_thresholds(
+    smtp_server: Callable[..., Any], certs: Certs, days: int, status: Status
+) -> None:
     server = smtp_server("ssl", tls=certs.expiring(days))
     tls = run_session(smtp(server.port), str(certs.ca_pem))["smtp.tls"]
     assert tls.status is status
@@ -135,10 +152,18 @@ def test_leaf_expiry_thresholds(smtp_server: Callable[..., Any], certs: Certs, d
 
 def test_thresholds_follow_the_options(smtp_server: Callable[..., Any], certs: Certs) -> None:
     server = smtp_server("ssl", tls=certs.expiring(10))
-    assert run_session(smtp(server.port), str(certs.ca_pem), warn_days=5,
-                       crit_days=2)["smtp.tls"].status is Status.OK
-    assert run_session(smtp(server.port), str(certs.ca_pem), warn_days=60,
-                       crit_days=30)["smtp.tls"].status is Status.FAIL
+    assert (
+        run_session(smtp(server.port), str(certs.ca_pem), warn_days=5, crit_days=2)[
+            "smtp.tls"
+        ].status
+        is Status.OK
+    )
+    assert (
+        run_session(smtp(server.port), str(certs.ca_pem), warn_days=60, crit_days=30)[
+            "smtp.tls"
+        ].status
+        is Status.FAIL
+    )
 
 
 def _chain_with_short_intermediate(tmp: Path) -> tuple[str, ssl.SSLContext]:
@@ -151,21 +176,31 @@ def _chain_with_short_intermediate(tmp: Path) -> tuple[str, ssl.SSLContext]:
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def make(subject: str, issuer: str, key: Any, signer: Any, days: int, ca: bool,
-             san: bool = False) -> x509.Certificate:
-        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(NOW - dt.timedelta(days=30))
-             .not_valid_after(NOW + dt.timedelta(days=days))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    def make(
+        subject: str, issuer: str, key: Any, signer: Any, days: int, ca: bool, san: bool = False
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=30))
+            .not_valid_after(NOW + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if ca:
-            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
-                                              False, False), critical=True)
+            b = b.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
         if san:
             import ipaddress
 
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
         return b.sign(signer, hashes.SHA256())
 
     root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
@@ -175,8 +210,9 @@ def _chain_with_short_intermediate(tmp: Path) -> tuple[str, ssl.SSLContext]:
     pem = serialization.Encoding.PEM
     (tmp / "root.pem").write_bytes(root.public_bytes(pem))
     (tmp / "chain.pem").write_bytes(leaf.public_bytes(pem) + mid.public_bytes(pem))
-    (tmp / "key.pem").write_bytes(leaf_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp / "key.pem").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp / "chain.pem", tmp / "key.pem")
     return str(tmp / "root.pem"), ctx
@@ -198,6 +234,7 @@ def test_intermediate_expiry_is_judged(smtp_server: Callable[..., Any], tmp_path
 
 
 # -- outdated protocols ----------------------------------------------------------------------------
+
 
 def test_tls_1_1_only_server_warns(line_server: Callable[..., LineServer]) -> None:
     """OpenSSL 3 handshakes TLS 1.1 only at SECLEVEL 0 on both sides (RSA or ECDSA keys):
@@ -232,16 +269,19 @@ class _ca_file:  # noqa: N801 - a tiny context manager
 
 # -- interception ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def av_server(smtp_server: Callable[..., Any], av_ca: trustme.CA) -> Iterator[Any]:
     yield smtp_server("ssl", tls=server_ctx(av_ca.issue_cert("127.0.0.1", "localhost")))
 
 
-def test_antivirus_issuer_is_interception(av_server: Any, certs: Certs,
-                                          interception_rules: str) -> None:
+def test_antivirus_issuer_is_interception(
+    av_server: Any, certs: Certs, interception_rules: str
+) -> None:
     # certifi + --ca-file do not know the AV root; the rule base's product list names it
-    tls = run_session(smtp(av_server.port), str(certs.ca_pem),
-                      rules_dirs=(interception_rules,))["smtp.tls"]
+    tls = run_session(smtp(av_server.port), str(certs.ca_pem), rules_dirs=(interception_rules,))[
+        "smtp.tls"
+    ]
     assert tls.status is Status.FAIL
     assert signals(tls) == ["tls.interception"]
     p = tls.problems[0].params
@@ -251,9 +291,12 @@ def test_antivirus_issuer_is_interception(av_server: Any, certs: Certs,
     assert "os_store" not in tls.data, "the issuer name sufficed: no second handshake"
 
 
-def test_os_store_trust_is_interception(smtp_server: Callable[..., Any], certs: Certs,
-                                        proxy_ca: trustme.CA,
-                                        os_store: Callable[[trustme.CA], str]) -> None:
+def test_os_store_trust_is_interception(
+    smtp_server: Callable[..., Any],
+    certs: Certs,
+    proxy_ca: trustme.CA,
+    os_store: Callable[[trustme.CA], str],
+) -> None:
     os_store(proxy_ca)
     server = smtp_server("ssl", tls=server_ctx(proxy_ca.issue_cert("127.0.0.1")))
     tls = run_session(smtp(server.port), str(certs.ca_pem))["smtp.tls"]
@@ -265,9 +308,12 @@ def test_os_store_trust_is_interception(smtp_server: Callable[..., Any], certs: 
     assert tls.data["os_store"] == {"verified": True, "verify_code": None, "message": ""}
 
 
-def test_os_store_check_after_starttls(smtp_server: Callable[..., Any], certs: Certs,
-                                       proxy_ca: trustme.CA,
-                                       os_store: Callable[[trustme.CA], str]) -> None:
+def test_os_store_check_after_starttls(
+    smtp_server: Callable[..., Any],
+    certs: Certs,
+    proxy_ca: trustme.CA,
+    os_store: Callable[[trustme.CA], str],
+) -> None:
     os_store(proxy_ca)
     server = smtp_server("starttls", tls=server_ctx(proxy_ca.issue_cert("127.0.0.1")))
     obs = run_session(smtp(server.port, Security.STARTTLS), str(certs.ca_pem))
@@ -277,14 +323,18 @@ def test_os_store_check_after_starttls(smtp_server: Callable[..., Any], certs: C
     assert obs["smtp.capabilities"].status is Status.OK, "the session carried on"
 
 
-def test_untrusted_everywhere_stays_untrusted(smtp_server: Callable[..., Any], certs: Certs,
-                                              proxy_ca: trustme.CA,
-                                              os_store: Callable[[trustme.CA], str],
-                                              interception_rules: str) -> None:
+def test_untrusted_everywhere_stays_untrusted(
+    smtp_server: Callable[..., Any],
+    certs: Certs,
+    proxy_ca: trustme.CA,
+    os_store: Callable[[trustme.CA], str],
+    interception_rules: str,
+) -> None:
     os_store(proxy_ca)  # the OS trusts the proxy CA, not the server's own CA
     server = smtp_server("ssl", tls=certs.self_signed)
-    tls = run_session(smtp(server.port), str(certs.ca_pem),
-                      rules_dirs=(interception_rules,))["smtp.tls"]
+    tls = run_session(smtp(server.port), str(certs.ca_pem), rules_dirs=(interception_rules,))[
+        "smtp.tls"
+    ]
     assert signals(tls) == ["tls.cert_untrusted"]
     assert tls.data["os_store"]["verified"] is False
     assert tls.data["os_store"]["verify_code"] in (19, 20, 21, 2)
@@ -303,13 +353,25 @@ def test_interception_only_for_untrusted_chains(certs: Certs) -> None:
     session = TlsSession("TLSv1.3", "TLS_AES_128_GCM_SHA256", leaf)
     facts = ChainFacts((leaf,), "", None, (("Kaspersky", "Kaspersky"),))
     target = smtp(465)
-    for code, signal in ((62, "tls.hostname_mismatch"), (10, "tls.cert_expired"),
-                         (20, "tls.interception")):
+    for code, signal in (
+        (62, "tls.hostname_mismatch"),
+        (10, "tls.cert_expired"),
+        (20, "tls.interception"),
+    ):
         raw = "tls.cert_untrusted" if code == 20 else signal  # what errors.classify says
-        failure = TlsFailed("certificate verify failed", signal=raw, verify_code=code,
-                            verify_message="x")
-        obs = judge(target, session, failure, now=dt.datetime.now(dt.UTC), warn_days=21,
-                    crit_days=7, duration_ms=0, facts=facts)
+        failure = TlsFailed(
+            "certificate verify failed", signal=raw, verify_code=code, verify_message="x"
+        )
+        obs = judge(
+            target,
+            session,
+            failure,
+            now=dt.datetime.now(dt.UTC),
+            warn_days=21,
+            crit_days=7,
+            duration_ms=0,
+            facts=facts,
+        )
         assert signals(obs) == [signal]
 
 

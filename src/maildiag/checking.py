@@ -61,8 +61,9 @@ def parse_server(spec: str, service: Service) -> Target:
         try:
             mode = Security(mode_text.lower())
         except ValueError:
-            raise UsageError(f"{option} {spec}: mode must be ssl, starttls or plain, "
-                             f"not {mode_text!r}") from None
+            raise UsageError(
+                f"{option} {spec}: mode must be ssl, starttls or plain, not {mode_text!r}"
+            ) from None
         if mode is Security.AUTO:
             raise UsageError(f"{option} {spec}: mode must be ssl, starttls or plain")
     port: int | None = None
@@ -101,18 +102,26 @@ def build_config(opts: CheckOptions, *, password: str | None) -> RunConfig:
     parse_address(opts.address)  # raises AddressError (a ValueError) with one line
     if opts.sender:
         parse_address(opts.sender)
-    explicit = tuple(parse_server(spec, svc) for svc, spec in
-                     ((Service.SMTP, opts.smtp), (Service.IMAP, opts.imap),
-                      (Service.POP3, opts.pop3)) if spec)
+    explicit = tuple(
+        parse_server(spec, svc)
+        for svc, spec in (
+            (Service.SMTP, opts.smtp),
+            (Service.IMAP, opts.imap),
+            (Service.POP3, opts.pop3),
+        )
+        if spec
+    )
     only = only_services(opts.only) if opts.only else frozenset(Service)
     if not opts.timeout > 0 or opts.timeout > 3600:
-        raise UsageError(f"--timeout must be above 0 and at most 3600 seconds, "
-                         f"not {opts.timeout:g}")
+        raise UsageError(
+            f"--timeout must be above 0 and at most 3600 seconds, not {opts.timeout:g}"
+        )
     if opts.warn_days < 0 or opts.crit_days < 0:
         raise UsageError("--warn-days and --crit-days cannot be negative")
     if opts.crit_days > opts.warn_days:
-        raise UsageError(f"--crit-days ({opts.crit_days}) cannot exceed --warn-days "
-                         f"({opts.warn_days})")
+        raise UsageError(
+            f"--crit-days ({opts.crit_days}) cannot exceed --warn-days ({opts.warn_days})"
+        )
     if opts.ca_file:
         _check_ca_file(opts.ca_file)
     if opts.resolver:
@@ -122,11 +131,22 @@ def build_config(opts: CheckOptions, *, password: str | None) -> RunConfig:
     if opts.time_server:
         _check_host_port(opts.time_server, "--time-server")
     return RunConfig(
-        address=opts.address, explicit=explicit, only=only, login=opts.login,
-        password=password, sender=opts.sender, ca_file=opts.ca_file, resolver=opts.resolver,
-        time_server=opts.time_server, check_clock=not opts.no_clock, timeout=opts.timeout,
-        warn_days=opts.warn_days, crit_days=opts.crit_days, lang=opts.lang,
-        transcript=opts.transcript, rules_dirs=opts.rules,
+        address=opts.address,
+        explicit=explicit,
+        only=only,
+        login=opts.login,
+        password=password,
+        sender=opts.sender,
+        ca_file=opts.ca_file,
+        resolver=opts.resolver,
+        time_server=opts.time_server,
+        check_clock=not opts.no_clock,
+        timeout=opts.timeout,
+        warn_days=opts.warn_days,
+        crit_days=opts.crit_days,
+        lang=opts.lang,
+        transcript=opts.transcript,
+        rules_dirs=opts.rules,
     )
 
 
@@ -139,8 +159,10 @@ def _check_ca_file(path: str) -> None:
     try:
         ssl.create_default_context().load_verify_locations(cafile=str(p))
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise UsageError(f"--ca-file {path}: not a readable PEM bundle of CA certificates "
-                         f"({getattr(exc, 'reason', None) or exc})") from None
+        raise UsageError(
+            f"--ca-file {path}: not a readable PEM bundle of CA certificates "
+            f"({getattr(exc, 'reason', None) or exc})"
+        ) from None
 
 
 def _check_host_port(spec: str, option: str) -> None:
@@ -156,8 +178,9 @@ def read_password(opts: CheckOptions) -> str | None:
     if opts.password_env:
         value = os.environ.get(opts.password_env)
         if value is None:
-            raise UsageError(f"--password-env {opts.password_env}: that environment variable "
-                             "is not set")
+            raise UsageError(
+                f"--password-env {opts.password_env}: that environment variable is not set"
+            )
         if not value:
             raise UsageError(f"--password-env {opts.password_env}: the variable is empty")
         return value
@@ -223,8 +246,9 @@ def _run_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
 
         progress = Progress(config.lang, UiText(rules))
     try:
-        return run_check(config, rules=rules,
-                         on_observation=progress.update if progress else _ignore)
+        return run_check(
+            config, rules=rules, on_observation=progress.update if progress else _ignore
+        )
     finally:
         if progress is not None:
             progress.close()
@@ -234,8 +258,14 @@ def _ignore(_: Observation) -> None:
     pass
 
 
-def emit(report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str,
-         rules: RuleBase | None = None) -> int:
+def emit(
+    report: Report | MultiReport,
+    fmt: str,
+    fail_on: str,
+    *,
+    lang: str,
+    rules: RuleBase | None = None,
+) -> int:
     """Print ``report`` (a Report or a multi-target report) and return its exit code.
 
     ``rules``: the rule base of the run, whose ``ui`` tables word the text report.
@@ -285,8 +315,11 @@ def _run_many(opts: CheckOptions) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     rules = load_rules(opts.rules)
-    multi = run_many(targets.targets, lambda spec: _run_one(configs[id(spec)], rules, "json"),
-                     max_parallel=targets.max_parallel)
+    multi = run_many(
+        targets.targets,
+        lambda spec: _run_one(configs[id(spec)], rules, "json"),
+        max_parallel=targets.max_parallel,
+    )
     return emit(multi, opts.fmt, opts.fail_on, lang=opts.lang, rules=rules)
 
 

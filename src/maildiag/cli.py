@@ -44,21 +44,34 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback "
-                                            "of an internal error.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")
+    ] = False,
 ) -> None:
     if traceback:
         os.environ["MAILDIAG_TRACEBACK"] = "1"
 
 
-Lang = Annotated[str | None, typer.Option("--lang", metavar="en|ru",
-                                          help="Language of titles and steps: en or ru "
-                                          "(default from the locale).")]
-RulesDir = Annotated[list[str] | None, typer.Option("--rules", metavar="DIR",
-                                                    help="Also load the rules in DIR "
-                                                    "(also MAILDIAG_RULES).")]
+Lang = Annotated[
+    str | None,
+    typer.Option(
+        "--lang",
+        metavar="en|ru",
+        help="Language of titles and steps: en or ru (default from the locale).",
+    ),
+]
+RulesDir = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rules", metavar="DIR", help="Also load the rules in DIR (also MAILDIAG_RULES)."
+    ),
+]
 
 
 def _lang(value: str | None) -> str:
@@ -73,70 +86,133 @@ def _lang(value: str | None) -> str:
 
 @app.command()
 def check(
-    address: Annotated[str | None, typer.Argument(metavar="ADDRESS",
-                                                  help="The mailbox address, e.g. you@yandex.ru "
-                                                  "(not with --config).")] = None,
-    smtp: Annotated[str | None, typer.Option("--smtp", metavar="HOST[:PORT][/MODE]",
-                                             help="Use this SMTP server (mode ssl, starttls or "
-                                             "plain).")] = None,
-    imap: Annotated[str | None, typer.Option("--imap", metavar="HOST[:PORT][/MODE]",
-                                             help="Use this IMAP server.")] = None,
-    pop3: Annotated[str | None, typer.Option("--pop3", metavar="HOST[:PORT][/MODE]",
-                                             help="Use this POP3 server.")] = None,
-    only: Annotated[str | None, typer.Option("--only", metavar="SERVICES",
-                                             help="Check only these: smtp,imap,pop3.")] = None,
-    login: Annotated[str | None, typer.Option("--login", metavar="LOGIN",
-                                              help="Login name when it differs from "
-                                              "ADDRESS.")] = None,
-    password_env: Annotated[str | None, typer.Option("--password-env", metavar="VAR",
-                                                     help="Read the password from this "
-                                                     "environment variable.")] = None,
-    ask_password: Annotated[bool, typer.Option("--ask-password", help="Prompt for the password "
-                                               "without echo.")] = False,
-    sender: Annotated[str | None, typer.Option("--from", metavar="ADDRESS",
-                                               help="Sender address to test ownership of.")] = None,
-    ca_file: Annotated[str | None, typer.Option("--ca-file", metavar="PEM",
-                                                help="Also trust these CA certificates.")] = None,
-    resolver: Annotated[str | None, typer.Option("--resolver", metavar="IP[:PORT]",
-                                                 help="DNS server to ask instead of the "
-                                                 "system's.")] = None,
-    time_server: Annotated[str | None, typer.Option("--time-server", metavar="HOST[:PORT]",
-                                                    help="SNTP server for the clock check.")]
-    = None,
+    address: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ADDRESS", help="The mailbox address, e.g. you@yandex.ru (not with --config)."
+        ),
+    ] = None,
+    smtp: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp",
+            metavar="HOST[:PORT][/MODE]",
+            help="Use this SMTP server (mode ssl, starttls or plain).",
+        ),
+    ] = None,
+    imap: Annotated[
+        str | None,
+        typer.Option("--imap", metavar="HOST[:PORT][/MODE]", help="Use this IMAP server."),
+    ] = None,
+    pop3: Annotated[
+        str | None,
+        typer.Option("--pop3", metavar="HOST[:PORT][/MODE]", help="Use this POP3 server."),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", metavar="SERVICES", help="Check only these: smtp,imap,pop3."),
+    ] = None,
+    login: Annotated[
+        str | None,
+        typer.Option("--login", metavar="LOGIN", help="Login name when it differs from ADDRESS."),
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            metavar="VAR",
+            help="Read the password from this environment variable.",
+        ),
+    ] = None,
+    ask_password: Annotated[
+        bool, typer.Option("--ask-password", help="Prompt for the password without echo.")
+    ] = False,
+    sender: Annotated[
+        str | None,
+        typer.Option("--from", metavar="ADDRESS", help="Sender address to test ownership of."),
+    ] = None,
+    ca_file: Annotated[
+        str | None,
+        typer.Option("--ca-file", metavar="PEM", help="Also trust these CA certificates."),
+    ] = None,
+    resolver: Annotated[
+        str | None,
+        typer.Option(
+            "--resolver", metavar="IP[:PORT]", help="DNS server to ask instead of the system's."
+        ),
+    ] = None,
+    time_server: Annotated[
+        str | None,
+        typer.Option(
+            "--time-server", metavar="HOST[:PORT]", help="SNTP server for the clock check."
+        ),
+    ] = None,
     no_clock: Annotated[bool, typer.Option("--no-clock", help="Skip the clock check.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
-                                           help="Limit for each network step.")] = 10.0,
-    warn_days: Annotated[int, typer.Option("--warn-days", metavar="N",
-                                           help="Warn when a certificate expires within N "
-                                           "days.")] = 21,
-    crit_days: Annotated[int, typer.Option("--crit-days", metavar="N",
-                                           help="Fail when a certificate expires within N "
-                                           "days.")] = 7,
-    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, json, junit, "
-                                     "nagios or prometheus.")] = "text",
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Limit for each network step.")
+    ] = 10.0,
+    warn_days: Annotated[
+        int,
+        typer.Option(
+            "--warn-days", metavar="N", help="Warn when a certificate expires within N days."
+        ),
+    ] = 21,
+    crit_days: Annotated[
+        int,
+        typer.Option(
+            "--crit-days", metavar="N", help="Fail when a certificate expires within N days."
+        ),
+    ] = 7,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", metavar="FORMAT", help="text, json, junit, nagios or prometheus."),
+    ] = "text",
     as_json: Annotated[bool, typer.Option("--json", help="Short for --format json.")] = False,
-    config_file: Annotated[str | None, typer.Option("--config", metavar="FILE",
-                                                    help="Check every target in a YAML file.")]
-    = None,
-    fail_on: Annotated[str, typer.Option("--fail-on", metavar="warn|fail",
-                                         help="What counts as failure for CI.")] = "fail",
+    config_file: Annotated[
+        str | None,
+        typer.Option("--config", metavar="FILE", help="Check every target in a YAML file."),
+    ] = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", metavar="warn|fail", help="What counts as failure for CI.")
+    ] = "fail",
     rules: RulesDir = None,
     lang: Lang = None,
-    transcript: Annotated[bool, typer.Option("--transcript", help="Also show each protocol "
-                                             "dialogue, secrets redacted.")] = False,
+    transcript: Annotated[
+        bool,
+        typer.Option("--transcript", help="Also show each protocol dialogue, secrets redacted."),
+    ] = False,
 ) -> None:
     """Diagnose a mailbox's servers end to end."""
     from maildiag.checking import CheckOptions, run_check_command
 
     if (address is None) == (config_file is None):
-        raise Fail("check needs an ADDRESS, or --config FILE with the targets, not both"
-                   if address else "Missing argument 'ADDRESS' (or --config FILE)")
+        raise Fail(
+            "check needs an ADDRESS, or --config FILE with the targets, not both"
+            if address
+            else "Missing argument 'ADDRESS' (or --config FILE)"
+        )
     options = CheckOptions(
-        address=address or "", smtp=smtp, imap=imap, pop3=pop3, only=only, login=login,
-        password_env=password_env, ask_password=ask_password, sender=sender, ca_file=ca_file,
-        resolver=resolver, time_server=time_server, no_clock=no_clock, timeout=timeout,
-        warn_days=warn_days, crit_days=crit_days, fmt="json" if as_json else fmt,
-        config_file=config_file, fail_on=fail_on, rules=tuple(rules or ()), lang=_lang(lang),
+        address=address or "",
+        smtp=smtp,
+        imap=imap,
+        pop3=pop3,
+        only=only,
+        login=login,
+        password_env=password_env,
+        ask_password=ask_password,
+        sender=sender,
+        ca_file=ca_file,
+        resolver=resolver,
+        time_server=time_server,
+        no_clock=no_clock,
+        timeout=timeout,
+        warn_days=warn_days,
+        crit_days=crit_days,
+        fmt="json" if as_json else fmt,
+        config_file=config_file,
+        fail_on=fail_on,
+        rules=tuple(rules or ()),
+        lang=_lang(lang),
         transcript=transcript,
     )
     raise typer.Exit(run_check_command(options))
@@ -144,11 +220,12 @@ def check(
 
 @app.command()
 def explain(
-    text: Annotated[str | None, typer.Argument(metavar="TEXT",
-                                               help="The error text, or - to read stdin.")]
-    = None,
-    file: Annotated[str | None, typer.Option("--file", metavar="LOG",
-                                             help="Diagnose each line of a mail log.")] = None,
+    text: Annotated[
+        str | None, typer.Argument(metavar="TEXT", help="The error text, or - to read stdin.")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", metavar="LOG", help="Diagnose each line of a mail log.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     lang: Lang = None,
     rules: RulesDir = None,
@@ -164,25 +241,35 @@ def settings(
     address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The mailbox address.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     lang: Lang = None,
-    resolver: Annotated[str | None, typer.Option("--resolver", metavar="IP[:PORT]",
-                                                 help="DNS server to ask.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
-                                           help="Limit for each network step.")] = 10.0,
+    resolver: Annotated[
+        str | None, typer.Option("--resolver", metavar="IP[:PORT]", help="DNS server to ask.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Limit for each network step.")
+    ] = 10.0,
     rules: RulesDir = None,
 ) -> None:
     """The settings a mail program needs: servers, ports, security, login form."""
     from maildiag.settings_cli import run_settings
 
     _positive_timeout(timeout)
-    raise typer.Exit(run_settings(address, as_json=as_json, lang=_lang(lang), resolver=resolver,
-                                  timeout=timeout, rules_dirs=tuple(rules or ())))
+    raise typer.Exit(
+        run_settings(
+            address,
+            as_json=as_json,
+            lang=_lang(lang),
+            resolver=resolver,
+            timeout=timeout,
+            rules_dirs=tuple(rules or ()),
+        )
+    )
 
 
 @rules_app.command("lint")
 def rules_lint(
-    directory: Annotated[str | None, typer.Argument(metavar="[DIR]",
-                                                    help="Rule directory (default: built-in).")]
-    = None,
+    directory: Annotated[
+        str | None, typer.Argument(metavar="[DIR]", help="Rule directory (default: built-in).")
+    ] = None,
 ) -> None:
     """Validate a rule base: schema, regexes, duplicate ids."""
     from maildiag.rules_cli import lint
@@ -192,9 +279,9 @@ def rules_lint(
 
 @rules_app.command("test")
 def rules_test(
-    directory: Annotated[str | None, typer.Argument(metavar="[DIR]",
-                                                    help="Rule directory (default: built-in).")]
-    = None,
+    directory: Annotated[
+        str | None, typer.Argument(metavar="[DIR]", help="Rule directory (default: built-in).")
+    ] = None,
 ) -> None:
     """Run every rule's embedded examples and counterexamples."""
     from maildiag.rules_cli import test
@@ -204,8 +291,9 @@ def rules_test(
 
 def _positive_timeout(timeout: float) -> None:
     if not timeout > 0 or timeout > 3600:
-        raise Fail(f"--timeout must be a number of seconds above 0 and at most 3600, "
-                   f"not {timeout:g}")
+        raise Fail(
+            f"--timeout must be a number of seconds above 0 and at most 3600, not {timeout:g}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,12 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, MaildiagError):
             _error(str(exc))
         else:
-            _error(f"internal error: {type(exc).__name__}: {exc} (run with --traceback for "
-                   "details, and please report it)")
+            _error(
+                f"internal error: {type(exc).__name__}: {exc} (run with --traceback for "
+                "details, and please report it)"
+            )
         return ExitCode.ERROR
 
 
 def _error(message: str) -> None:
     line = " ".join(message.split())
     print(f"maildiag: {line}", file=sys.stderr)
-

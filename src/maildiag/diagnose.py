@@ -46,14 +46,19 @@ def finding_for(
     protocol = str(obs.target.service) if obs.target else None
     matches = []
     if problem.signal in _READ_THE_REPLY and problem.text:
-        matches = [m for m in rules.match(problem.text, signal=REPLY, protocol=protocol,
-                                          provider=provider) if not m.rule.code_only]
+        matches = [
+            m
+            for m in rules.match(problem.text, signal=REPLY, protocol=protocol, provider=provider)
+            if not m.rule.code_only
+        ]
     if not matches:
-        matches = rules.match(problem.text, signal=problem.signal, protocol=protocol,
-                              provider=provider)
+        matches = rules.match(
+            problem.text, signal=problem.signal, protocol=protocol, provider=provider
+        )
     if not matches:
-        matches = rules.match(problem.text, signal=UNEXPLAINED, protocol=protocol,
-                              provider=provider)
+        matches = rules.match(
+            problem.text, signal=UNEXPLAINED, protocol=protocol, provider=provider
+        )
     params = {"text": problem.text, **problem.params}
     finding = rules.finding(matches[0], lang=lang, params=params, check=obs.check)
     severity = finding.severity
@@ -62,14 +67,22 @@ def finding_for(
     if severity is not Severity.INFO and obs.status in (Status.WARN, Status.FAIL):
         severity = Severity(str(obs.status))
     evidence = problem.text or finding.evidence
-    return Finding(finding.rule, finding.category, severity, finding.title, finding.steps,
-                   obs.check, evidence, finding.links)
+    return Finding(
+        finding.rule,
+        finding.category,
+        severity,
+        finding.title,
+        finding.steps,
+        obs.check,
+        evidence,
+        finding.links,
+    )
 
 
-def diagnose_one(obs: Observation, rules: RuleBase, *, lang: str,
-                 provider: str | None) -> CheckResult:
-    findings = tuple(finding_for(p, obs, rules, lang=lang, provider=provider)
-                     for p in obs.problems)
+def diagnose_one(
+    obs: Observation, rules: RuleBase, *, lang: str, provider: str | None
+) -> CheckResult:
+    findings = tuple(finding_for(p, obs, rules, lang=lang, provider=provider) for p in obs.problems)
     status = obs.status
     if status is not Status.SKIP:
         for f in findings:
@@ -102,8 +115,10 @@ def diagnose(
     provider: str | None,
     servers: Sequence[Target] = (),
 ) -> tuple[tuple[CheckResult, ...], tuple[Finding, ...]]:
-    results = sorted((diagnose_one(o, rules, lang=lang, provider=provider) for o in observations),
-                     key=order_key(servers))
+    results = sorted(
+        (diagnose_one(o, rules, lang=lang, provider=provider) for o in observations),
+        key=order_key(servers),
+    )
     return tuple(results), merge_findings(results)
 
 
@@ -128,5 +143,6 @@ def merge_findings(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
 def overall(results: Iterable[CheckResult]) -> tuple[Status, ExitCode]:
     worst = max((status_rank(r.status) for r in results), default=0)
     status = {0: Status.OK, 1: Status.WARN, 2: Status.FAIL}[worst]
-    return status, {Status.OK: ExitCode.OK, Status.WARN: ExitCode.WARN,
-                    Status.FAIL: ExitCode.FAIL}[status]
+    return status, {Status.OK: ExitCode.OK, Status.WARN: ExitCode.WARN, Status.FAIL: ExitCode.FAIL}[
+        status
+    ]

@@ -156,6 +156,7 @@ class Dns:
 
     def _lookup_addresses(self, host: str, lifetime: float | None) -> list[str]:
         from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns-addr") as pool:
             futures = [pool.submit(self._addresses_of, host, t, lifetime) for t in ("A", "AAAA")]
             results = [f.result() for f in futures]

@@ -52,10 +52,26 @@ def run_check(
     runner = Runner(max_per_host=config.max_per_host, on_observation=on_observation)
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
-    runner.start([clock.clock_job(config, now=now, provider=providers.by_domain(address.domain),
-                                  targets=config.explicit, dns=dns)])
-    found = discover(address, explicit=config.explicit, only=config.only, dns=dns,
-                     timeout=config.timeout, ca_file=config.ca_file, providers=providers)
+    runner.start(
+        [
+            clock.clock_job(
+                config,
+                now=now,
+                provider=providers.by_domain(address.domain),
+                targets=config.explicit,
+                dns=dns,
+            )
+        ]
+    )
+    found = discover(
+        address,
+        explicit=config.explicit,
+        only=config.only,
+        dns=dns,
+        timeout=config.timeout,
+        ca_file=config.ca_file,
+        providers=providers,
+    )
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
@@ -68,8 +84,15 @@ def run_check(
     noverify_ctx = make_tls_context(verify=False)
 
     def make_env(emit: Callable[[Observation], None]) -> Env:
-        return Env(config, emit, dns=dns, now=now, login_stage=login_stage,
-                   verify_ctx=verify_ctx, noverify_ctx=noverify_ctx)
+        return Env(
+            config,
+            emit,
+            dns=dns,
+            now=now,
+            login_stage=login_stage,
+            verify_ctx=verify_ctx,
+            noverify_ctx=noverify_ctx,
+        )
 
     runner.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.
@@ -78,8 +101,9 @@ def run_check(
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
-    results, findings = diagnose(observations, rules, lang=config.lang, provider=provider_id,
-                                 servers=targets)
+    results, findings = diagnose(
+        observations, rules, lang=config.lang, provider=provider_id, servers=targets
+    )
     status, exit_code = overall(results)
     discovery = found.discovery
     if discovery.source is None and targets:
@@ -109,10 +133,13 @@ def blame_resolver(dns_obs: Observation, observations: list[Observation]) -> lis
         return observations
     out = []
     for obs in observations:
-        if obs.check.endswith(".connect") and any(p.signal in _LOOKUP_SIGNALS
-                                                  for p in obs.problems):
-            problems = tuple(Problem(cause.signal, p.text, cause.params)
-                             if p.signal in _LOOKUP_SIGNALS else p for p in obs.problems)
+        if obs.check.endswith(".connect") and any(
+            p.signal in _LOOKUP_SIGNALS for p in obs.problems
+        ):
+            problems = tuple(
+                Problem(cause.signal, p.text, cause.params) if p.signal in _LOOKUP_SIGNALS else p
+                for p in obs.problems
+            )
             obs = dataclasses.replace(obs, problems=problems)
         out.append(obs)
     return out
@@ -127,4 +154,3 @@ def only_services(text: str) -> frozenset[Service]:
     if bad:
         raise ValueError(f"--only: unknown service {bad[0]!r} (use smtp, imap, pop3)")
     return frozenset(Service(i) for i in items)
-

@@ -80,8 +80,12 @@ X509_NOT_YET_VALID = 9
 X509_EXPIRED = 10
 X509_HOSTNAME_MISMATCH = 62
 X509_IP_MISMATCH = 64
-_EXPIRY_CODES = {X509_NOT_YET_VALID: "tls.cert_not_yet_valid", X509_EXPIRED: "tls.cert_expired",
-                 11: "tls.cert_not_yet_valid", 12: "tls.cert_expired"}  # 11/12: CRL dates
+_EXPIRY_CODES = {
+    X509_NOT_YET_VALID: "tls.cert_not_yet_valid",
+    X509_EXPIRED: "tls.cert_expired",
+    11: "tls.cert_not_yet_valid",
+    12: "tls.cert_expired",
+}  # 11/12: CRL dates
 
 
 def classify(exc: BaseException, *, phase: str, address: str = "") -> NetError:
@@ -97,8 +101,10 @@ def classify(exc: BaseException, *, phase: str, address: str = "") -> NetError:
         else:
             signal = _EXPIRY_CODES.get(code, "tls.cert_untrusted")
         return TlsFailed(
-            f"certificate verify failed: {message}", signal=signal,
-            verify_code=code, verify_message=message,
+            f"certificate verify failed: {message}",
+            signal=signal,
+            verify_code=code,
+            verify_message=message,
         )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         if phase == "connect":
@@ -120,17 +126,25 @@ def classify(exc: BaseException, *, phase: str, address: str = "") -> NetError:
             return TlsFailed(f"the server reset the connection during TLS{where}")
         return Closed(f"the server reset the connection{where}")
     if isinstance(exc, socket.gaierror):
-        return ConnectFailed(f"cannot resolve {address}: {exc.strerror}",
-                             signal="dns.host_unresolved")
+        return ConnectFailed(
+            f"cannot resolve {address}: {exc.strerror}", signal="dns.host_unresolved"
+        )
     if isinstance(exc, OSError):
-        unreachable = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL,
-                       errno.ENETDOWN, errno.EAFNOSUPPORT)
+        unreachable = (
+            errno.EHOSTUNREACH,
+            errno.ENETUNREACH,
+            errno.EADDRNOTAVAIL,
+            errno.ENETDOWN,
+            errno.EAFNOSUPPORT,
+        )
         if exc.errno in unreachable:
             return ConnectFailed(f"{exc.strerror or exc}{where}", signal="connect.unreachable")
         if exc.errno == errno.ETIMEDOUT:
             return ConnectFailed(f"connect timed out{where}", signal="connect.timeout")
         if exc.errno == errno.ECONNREFUSED:
             return ConnectFailed(f"connection refused{where}", signal="connect.refused")
-        return NetError(f"{exc.strerror or exc}{where}",
-                        signal="connect.unreachable" if phase == "connect" else "greeting.closed")
+        return NetError(
+            f"{exc.strerror or exc}{where}",
+            signal="connect.unreachable" if phase == "connect" else "greeting.closed",
+        )
     return NetError(f"{type(exc).__name__}: {exc}", signal="check.internal_error")

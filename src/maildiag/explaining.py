@@ -119,9 +119,9 @@ def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> 
     return [finding(m, lang=lang) for m in explain_matches(rb, text)]
 
 
-def finding_json(rules: RuleBase, match: Match, lang: str, evidence: str | None = None) -> dict[
-    str, Any
-]:
+def finding_json(
+    rules: RuleBase, match: Match, lang: str, evidence: str | None = None
+) -> dict[str, Any]:
     """``Finding.to_json()`` of a match, built without importing maildiag.models."""
     title, steps = rules.render(match, lang=lang)
     return {
@@ -245,15 +245,38 @@ def _render_one(rules: RuleBase, m: Match, lang: str, evidence: str | None = Non
 # A line worth diagnosing: a bounce, deferral, rejection, failed login, TLS or connect failure.
 # Plain substring tests on the lower-cased line (much cheaper than one big regex).
 _LOG_ERROR = (
-    "status=bounced", "status=deferred", "status=undeliverable", "status=expired", "reject:",
-    "reject=", "rejected", "noqueue", "authentication fail", "authenticator failed",
-    "auth failed", "warning: ", "error: ", "fatal: ", " ** ", " == ", "stat=", "dsn=4.",
-    "dsn=5.", "lost connection", "timed out", "refused", "smtp error from remote",
+    "status=bounced",
+    "status=deferred",
+    "status=undeliverable",
+    "status=expired",
+    "reject:",
+    "reject=",
+    "rejected",
+    "noqueue",
+    "authentication fail",
+    "authenticator failed",
+    "auth failed",
+    "warning: ",
+    "error: ",
+    "fatal: ",
+    " ** ",
+    " == ",
+    "stat=",
+    "dsn=4.",
+    "dsn=5.",
+    "lost connection",
+    "timed out",
+    "refused",
+    "smtp error from remote",
     "certificate verif",
 )
 # Uninteresting even though they matched above (noise every busy Postfix logs).
 _LOG_NOISE = (
-    "status=sent", "stat=sent", ": disconnect from ", ": connect from ", "did not issue ",
+    "status=sent",
+    "stat=sent",
+    ": disconnect from ",
+    ": connect from ",
+    "did not issue ",
 )
 # What the server (or the MTA) said, after the syslog prefix and the queue id.
 _LOG_STATUS = re.compile(r"status=\w{1,20} \((.{1,4000})\)\s{0,4}$")
@@ -307,7 +330,7 @@ def log_message(line: str) -> str | None:
     if m:
         return m.group(1)
     m = _LOG_SYSLOG.match(line) or _LOG_EXIM.match(line)
-    return line[m.end():] if m else line
+    return line[m.end() :] if m else line
 
 
 def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
@@ -344,22 +367,44 @@ def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
     findings = []
     for rule_id, g in ordered:
         if rule_id is None:
-            out_groups.append({"rule": None, "category": None, "severity": None,
-                               "title": rules.ui_text("log_unmatched", lang),
-                               "count": g["count"], "sample": g["sample"]})
+            out_groups.append(
+                {
+                    "rule": None,
+                    "category": None,
+                    "severity": None,
+                    "title": rules.ui_text("log_unmatched", lang),
+                    "count": g["count"],
+                    "sample": g["sample"],
+                }
+            )
             continue
         m = matches[rule_id]
         f = finding_json(rules, m, lang, evidence=g["sample"])
         findings.append(f)
-        out_groups.append({"rule": rule_id, "category": f["category"], "severity": f["severity"],
-                           "title": f["title"], "count": g["count"], "sample": g["sample"]})
+        out_groups.append(
+            {
+                "rule": rule_id,
+                "category": f["category"],
+                "severity": f["severity"],
+                "title": f["title"],
+                "count": g["count"],
+                "sample": g["sample"],
+            }
+        )
     return {"lines": total, "errors": errors, "findings": findings, "groups": out_groups}
 
 
 def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
     ui = rules.ui_text
-    lines = [ui("log_summary", lang, lines=report["lines"], errors=report["errors"],
-                groups=len(report["groups"]))]
+    lines = [
+        ui(
+            "log_summary",
+            lang,
+            lines=report["lines"],
+            errors=report["errors"],
+            groups=len(report["groups"]),
+        )
+    ]
     if not report["groups"]:
         lines.append(ui("log_empty", lang))
         return "\n".join(lines) + "\n"
@@ -400,8 +445,9 @@ def fast_main(argv: list[str]) -> int | None:
             return None
         if a == "--json":
             as_json = True
-        elif a in ("--file", "--lang", "--rules") or a.startswith(("--file=", "--lang=",
-                                                                    "--rules=")):
+        elif a in ("--file", "--lang", "--rules") or a.startswith(
+            ("--file=", "--lang=", "--rules=")
+        ):
             name, eq, value = a.partition("=")
             if not eq:
                 if i + 1 >= len(args):
@@ -430,4 +476,3 @@ def fast_main(argv: list[str]) -> int | None:
 def _looks_like_text(arg: str) -> bool:
     """``-ERR Login failure ...`` is a pasted POP3 reply, not an option."""
     return " " in arg or arg.upper().startswith("-ERR")
-

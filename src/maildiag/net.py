@@ -96,13 +96,16 @@ def _getaddrinfo(host: str, port: int, timeout: float) -> list[tuple[int, str]]:
     worker.start()
     worker.join(timeout)
     if not box:
-        raise ConnectFailed(f"cannot resolve {host}: the system resolver did not answer within "
-                            f"{timeout:g}s", signal="dns.timeout")
+        raise ConnectFailed(
+            f"cannot resolve {host}: the system resolver did not answer within {timeout:g}s",
+            signal="dns.timeout",
+        )
     result = box[0]
     if isinstance(result, BaseException):
         if isinstance(result, socket.gaierror):
-            raise ConnectFailed(f"cannot resolve {host}: {result.strerror}",
-                                signal="dns.host_unresolved") from None
+            raise ConnectFailed(
+                f"cannot resolve {host}: {result.strerror}", signal="dns.host_unresolved"
+            ) from None
         raise classify(result, phase="connect", address=host) from None
     seen: list[tuple[int, str]] = []
     for family, _, _, _, sockaddr in result:  # type: ignore[attr-defined]
@@ -138,8 +141,9 @@ def connect(
             last = classify(exc, phase="connect", address=f"{ip}:{port}")
             continue
         sock.settimeout(timeout)
-        return Conn(sock, timeout=timeout, peer=f"{ip}:{port}", transcript=transcript,
-                    max_line=max_line)
+        return Conn(
+            sock, timeout=timeout, peer=f"{ip}:{port}", transcript=transcript, max_line=max_line
+        )
     raise last or ConnectFailed(f"connect to {host}:{port} timed out", signal="connect.timeout")
 
 
@@ -274,4 +278,3 @@ def _printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-

@@ -104,8 +104,19 @@ _OPTIONAL_RE = re.compile(r"\[\[(.*?)\]\]", re.S)
 _LINK_RE = re.compile(r"https?://\S+\Z")
 
 _RULE_KEYS = frozenset(
-    {"id", "category", "severity", "priority", "fallback", "match", "title", "steps", "links",
-     "examples", "counterexamples"}
+    {
+        "id",
+        "category",
+        "severity",
+        "priority",
+        "fallback",
+        "match",
+        "title",
+        "steps",
+        "links",
+        "examples",
+        "counterexamples",
+    }
 )
 _MATCH_KEYS = frozenset({"text", "unless", "code", "enhanced", "protocol", "provider", "signal"})
 _EXAMPLE_KEYS = frozenset({"text", "signal", "protocol", "provider"})
@@ -189,16 +200,18 @@ _ESCAPED_NL = re.compile(r"\\r\\n|\\n|\\r")
 _REPLY_LINE = re.compile(r"([2-5][0-9][0-9])([ -])(?:([245]\.[0-7]\.[0-9]{1,3}) )?")
 # (the look-behinds come after the first digit, so the engine can skip to candidate digits fast)
 _ENHANCED = re.compile(r"([245])(?<![0-9.][245])\.([0-7])\.([0-9]{1,3})(?![0-9]|\.[0-9])")
-_BASIC = re.compile(r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)",
-                    re.M)
+_BASIC = re.compile(r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])(?=[ \t\-,;)'\"\]]|$)", re.M)
 _NOT_A_CODE_BEFORE = re.compile(r"(?:line|port|errno|pid|id|version|v)\s{0,2}\Z", re.I)
 # _BASIC with _NOT_A_CODE_BEFORE folded in as look-behinds (one search instead of a loop):
 # "line 550", "port 465", "errno  421" are not reply codes
 _NOT_A_CODE_WORDS = ("line", "port", "errno", "pid", "id", "version", "v")
 _BASIC_CODE = re.compile(
     r"([245][0-5][0-9])(?<![\w.\-/:#=][245][0-5][0-9])"
-    + "".join(f"(?<!(?i:{w}){sp}[245][0-5][0-9])" for w in _NOT_A_CODE_WORDS
-              for sp in ("", r"\s", r"\s\s"))
+    + "".join(
+        f"(?<!(?i:{w}){sp}[245][0-5][0-9])"
+        for w in _NOT_A_CODE_WORDS
+        for sp in ("", r"\s", r"\s\s")
+    )
     + r"(?=[ \t\-,;)'\"\]]|$)",
     re.M,
 )
@@ -239,13 +252,13 @@ def _join_continuations(text: str) -> str:
         m = _REPLY_LINE.match(stripped)
         if m and out and prev_code == m.group(1) and prev_cont:
             # the same reply continues: keep only the words
-            out[-1] = out[-1].rstrip() + " " + stripped[m.end():].strip()
+            out[-1] = out[-1].rstrip() + " " + stripped[m.end() :].strip()
             prev_cont = m.group(2) == "-"
             joined = True
             continue
         if not m and prev_enh and out and stripped.startswith(prev_enh + " ") and prev_cont_enh:
             # smtplib's repr: b'5.7.8 Username ...\n5.7.8 https://...'
-            out[-1] = out[-1].rstrip() + " " + stripped[len(prev_enh):].strip()
+            out[-1] = out[-1].rstrip() + " " + stripped[len(prev_enh) :].strip()
             joined = True
             continue
         out.append(line)
@@ -299,9 +312,29 @@ class Rule:
     """One validated rule (a read-only view of its data)."""
 
     __slots__ = (
-        "id", "category", "severity", "priority", "fallback", "file", "text", "unless", "codes",
-        "enhanced", "protocols", "providers", "signals", "title", "steps", "links", "examples",
-        "counterexamples", "text_ids", "unless_ids", "code_only", "has_codes", "generic",
+        "id",
+        "category",
+        "severity",
+        "priority",
+        "fallback",
+        "file",
+        "text",
+        "unless",
+        "codes",
+        "enhanced",
+        "protocols",
+        "providers",
+        "signals",
+        "title",
+        "steps",
+        "links",
+        "examples",
+        "counterexamples",
+        "text_ids",
+        "unless_ids",
+        "code_only",
+        "has_codes",
+        "generic",
     )
 
     def __init__(self, d: Mapping[str, Any]) -> None:
@@ -340,8 +373,13 @@ class Match:
     __slots__ = ("rule", "via", "rank", "_evidence", "_span", "_groups", "code")
 
     def __init__(
-        self, rule: Rule, via: str, rank: tuple[int, ...], evidence: str | None,
-        groups: dict[str, str] | re.Match[str] | None, code: str | None,
+        self,
+        rule: Rule,
+        via: str,
+        rank: tuple[int, ...],
+        evidence: str | None,
+        groups: dict[str, str] | re.Match[str] | None,
+        code: str | None,
         span: tuple[str, int, int] | None = None,
     ) -> None:
         self.rule = rule
@@ -517,8 +555,13 @@ class RuleBase:
         return found
 
     def match(
-        self, text: str = "", *, signal: str | None = None, protocol: str | None = None,
-        provider: str | None = None, codes_as_fallback: bool = False,
+        self,
+        text: str = "",
+        *,
+        signal: str | None = None,
+        protocol: str | None = None,
+        provider: str | None = None,
+        codes_as_fallback: bool = False,
     ) -> list[Match]:
         """Rules that explain this text and/or signal, best first (possibly none).
 
@@ -544,8 +587,12 @@ class RuleBase:
                 if not self._vetoed(r, norm):
                     named = bool(provider and provider in r.providers)
                     results[r.id] = Match(
-                        r, "signal", (1, r.priority, int(named), 0, 0, 0, int(not r.providers)),
-                        text.strip()[:500], {}, None,
+                        r,
+                        "signal",
+                        (1, r.priority, int(named), 0, 0, 0, int(not r.providers)),
+                        text.strip()[:500],
+                        {},
+                        None,
                     )
             return _sorted(results)
         if not norm or norm.isspace():
@@ -602,8 +649,15 @@ class RuleBase:
                     level = _code_level(r, basic, enhanced) if r.has_codes else 0
                     if level < 0 or (r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)):
                         continue
-                    rank = (0, r.priority, 1 if r.providers and r.providers & known else 0, 1,
-                            level, length, r.generic)
+                    rank = (
+                        0,
+                        r.priority,
+                        1 if r.providers and r.providers & known else 0,
+                        1,
+                        level,
+                        length,
+                        r.generic,
+                    )
                     results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
         if codes_as_fallback and results:
             return _sorted(results)
@@ -616,8 +670,9 @@ class RuleBase:
             for r in code_rules.get(key, ()):
                 if r.id in results or not applies(r):
                     continue
-                if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) \
-                        or (r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)):
+                if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) or (
+                    r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)
+                ):
                     continue
                 code = enhanced if level == 2 else basic
                 start = norm.find(code) if code else -1
@@ -626,8 +681,9 @@ class RuleBase:
                 results[r.id] = Match(r, "code", rank, None if span else "", None, code, span)
         return _sorted(results)
 
-    def _vetoed(self, r: Rule, norm: str, memo: dict[int, bool] | None = None,
-                lowered: str | None = None) -> bool:
+    def _vetoed(
+        self, r: Rule, norm: str, memo: dict[int, bool] | None = None, lowered: str | None = None
+    ) -> bool:
         """Whether an ``unless`` regex of ``r`` matches; ``memo`` shares results within a text,
         ``lowered`` (ASCII text only) lets a missing literal answer without the regex."""
         if not r.unless_ids:
@@ -638,7 +694,8 @@ class RuleBase:
             hit = memo.get(i)
             if hit is None:
                 if lowered is not None and not all(
-                        any(lit in lowered for lit in lits) for lits in self._veto_sets[i]):
+                    any(lit in lowered for lit in lits) for lits in self._veto_sets[i]
+                ):
                     hit = False
                 else:
                     hit = self._pattern(i).search(norm) is not None
@@ -650,7 +707,11 @@ class RuleBase:
     # ------------------------------------------------------------------ rendering
 
     def finding(
-        self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None,
+        self,
+        match: Match,
+        *,
+        lang: str,
+        params: Mapping[str, Any] | None = None,
         check: str | None = None,
     ) -> Finding:
         """The finding a match means, in ``lang`` (en or ru; anything else reads en)."""
@@ -659,12 +720,15 @@ class RuleBase:
         if enums is None:
             from maildiag import models  # lazily: not on the cold path of explain --json
 
-            enums = self._enums[rule.id] = (models.Category(rule.category),
-                                            models.Severity(rule.severity),
-                                            _finding_maker(models.Finding))
+            enums = self._enums[rule.id] = (
+                models.Category(rule.category),
+                models.Severity(rule.severity),
+                _finding_maker(models.Finding),
+            )
         if not params and match._groups is None:
-            title, steps = self._rendered.get((rule.id, lang, match.code)) \
-                or self._render_tuple(match, lang, None)
+            title, steps = self._rendered.get((rule.id, lang, match.code)) or self._render_tuple(
+                match, lang, None
+            )
         else:
             title, steps = self._render_tuple(match, lang, params)
         return enums[2](  # type: ignore[no-any-return]
@@ -693,8 +757,13 @@ class RuleBase:
             values.update({k: v for k, v in params.items() if v not in (None, "")})
             # a param with a language twin ("direction" / "direction_ru") reads in the language
             suffix = "_" + lang
-            values.update({k[: -len(suffix)]: v for k, v in params.items()
-                           if k.endswith(suffix) and v not in (None, "")})
+            values.update(
+                {
+                    k[: -len(suffix)]: v
+                    for k, v in params.items()
+                    if k.endswith(suffix) and v not in (None, "")
+                }
+            )
         if match.code and "code" not in values:
             values["code"] = match.code
         defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
@@ -734,8 +803,16 @@ def _finding_maker(cls: Any) -> Any:
     )
     new = object.__new__
 
-    def make(rule: str, category: Any, severity: Any, title: str, steps: tuple[str, ...],
-             check: str | None, evidence: str, links: tuple[str, ...]) -> Any:
+    def make(
+        rule: str,
+        category: Any,
+        severity: Any,
+        title: str,
+        steps: tuple[str, ...],
+        check: str | None,
+        evidence: str,
+        links: tuple[str, ...],
+    ) -> Any:
         f = new(cls)
         s_rule(f, rule)
         s_cat(f, category)
@@ -776,11 +853,20 @@ def _code_keys(basic: str | None, enhanced: str | None) -> list[tuple[str, int, 
     if enhanced:
         c, s, d = enhanced.split(".")
         n = len(d)
-        keys += [(enhanced, 2, 2 + n), (f"*.{s}.{d}", 2, 1 + n), (f"{c}.{s}.*", 2, 2),
-                 (f"*.{s}.*", 2, 1), (f"{c}.*.*", 2, 1)]
+        keys += [
+            (enhanced, 2, 2 + n),
+            (f"*.{s}.{d}", 2, 1 + n),
+            (f"{c}.{s}.*", 2, 2),
+            (f"*.{s}.*", 2, 1),
+            (f"{c}.*.*", 2, 1),
+        ]
     if basic:
-        keys += [(basic, 1, 3), (basic[:2] + "x", 1, 2), (basic[0] + "x" + basic[2], 1, 2),
-                 (basic[0] + "xx", 1, 1)]
+        keys += [
+            (basic, 1, 3),
+            (basic[:2] + "x", 1, 2),
+            (basic[0] + "x" + basic[2], 1, 2),
+            (basic[0] + "xx", 1, 1),
+        ]
     return keys
 
 
@@ -956,7 +1042,8 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
                     problem = regex_problem(src)
                     if problem:
                         raise RuleBaseError(
-                            f"{path}: provider_hints.{pid}: regex {src!r}: {problem}")
+                            f"{path}: provider_hints.{pid}: regex {src!r}: {problem}"
+                        )
                 hints.setdefault(str(pid).lower(), []).extend(pats)
             raw_rules = doc.get("rules") or []
             if not isinstance(raw_rules, list):
@@ -1118,8 +1205,10 @@ def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
     steps: dict[str, list[str]] = {}
     for lang in LANGS:
         lst = steps_raw.get(lang)
-        if not isinstance(lst, list) or not lst or not all(
-            isinstance(s, str) and s.strip() for s in lst
+        if (
+            not isinstance(lst, list)
+            or not lst
+            or not all(isinstance(s, str) and s.strip() for s in lst)
         ):
             raise fail(f"steps: missing the {lang} translation (a non-empty list of text)")
         steps[lang] = [s.strip() for s in lst]
@@ -1283,9 +1372,7 @@ def literal_sets(src: str) -> list[list[str]]:
 def _ascii_safe(literal: str) -> bool:
     """No ASCII character matches a non-ASCII character of the literal case-insensitively
     (there are four: the dotted and dotless i, the long s, the Kelvin sign)."""
-    return literal.isascii() or not any(
-        _ASCII_FOLD.match(ch) for ch in literal if not ch.isascii()
-    )
+    return literal.isascii() or not any(_ASCII_FOLD.match(ch) for ch in literal if not ch.isascii())
 
 
 _ASCII_FOLD = re.compile(r"[\x00-\x7f]", re.IGNORECASE)
@@ -1296,8 +1383,14 @@ def _required(items: list[Any], c: Any, start_ok: bool) -> list[tuple[str, bool]
     if not candidates:
         return None
     # the best: the fewest alternatives whose shortest literal is longest
-    return max(candidates, key=lambda alts: (min(len(s) for s, _ in alts) >= 5, -len(alts),
-                                              min(len(s) for s, _ in alts)))
+    return max(
+        candidates,
+        key=lambda alts: (
+            min(len(s) for s, _ in alts) >= 5,
+            -len(alts),
+            min(len(s) for s, _ in alts),
+        ),
+    )
 
 
 def _candidates(items: list[Any], c: Any, start_ok: bool) -> list[list[tuple[str, bool]]]:
@@ -1360,8 +1453,10 @@ def _ends_non_word(op: Any, av: Any, c: Any, before: bool = False) -> bool:
         items = list(av[3])
         return _ends_non_word(items[-1][0], items[-1][1], c, before) if items else before
     if op == c.BRANCH:
-        return all(_ends_non_word(list(b)[-1][0], list(b)[-1][1], c, before) if list(b)
-                   else before for b in av[1])
+        return all(
+            _ends_non_word(list(b)[-1][0], list(b)[-1][1], c, before) if list(b) else before
+            for b in av[1]
+        )
     if op == c.LITERAL:
         return not (chr(av).isalnum() or chr(av) == "_")
     return False

@@ -62,8 +62,12 @@ def check_rule(rb: RuleBase, rule: Rule) -> list[str]:
 
 def _matches(rb: RuleBase, ex: dict[str, Any], explain_matches: Any) -> Any:
     if ex.get("signal") or ex.get("protocol") or ex.get("provider"):
-        return rb.match(ex["text"], signal=ex.get("signal"), protocol=ex.get("protocol"),
-                        provider=ex.get("provider"))
+        return rb.match(
+            ex["text"],
+            signal=ex.get("signal"),
+            protocol=ex.get("protocol"),
+            provider=ex.get("provider"),
+        )
     return explain_matches(rb, ex["text"])
 
 

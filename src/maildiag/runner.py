@@ -36,8 +36,9 @@ def session_job(target: Target, make_env: Callable[[Callable[[Observation], None
     def run(emit: Callable[[Observation], None]) -> None:
         Session(target, make_env(emit)).run()
 
-    return Job(target.label, check_ids(target.service), run, host=target.host.lower(),
-               target=target)
+    return Job(
+        target.label, check_ids(target.service), run, host=target.host.lower(), target=target
+    )
 
 
 class Runner:
@@ -47,8 +48,9 @@ class Runner:
     ``collect`` waits for all of them until the deadline and fills in what is missing.
     """
 
-    def __init__(self, *, max_per_host: int = 2,
-                 on_observation: Callable[[Observation], None] | None = None) -> None:
+    def __init__(
+        self, *, max_per_host: int = 2, on_observation: Callable[[Observation], None] | None = None
+    ) -> None:
         self.max_per_host = max_per_host
         self.on_observation = on_observation
         self._results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
@@ -59,11 +61,13 @@ class Runner:
         for job in jobs:
             lock = None
             if job.host is not None:
-                lock = self._host_locks.setdefault(_lock_key(job),
-                                                   threading.Semaphore(self.max_per_host))
+                lock = self._host_locks.setdefault(
+                    _lock_key(job), threading.Semaphore(self.max_per_host)
+                )
             self._jobs.append(job)
-            threading.Thread(target=self._work, args=(job, lock), name=f"maildiag:{job.name}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._work, args=(job, lock), name=f"maildiag:{job.name}", daemon=True
+            ).start()
 
     def _work(self, job: Job, lock: threading.Semaphore | None) -> None:
         results = self._results
@@ -113,21 +117,41 @@ class Runner:
                 if i == 0 and job.name in errors:
                     exc = errors[job.name]
                     text = f"{type(exc).__name__}: {exc}"
-                    obs = Observation(check, Status.FAIL, f"internal error: {text}", job.target,
-                                      {"internal_error": text},
-                                      (Problem("check.internal_error", text, {"error": text}),),
-                                      summary_key="internal_error",
-                                      summary_params={"error": text})
+                    obs = Observation(
+                        check,
+                        Status.FAIL,
+                        f"internal error: {text}",
+                        job.target,
+                        {"internal_error": text},
+                        (Problem("check.internal_error", text, {"error": text}),),
+                        summary_key="internal_error",
+                        summary_params={"error": text},
+                    )
                 elif i == 0 and job.name in pending:
                     obs = Observation(
-                        check, Status.FAIL, f"did not finish within the run's {deadline:g}s "
-                        "deadline", job.target, {}, (Problem(
-                            "connect.timeout", "run deadline reached",
-                            {"timeout": f"{deadline:g}", **_target_params(job.target)}),),
-                        summary_key="run.deadline", summary_params={"deadline": f"{deadline:g}"})
+                        check,
+                        Status.FAIL,
+                        f"did not finish within the run's {deadline:g}s deadline",
+                        job.target,
+                        {},
+                        (
+                            Problem(
+                                "connect.timeout",
+                                "run deadline reached",
+                                {"timeout": f"{deadline:g}", **_target_params(job.target)},
+                            ),
+                        ),
+                        summary_key="run.deadline",
+                        summary_params={"deadline": f"{deadline:g}"},
+                    )
                 else:
-                    obs = Observation(check, Status.SKIP, "an earlier check did not finish",
-                                      job.target, summary_key="skip.unfinished")
+                    obs = Observation(
+                        check,
+                        Status.SKIP,
+                        "an earlier check did not finish",
+                        job.target,
+                        summary_key="skip.unfinished",
+                    )
                 seen.append(obs)
                 if on_observation is not None:
                     on_observation(obs)

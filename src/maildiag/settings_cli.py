@@ -269,8 +269,9 @@ def run_settings(
     return 0 if rows else 2
 
 
-def _explain_problems(problems: Sequence[Mapping[str, Any]], lang: str,
-                      rules_dirs: Sequence[str]) -> list[Finding]:
+def _explain_problems(
+    problems: Sequence[Mapping[str, Any]], lang: str, rules_dirs: Sequence[str]
+) -> list[Finding]:
     """The rule base's findings for discovery's problems (the one diagnosis path)."""
     from maildiag.rulebase import RuleBase
 
@@ -278,10 +279,14 @@ def _explain_problems(problems: Sequence[Mapping[str, Any]], lang: str,
     findings: list[Finding] = []
     for p in problems:
         matches = rules.match(p["text"], signal=p["signal"]) or rules.match(
-            p["text"], signal="unexplained")
+            p["text"], signal="unexplained"
+        )
         if matches:
-            findings.append(rules.finding(matches[0], lang=lang, check="dns",
-                                          params={"text": p["text"], **p["params"]}))
+            findings.append(
+                rules.finding(
+                    matches[0], lang=lang, check="dns", params={"text": p["text"], **p["params"]}
+                )
+            )
     return findings
 
 

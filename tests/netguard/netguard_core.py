@@ -41,8 +41,11 @@ def install(log_path: str) -> None:
 
         def wrapper(self: socket.socket, *args: object, **kw: object) -> object:
             address = args[-1] if method_name == "sendto" else args[0]
-            if (self.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple)
-                    and not _is_local_host(address[0])):
+            if (
+                self.family in (socket.AF_INET, socket.AF_INET6)
+                and isinstance(address, tuple)
+                and not _is_local_host(address[0])
+            ):
                 record(method_name, address)
             return original(self, *args, **kw)
 

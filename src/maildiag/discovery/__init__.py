@@ -624,10 +624,17 @@ def _dns_observation(
             if records.kind == "nxdomain" and known_domain:
                 # yandex.ru, gmail.com ... exist: a resolver that denies them is broken or
                 # filtered (captive portal, no network behind it), not the user's typo
-                problems.append(Problem("dns.resolver_broken", "NXDOMAIN",
-                                        {"domain": domain, "resolver": dns.label}))
-                fact(f"resolver {dns.label} denies that {domain} exists",
-                     "dns.resolver_denies", resolver=dns.label, domain=domain)
+                problems.append(
+                    Problem(
+                        "dns.resolver_broken", "NXDOMAIN", {"domain": domain, "resolver": dns.label}
+                    )
+                )
+                fact(
+                    f"resolver {dns.label} denies that {domain} exists",
+                    "dns.resolver_denies",
+                    resolver=dns.label,
+                    domain=domain,
+                )
             elif records.kind == "nxdomain":
                 problems.append(Problem("dns.nxdomain", "NXDOMAIN", {"domain": domain}))
                 fact(f"{domain} does not exist", "dns.nxdomain", domain=domain)
@@ -666,7 +673,8 @@ def _dns_observation(
         # resolve (SPEC). A domain that does not exist, has no MX or publishes nothing only
         # means the other services were not found; it is kept as data, not as a failure.
         data["discovery_problems"] = [p.signal for p in problems] + (
-            ["dns.timeout"] if timeouts else [])
+            ["dns.timeout"] if timeouts else []
+        )
         problems.clear()
         timeouts.clear()
 
@@ -688,8 +696,11 @@ def _dns_observation(
             "port": target.port,
             "security": str(target.security),
         }
-        if known_domain and err.kind == "nxdomain" and any(
-                p.signal == "dns.resolver_broken" for p in problems):
+        if (
+            known_domain
+            and err.kind == "nxdomain"
+            and any(p.signal == "dns.resolver_broken" for p in problems)
+        ):
             continue  # the same broken resolver, already said once
         if err.kind in ("nxdomain", "no_answer"):
             problems.append(Problem("dns.host_unresolved", err.detail or err.kind, params))
@@ -698,8 +709,12 @@ def _dns_observation(
     data["addresses"] = resolved_data
     if targets:
         ok = len(targets) - unresolved
-        fact(f"{ok} of {len(targets)} server names resolve", "dns.resolved", resolved=ok,
-             servers=len(targets))
+        fact(
+            f"{ok} of {len(targets)} server names resolve",
+            "dns.resolved",
+            resolved=ok,
+            servers=len(targets),
+        )
 
     if timeouts:
         names = list(dict.fromkeys(timeouts))

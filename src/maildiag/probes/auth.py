@@ -52,7 +52,9 @@ _TLS_DEMAND = re.compile(r"starttls|\btls\b|encrypt|5\.7\.11|privacy", re.I)
 # "not logged in", "Relay access denied" for a submission server, RFC 4954 530 5.7.0).
 _AUTH_DEMAND = re.compile(
     r"auth|logged in|log ?in|sign in|relay access denied|relaying denied|relay not permitted|"
-    r"not permitted to relay|access denied|5\.7\.0", re.I)
+    r"not permitted to relay|access denied|5\.7\.0",
+    re.I,
+)
 
 _AUTH_CHECKS = {
     Service.SMTP: ("auth", "sender"),
@@ -62,6 +64,7 @@ _AUTH_CHECKS = {
 
 
 # -- secrets -----------------------------------------------------------------------------------
+
 
 class Redactor:
     """Replaces the password and every encoded form of it we sent with ``********``."""
@@ -122,6 +125,7 @@ def cram_md5_response(login: str, password: str, challenge_b64: str) -> str:
 
 # -- the plan: who logs in as what ----------------------------------------------------------
 
+
 @dataclass
 class LoginPlan:
     """What every login of one run uses; built once from the config and the provider."""
@@ -165,15 +169,23 @@ def make_plan(config: RunConfig, address: Address, provider: Any) -> LoginPlan:
     custom = False
     if provider is not None:
         domains = {str(d).lower() for d in (getattr(provider, "domains", ()) or ())}
-        custom = bool(domains) and address.domain not in domains and \
-            address.ascii_domain not in domains
-    return LoginPlan(address=address, password=config.password, sender=sender,
-                     given_login=config.login, provider=provider, custom_domain=custom,
-                     redact=Redactor(config.password))
+        custom = (
+            bool(domains) and address.domain not in domains and address.ascii_domain not in domains
+        )
+    return LoginPlan(
+        address=address,
+        password=config.password,
+        sender=sender,
+        given_login=config.login,
+        provider=provider,
+        custom_domain=custom,
+        redact=Redactor(config.password),
+    )
 
 
-def make_login_stage(config: RunConfig, address: Address,
-                     provider: Any) -> Callable[[LoginState], None]:
+def make_login_stage(
+    config: RunConfig, address: Address, provider: Any
+) -> Callable[[LoginState], None]:
     """The stage every session of this run calls; one login attempt per service per run."""
     plan = make_plan(config, address, provider)
     lock = threading.Lock()
@@ -190,9 +202,12 @@ def make_login_stage(config: RunConfig, address: Address,
         if not first:
             login = _Login(state, plan)
             login.goodbye()
-            login.skip_all(f"the login was already tried on {tried[service]} (one attempt per "
-                           "service per run)", "skip.login_already_tried",
-                           {"where": tried[service]})
+            login.skip_all(
+                f"the login was already tried on {tried[service]} (one attempt per "
+                "service per run)",
+                "skip.login_already_tried",
+                {"where": tried[service]},
+            )
             return
         _Login(state, plan).run()
 
@@ -200,6 +215,7 @@ def make_login_stage(config: RunConfig, address: Address,
 
 
 # -- one session's login checks ---------------------------------------------------------------
+
 
 class _Login:
     def __init__(self, state: LoginState, plan: LoginPlan) -> None:
@@ -211,22 +227,36 @@ class _Login:
         self.redact = plan.redact
         self.login = plan.login(self.service)
         if plan.password is not None:
-            self.redact.add(plain_response(self.login, plan.password),
-                            _b64(f"{self.login}\0{self.login}\0{plan.password}"))
+            self.redact.add(
+                plain_response(self.login, plan.password),
+                _b64(f"{self.login}\0{self.login}\0{plan.password}"),
+            )
         self.emitted: set[str] = set()
 
     # -- emitting --------------------------------------------------------------------------
-    def emit(self, name: str, status: Status, summary: str, *, key: str = "",
-             params: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-             problems: Sequence[Problem] = ()) -> None:
+    def emit(
+        self,
+        name: str,
+        status: Status,
+        summary: str,
+        *,
+        key: str = "",
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        problems: Sequence[Problem] = (),
+    ) -> None:
         self._scrub_transcript()
         r = self.redact
         self.emitted.add(name)
         self.session.emit(
-            name, status, r(summary), key=key, params=r.value(params or {}),
+            name,
+            status,
+            r(summary),
+            key=key,
+            params=r.value(params or {}),
             data=r.value(data or {}),
-            problems=tuple(Problem(p.signal, r(p.text), r.value(dict(p.params)))
-                           for p in problems))
+            problems=tuple(Problem(p.signal, r(p.text), r.value(dict(p.params))) for p in problems),
+        )
 
     def _scrub_transcript(self) -> None:
         """Our ``shown=`` lines are already masked; this catches a server echoing a secret."""
@@ -251,10 +281,22 @@ class _Login:
         check = f"{self.service}.{name}"
         self.session.skip("skip.broke_off", f"the server broke off during {check}", check=check)
         net = self.session.net(exc)
-        self.emit(name, Status.FAIL, str(exc), key=net["key"], params=net["params"],
-                  problems=(self.problem(
-            signal, str(exc), timeout=f"{self.session.env.config.timeout:g}",
-            expected=str(self.service), heard="a broken reply"),))
+        self.emit(
+            name,
+            Status.FAIL,
+            str(exc),
+            key=net["key"],
+            params=net["params"],
+            problems=(
+                self.problem(
+                    signal,
+                    str(exc),
+                    timeout=f"{self.session.env.config.timeout:g}",
+                    expected=str(self.service),
+                    heard="a broken reply",
+                ),
+            ),
+        )
 
     # -- the sequence ----------------------------------------------------------------------
     def run(self) -> None:
@@ -266,8 +308,12 @@ class _Login:
                     self.smtp_login_and_sender()
             elif self.plan.password is None:
                 self.goodbye()
-                self.emit("auth", Status.SKIP, "needs a password (--password-env or "
-                          "--ask-password)", key="auth.needs_password")
+                self.emit(
+                    "auth",
+                    Status.SKIP,
+                    "needs a password (--password-env or --ask-password)",
+                    key="auth.needs_password",
+                )
             elif self.service is Service.IMAP:
                 self.imap_login()
             else:
@@ -298,13 +344,17 @@ class _Login:
         if s.tls and s.trusted:
             return True
         if s.tls:
-            key, reason = "skip.cert_unverified", ("the server's certificate could not be "
-                                                   "verified: the password was not sent")
+            key, reason = (
+                "skip.cert_unverified",
+                ("the server's certificate could not be verified: the password was not sent"),
+            )
         elif s.target.security is Security.PLAIN:
             return True
         else:
-            key, reason = "skip.not_encrypted", ("the connection is not encrypted: the password "
-                                                 "was not sent")
+            key, reason = (
+                "skip.not_encrypted",
+                ("the connection is not encrypted: the password was not sent"),
+            )
         self.session.skip(key, reason)
         self.goodbye()
         self.skip_all(reason, key)
@@ -320,13 +370,24 @@ class _Login:
         problems = [self.problem("reply", reply_text, login=self.login, **extra)]
         expected, form = self.plan.expected_login(self.service)
         if expected is not None and expected != self.login:
-            problems.append(self.problem("auth.login_form", reply_text, expected_login=expected,
-                                         form=form, login=self.login))
+            problems.append(
+                self.problem(
+                    "auth.login_form",
+                    reply_text,
+                    expected_login=expected,
+                    form=form,
+                    login=self.login,
+                )
+            )
         return problems
 
     def base_data(self, **extra: Any) -> dict[str, Any]:
-        return {"login": self.login, "tls": self.state.tls,
-                "mechanisms": self.state.caps.auth_mechanisms(), **extra}
+        return {
+            "login": self.login,
+            "tls": self.state.tls,
+            "mechanisms": self.state.caps.auth_mechanisms(),
+            **extra,
+        }
 
     # -- SMTP ------------------------------------------------------------------------------
     def mail_path(self, text: str) -> str:
@@ -351,55 +412,98 @@ class _Login:
 
     def smtp_unauthenticated(self) -> None:
         stage, reply = self.envelope(self.plan.address.original)
-        data: dict[str, Any] = {"mechanisms": self.state.caps.auth_mechanisms(),
-                                "tls": self.state.tls}
+        data: dict[str, Any] = {
+            "mechanisms": self.state.caps.auth_mechanisms(),
+            "tls": self.state.tls,
+        }
         self.goodbye()
         if reply.ok:
             data["auth_required"] = False
-            self.emit("auth", Status.OK, "MAIL FROM and RCPT TO were accepted without "
-                      "authentication", key="auth.not_required", data=data)
+            self.emit(
+                "auth",
+                Status.OK,
+                "MAIL FROM and RCPT TO were accepted without authentication",
+                key="auth.not_required",
+                data=data,
+            )
         elif not _TLS_DEMAND.search(reply.text) and (
-                reply.code == 530 or _AUTH_DEMAND.search(reply.text)):
+            reply.code == 530 or _AUTH_DEMAND.search(reply.text)
+        ):
             data.update(auth_required=True, refused_at=stage, reply=reply.text)
-            self.emit("auth", Status.OK, f"authentication is required (refused at {stage}): "
-                      + _first(reply), key="auth.required",
-                      params={"stage": stage, "reply": _first(reply)}, data=data,
-                      problems=(self.problem("auth.required", reply.text, refused_at=stage),))
+            self.emit(
+                "auth",
+                Status.OK,
+                f"authentication is required (refused at {stage}): " + _first(reply),
+                key="auth.required",
+                params={"stage": stage, "reply": _first(reply)},
+                data=data,
+                problems=(self.problem("auth.required", reply.text, refused_at=stage),),
+            )
         else:
             data.update(auth_required=None, refused_at=stage, reply=reply.text)
             status = Status.WARN if reply.code is not None and reply.code < 500 else Status.FAIL
-            self.emit("auth", status, f"refused at {stage}: {_first(reply)}",
-                      key="envelope.refused", params={"stage": stage, "reply": _first(reply)},
-                      data=data,
-                      problems=(self.problem("reply", reply.text, refused_at=stage),))
-        self.emit("sender", Status.SKIP, "needs a password (--password-env or --ask-password)",
-                  key="auth.needs_password")
+            self.emit(
+                "auth",
+                status,
+                f"refused at {stage}: {_first(reply)}",
+                key="envelope.refused",
+                params={"stage": stage, "reply": _first(reply)},
+                data=data,
+                problems=(self.problem("reply", reply.text, refused_at=stage),),
+            )
+        self.emit(
+            "sender",
+            Status.SKIP,
+            "needs a password (--password-env or --ask-password)",
+            key="auth.needs_password",
+        )
 
     def smtp_login_and_sender(self) -> None:
         if not self.may_send_password():
             return
         if not self.smtp_authenticate():
             self.goodbye()
-            self.emit("sender", Status.SKIP, "the login did not succeed",
-                      key="sender.login_failed")
+            self.emit("sender", Status.SKIP, "the login did not succeed", key="sender.login_failed")
             return
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
-        data = {"login": self.login, "sender": self.plan.sender,
-                "recipient": self.plan.address.original}
+        data = {
+            "login": self.login,
+            "sender": self.plan.sender,
+            "recipient": self.plan.address.original,
+        }
         if reply.ok:
-            self.emit("sender", Status.OK, f"MAIL FROM:<{self.plan.sender}> and RCPT TO:"
-                      f"<{self.plan.address.original}> accepted for login {self.login}",
-                      key="sender.ok", params={"sender": self.plan.sender,
-                                               "recipient": self.plan.address.original,
-                                               "login": self.login},
-                      data={**data, "accepted": True})
+            self.emit(
+                "sender",
+                Status.OK,
+                f"MAIL FROM:<{self.plan.sender}> and RCPT TO:"
+                f"<{self.plan.address.original}> accepted for login {self.login}",
+                key="sender.ok",
+                params={
+                    "sender": self.plan.sender,
+                    "recipient": self.plan.address.original,
+                    "login": self.login,
+                },
+                data={**data, "accepted": True},
+            )
         else:
-            self.emit("sender", Status.FAIL, f"refused at {stage}: {_first(reply)}",
-                      key="envelope.refused", params={"stage": stage, "reply": _first(reply)},
-                      data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
-                      problems=(self.problem("reply", reply.text, refused_at=stage,
-                                             sender=self.plan.sender, login=self.login),))
+            self.emit(
+                "sender",
+                Status.FAIL,
+                f"refused at {stage}: {_first(reply)}",
+                key="envelope.refused",
+                params={"stage": stage, "reply": _first(reply)},
+                data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
+                problems=(
+                    self.problem(
+                        "reply",
+                        reply.text,
+                        refused_at=stage,
+                        sender=self.plan.sender,
+                        login=self.login,
+                    ),
+                ),
+            )
 
     def smtp_authenticate(self) -> bool:
         """One AUTH exchange; emits ``smtp.auth``; True when the server accepted it."""
@@ -409,19 +513,24 @@ class _Login:
         extra = self.clear_text_problems()
         if mech is None:
             if offered or self.state.tls:
-                self.no_mechanism(offered, self.state.caps.reply.text if self.state.caps.reply
-                                  else "")
+                self.no_mechanism(
+                    offered, self.state.caps.reply.text if self.state.caps.reply else ""
+                )
                 return False
             # Plain connection without AUTH listed: ask without credentials so the server
             # says why in its own words (538 5.7.11 Encryption required ...).
             reply = smtp.command(self.conn, "AUTH PLAIN")
             if reply.code != 334:
                 if _TLS_DEMAND.search(reply.text):
-                    self.emit("auth", Status.FAIL, f"AUTH refused: {_first(reply)}",
-                              key="auth.refused", params={"mechanism": "AUTH",
-                                                          "reply": _first(reply)},
-                              data=self.base_data(accepted=False, reply=reply.text),
-                              problems=(self.problem("reply", reply.text),))
+                    self.emit(
+                        "auth",
+                        Status.FAIL,
+                        f"AUTH refused: {_first(reply)}",
+                        key="auth.refused",
+                        params={"mechanism": "AUTH", "reply": _first(reply)},
+                        data=self.base_data(accepted=False, reply=reply.text),
+                        problems=(self.problem("reply", reply.text),),
+                    )
                 else:
                     self.no_mechanism(offered, reply.text)
                 return False
@@ -448,17 +557,25 @@ class _Login:
             reply = smtp.command(self.conn, "*")
         data = self.base_data(mechanism=mech)
         if reply.code is not None and 200 <= reply.code < 300:
-            self.emit("auth", Status.WARN if extra else Status.OK,
-                      f"logged in as {self.login} with AUTH {mech}", key="auth.ok",
-                      params={"login": self.login, "mechanism": f"AUTH {mech}"},
-                      data={**data, "accepted": True}, problems=extra)
+            self.emit(
+                "auth",
+                Status.WARN if extra else Status.OK,
+                f"logged in as {self.login} with AUTH {mech}",
+                key="auth.ok",
+                params={"login": self.login, "mechanism": f"AUTH {mech}"},
+                data={**data, "accepted": True},
+                problems=extra,
+            )
             return True
-        self.emit("auth", Status.FAIL, f"AUTH {mech} refused: {_first(reply)}",
-                  key="auth.refused", params={"mechanism": f"AUTH {mech}",
-                                              "reply": _first(reply)},
-                  data={**data, "accepted": False, "refused_at": "credentials",
-                        "reply": reply.text},
-                  problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra])
+        self.emit(
+            "auth",
+            Status.FAIL,
+            f"AUTH {mech} refused: {_first(reply)}",
+            key="auth.refused",
+            params={"mechanism": f"AUTH {mech}", "reply": _first(reply)},
+            data={**data, "accepted": False, "refused_at": "credentials", "reply": reply.text},
+            problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra],
+        )
         return False
 
     def smtp_send_secret(self, line: str) -> Reply:
@@ -466,11 +583,15 @@ class _Login:
 
     def no_mechanism(self, offered: Sequence[str], text: str) -> None:
         listed = " ".join(offered) or "none"
-        self.emit("auth", Status.FAIL, f"no AUTH mechanism maildiag can use (offered: {listed})",
-                  key="auth.no_mechanism" if offered else "auth.no_mechanism_offered",
-                  params={"offered": " ".join(offered)},
-                  data=self.base_data(accepted=None),
-                  problems=(self.problem("auth.no_mechanism", text, offered=listed),))
+        self.emit(
+            "auth",
+            Status.FAIL,
+            f"no AUTH mechanism maildiag can use (offered: {listed})",
+            key="auth.no_mechanism" if offered else "auth.no_mechanism_offered",
+            params={"offered": " ".join(offered)},
+            data=self.base_data(accepted=None),
+            problems=(self.problem("auth.no_mechanism", text, offered=listed),),
+        )
 
     @property
     def password(self) -> str:
@@ -482,10 +603,14 @@ class _Login:
         caps = self.state.caps
         if caps.has("LOGINDISABLED") and not self.state.tls:
             text = caps.reply.text if caps.reply else "LOGINDISABLED"
-            self.emit_after_goodbye("auth", Status.FAIL, "the server refuses logins before TLS "
-                                    "(LOGINDISABLED)", key="auth.login_disabled",
-                                    data=self.base_data(accepted=None),
-                                    problems=(self.problem("auth.plaintext_refused", text),))
+            self.emit_after_goodbye(
+                "auth",
+                Status.FAIL,
+                "the server refuses logins before TLS (LOGINDISABLED)",
+                key="auth.login_disabled",
+                data=self.base_data(accepted=None),
+                problems=(self.problem("auth.plaintext_refused", text),),
+            )
             return
         if not self.may_send_password():
             return
@@ -493,12 +618,13 @@ class _Login:
         assert isinstance(dialect, Imap)
         extra = self.clear_text_problems()
         quoted = _imap_quoted(self.login), _imap_quoted(self.password)
-        use_login = (not caps.has("LOGINDISABLED") and None not in quoted)
+        use_login = not caps.has("LOGINDISABLED") and None not in quoted
         if use_login:
             mech = "LOGIN"
             self.redact.add(quoted[1] or "")
-            reply = dialect.command(self.conn, f"LOGIN {quoted[0]} {quoted[1]}",
-                                    shown=f"LOGIN {quoted[0]} {MASK}")
+            reply = dialect.command(
+                self.conn, f"LOGIN {quoted[0]} {quoted[1]}", shown=f"LOGIN {quoted[0]} {MASK}"
+            )
         else:
             mech = "AUTHENTICATE PLAIN"
             reply = self.imap_authenticate_plain(dialect)
@@ -509,8 +635,9 @@ class _Login:
         secret = plain_response(self.login, self.password)
         tag = dialect.next_tag()
         if self.state.caps.has("SASL-IR"):
-            self.conn.send_line(f"{tag} AUTHENTICATE PLAIN {secret}",
-                                shown=f"{tag} AUTHENTICATE PLAIN {MASK}")
+            self.conn.send_line(
+                f"{tag} AUTHENTICATE PLAIN {secret}", shown=f"{tag} AUTHENTICATE PLAIN {MASK}"
+            )
             return dialect.read_response(self.conn, tag)
         self.conn.send_line(f"{tag} AUTHENTICATE PLAIN")
         line = self.conn.read_line()
@@ -524,22 +651,31 @@ class _Login:
         rest = dialect.read_response(self.conn, tag)
         return Reply(rest.ok, "\n".join([line, rest.text]), lines=(line, *rest.lines))
 
-    def login_outcome(self, mech: str, ok: bool, text: str, shown: str,
-                      extra: Sequence[Problem]) -> None:
+    def login_outcome(
+        self, mech: str, ok: bool, text: str, shown: str, extra: Sequence[Problem]
+    ) -> None:
         """The ``imap.auth`` / ``pop3.auth`` observation of one login (after LOGOUT/QUIT)."""
         data = self.base_data(mechanism=mech)
         if ok:
-            self.emit_after_goodbye("auth", Status.WARN if extra else Status.OK,
-                                    f"logged in as {self.login} with {mech}", key="auth.ok",
-                                    params={"login": self.login, "mechanism": mech},
-                                    data={**data, "accepted": True}, problems=list(extra))
+            self.emit_after_goodbye(
+                "auth",
+                Status.WARN if extra else Status.OK,
+                f"logged in as {self.login} with {mech}",
+                key="auth.ok",
+                params={"login": self.login, "mechanism": mech},
+                data={**data, "accepted": True},
+                problems=list(extra),
+            )
         else:
-            self.emit_after_goodbye("auth", Status.FAIL, f"{mech} refused: {shown}",
-                                    key="auth.refused", params={"mechanism": mech, "reply": shown},
-                                    data={**data, "accepted": False,
-                                          "refused_at": "credentials", "reply": text},
-                                    problems=[*self.refusal_problems(text, mechanism=mech),
-                                              *extra])
+            self.emit_after_goodbye(
+                "auth",
+                Status.FAIL,
+                f"{mech} refused: {shown}",
+                key="auth.refused",
+                params={"mechanism": mech, "reply": shown},
+                data={**data, "accepted": False, "refused_at": "credentials", "reply": text},
+                problems=[*self.refusal_problems(text, mechanism=mech), *extra],
+            )
 
     def emit_after_goodbye(self, name: str, status: Status, summary: str, **kw: Any) -> None:
         self.goodbye()
@@ -558,12 +694,13 @@ class _Login:
             mech = "USER/PASS"
             reply = dialect.command(self.conn, f"USER {self.login}")
             if reply.ok:
-                reply = dialect.command(self.conn, f"PASS {self.password}",
-                                        shown=f"PASS {MASK}")
+                reply = dialect.command(self.conn, f"PASS {self.password}", shown=f"PASS {MASK}")
         else:
             mech = "AUTH PLAIN"
-            self.conn.send_line(f"AUTH PLAIN {plain_response(self.login, self.password)}",
-                                shown=f"AUTH PLAIN {MASK}")
+            self.conn.send_line(
+                f"AUTH PLAIN {plain_response(self.login, self.password)}",
+                shown=f"AUTH PLAIN {MASK}",
+            )
             line = self.conn.read_line()
             if line.startswith("+ ") or line == "+":  # wants the response on its own line
                 self.conn.send_line("*")  # RFC 5034 4: cancel, never guess further
@@ -621,16 +758,24 @@ def cross_check(observations: Sequence[Observation]) -> list[Observation]:
         by = accepted.get(str(obs.data.get("login")), [])
         mine = obs.check.split(".")[0]
         others = sorted({s for s in by if s != mine})
-        if (obs.check in _LOGIN_CHECKS and obs.data.get("accepted") is False
-                and obs.data.get("refused_at") == "credentials" and others):
+        if (
+            obs.check in _LOGIN_CHECKS
+            and obs.data.get("accepted") is False
+            and obs.data.get("refused_at") == "credentials"
+            and others
+        ):
             problems: list[Problem] = []
             for p in obs.problems:
                 if p.signal == "reply":
-                    problems.append(Problem("auth.protocol_disabled", p.text,
-                                            {**p.params, "accepted_by": ", ".join(others)}))
+                    problems.append(
+                        Problem(
+                            "auth.protocol_disabled",
+                            p.text,
+                            {**p.params, "accepted_by": ", ".join(others)},
+                        )
+                    )
                 elif p.signal != "auth.login_form":  # the same login works elsewhere
                     problems.append(p)
-            obs = replace(obs, problems=tuple(problems),
-                          data={**obs.data, "accepted_by": others})
+            obs = replace(obs, problems=tuple(problems), data={**obs.data, "accepted_by": others})
         out.append(obs)
     return out

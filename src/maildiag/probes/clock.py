@@ -75,6 +75,7 @@ class ClockReading:
 
 # -- SNTP ---------------------------------------------------------------------------------------
 
+
 def parse_time_server(spec: str | None) -> tuple[str, int]:
     """``HOST[:PORT]``, ``[v6]:PORT`` or a bare IPv6 literal → (host, port); default: the pool."""
     spec = (spec or DEFAULT_TIME_SERVER).strip()
@@ -205,8 +206,9 @@ def sntp_query(
                     continue
                 mono4 = time.monotonic()
                 if len(reply) >= 48 and reply[24:32] != attempt.transmit:
-                    log.append(f"S: ignored a reply that does not echo our timestamp "
-                               f"({attempt.address})")
+                    log.append(
+                        f"S: ignored a reply that does not echo our timestamp ({attempt.address})"
+                    )
                     reasons.append(f"{attempt.address}: a reply that does not answer our request")
                     continue
                 try:
@@ -230,21 +232,29 @@ def sntp_query(
     raise ClockError(f"sntp:{host}:{port}: no answer within {timeout:g}s (UDP may be filtered)")
 
 
-def _reading(reply: bytes, attempt: _Attempt, mono4: float, log: list[str],
-             source: str) -> ClockReading:
+def _reading(
+    reply: bytes, attempt: _Attempt, mono4: float, log: list[str], source: str
+) -> ClockReading:
     t1 = attempt.t1
     t4 = t1 + (mono4 - attempt.mono)  # the local clock at arrival, without a second now() call
     t2, t3 = _from_ntp(reply[32:40]), _from_ntp(reply[40:48])
     theta = ((t2 - t1) + (t3 - t4)) / 2  # RFC 4330 s.5: what to add to the local clock
     delay = (t4 - t1) - (t3 - t2)
     stratum = reply[1]
-    log.append(f"S: stratum {stratum}, offset {-theta:+.3f}s, round trip {delay * 1000:.0f} ms "
-               f"({attempt.address})")
+    log.append(
+        f"S: stratum {stratum}, offset {-theta:+.3f}s, round trip {delay * 1000:.0f} ms "
+        f"({attempt.address})"
+    )
     return ClockReading(
-        offset=-theta, source=source,
-        reference=_utc(t4 + theta), local=_utc(t4),
-        detail={"server": attempt.address, "stratum": stratum,
-                "round_trip_ms": round(max(delay, 0.0) * 1000, 1)},
+        offset=-theta,
+        source=source,
+        reference=_utc(t4 + theta),
+        local=_utc(t4),
+        detail={
+            "server": attempt.address,
+            "stratum": stratum,
+            "round_trip_ms": round(max(delay, 0.0) * 1000, 1),
+        },
     )
 
 
@@ -256,6 +266,7 @@ def _utc(unix: float) -> dt.datetime:
 
 
 # -- HTTPS Date fallback ------------------------------------------------------------------------
+
 
 def https_date(
     host: str,
@@ -286,8 +297,14 @@ def https_date(
     try:
         conn.start_tls(ctx, host)
         mono1, t1 = time.monotonic(), now().timestamp()
-        for line in ("HEAD / HTTP/1.1", f"Host: {label}", "User-Agent: maildiag",
-                     "Accept: */*", "Connection: close", ""):
+        for line in (
+            "HEAD / HTTP/1.1",
+            f"Host: {label}",
+            "User-Agent: maildiag",
+            "Accept: */*",
+            "Connection: close",
+            "",
+        ):
             conn.send_line(line)
         deadline = time.monotonic() + timeout
         status = conn.read_line(deadline=deadline)
@@ -319,10 +336,17 @@ def https_date(
     # asked: compare it with our clock at the midpoint, plus half a second for the truncation.
     reference = when.timestamp() + 0.5
     local = t1 + (mono2 - mono1) / 2
-    return ClockReading(offset=local - reference, source=source, reference=_utc(reference),
-                        local=_utc(local),
-                        detail={"server": label, "round_trip_ms": round((mono2 - mono1) * 1000, 1),
-                                "resolution_s": 1})
+    return ClockReading(
+        offset=local - reference,
+        source=source,
+        reference=_utc(reference),
+        local=_utc(local),
+        detail={
+            "server": label,
+            "round_trip_ms": round((mono2 - mono1) * 1000, 1),
+            "resolution_s": 1,
+        },
+    )
 
 
 def web_hosts(provider: Any, targets: Sequence[Target]) -> list[tuple[str, int]]:
@@ -403,8 +427,13 @@ def skew_params(offset: float, source: str) -> dict[str, Any]:
     }
 
 
-def judge_clock(reading: ClockReading, *, transcript: tuple[str, ...] = (),
-                duration_ms: int = 0, tried: Sequence[str] = ()) -> Observation:
+def judge_clock(
+    reading: ClockReading,
+    *,
+    transcript: tuple[str, ...] = (),
+    duration_ms: int = 0,
+    tried: Sequence[str] = (),
+) -> Observation:
     offset = reading.offset
     size = abs(offset)
     data: dict[str, Any] = {
@@ -422,21 +451,43 @@ def judge_clock(reading: ClockReading, *, transcript: tuple[str, ...] = (),
     facts = {"source": reading.source, "offset_human": human, "offset_human_ru": human_ru}
     if size <= WARN_SKEW:
         if size < 60:
-            key, facts = "clock.within_seconds", {"source": reading.source,
-                                                  "seconds": f"{size:.1f}"}
+            key, facts = (
+                "clock.within_seconds",
+                {"source": reading.source, "seconds": f"{size:.1f}"},
+            )
             within = f"{size:.1f} s"
         else:
             key, within = "clock.within", human
-        return Observation("clock", Status.OK, f"local clock within {within} of {reading.source}",
-                           None, data, (), transcript, duration_ms, key, facts)
+        return Observation(
+            "clock",
+            Status.OK,
+            f"local clock within {within} of {reading.source}",
+            None,
+            data,
+            (),
+            transcript,
+            duration_ms,
+            key,
+            facts,
+        )
     status = Status.FAIL if size > FAIL_SKEW else Status.WARN
     direction = "ahead of" if offset > 0 else "behind"
-    params = dict(skew_params(offset, reading.source), reference=data["reference"],
-                  local=data["local"])
+    params = dict(
+        skew_params(offset, reading.source), reference=data["reference"], local=data["local"]
+    )
     text = f"the local clock is {human} {direction} {reading.source}"
-    return Observation("clock", status, text, None, data,
-                       (Problem("clock.skew", text, params),), transcript, duration_ms,
-                       "clock.ahead" if offset > 0 else "clock.behind", facts)
+    return Observation(
+        "clock",
+        status,
+        text,
+        None,
+        data,
+        (Problem("clock.skew", text, params),),
+        transcript,
+        duration_ms,
+        "clock.ahead" if offset > 0 else "clock.behind",
+        facts,
+    )
 
 
 def measure(
@@ -461,10 +512,12 @@ def measure(
         host, port = parse_time_server(config.time_server)
         # with a fallback to try, SNTP takes half the budget at most and leaves it the rest
         share = config.timeout / 2 if fallbacks else config.timeout
-        reading = sntp_query(host, port, timeout=min(share, SNTP_WAIT), now=now,
-                             dns=dns, transcript=log)
-        return judge_clock(reading, transcript=tuple(log),
-                           duration_ms=int((time.monotonic() - started) * 1000))
+        reading = sntp_query(
+            host, port, timeout=min(share, SNTP_WAIT), now=now, dns=dns, transcript=log
+        )
+        return judge_clock(
+            reading, transcript=tuple(log), duration_ms=int((time.monotonic() - started) * 1000)
+        )
     except ClockError as exc:
         tried.append(str(exc))
         log.append(f"-- {exc} --")
@@ -474,18 +527,37 @@ def measure(
             tried.append(f"https-date:{web_host}: not tried, the clock check's time is up")
             break
         try:
-            reading = https_date(web_host, web_port, timeout=left, now=now,
-                                 ca_file=config.ca_file, dns=dns, transcript=log)
+            reading = https_date(
+                web_host,
+                web_port,
+                timeout=left,
+                now=now,
+                ca_file=config.ca_file,
+                dns=dns,
+                transcript=log,
+            )
         except ClockError as exc:
             tried.append(str(exc))
             log.append(f"-- {exc} --")
             continue
-        return judge_clock(reading, transcript=tuple(log), tried=tried,
-                           duration_ms=int((time.monotonic() - started) * 1000))
-    return Observation("clock", Status.SKIP, "no reference clock answered: " + "; ".join(tried),
-                       None, {"unavailable": tried}, (), tuple(log),
-                       int((time.monotonic() - started) * 1000), "clock.no_reference",
-                       {"tried": "; ".join(tried)})
+        return judge_clock(
+            reading,
+            transcript=tuple(log),
+            tried=tried,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+    return Observation(
+        "clock",
+        Status.SKIP,
+        "no reference clock answered: " + "; ".join(tried),
+        None,
+        {"unavailable": tried},
+        (),
+        tuple(log),
+        int((time.monotonic() - started) * 1000),
+        "clock.no_reference",
+        {"tried": "; ".join(tried)},
+    )
 
 
 def clock_job(
@@ -498,8 +570,9 @@ def clock_job(
 ) -> Job:
     def run(emit: Callable[[Observation], None]) -> None:
         if not config.check_clock:
-            emit(Observation("clock", Status.SKIP, "--no-clock given",
-                             summary_key="clock.disabled"))
+            emit(
+                Observation("clock", Status.SKIP, "--no-clock given", summary_key="clock.disabled")
+            )
             return
         emit(measure(config, now=now, provider=provider, targets=targets, dns=dns))
 
@@ -507,6 +580,7 @@ def clock_job(
 
 
 # -- certificates judged by both clocks ---------------------------------------------------------
+
 
 def _parse(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
@@ -525,8 +599,11 @@ def valid_by_reference(tls_data: Any, offset: float) -> bool | None:
     if checked_at is None:
         return None
     reference = checked_at - dt.timedelta(seconds=offset)
-    windows = [(c.get("not_before"), c.get("not_after")) for c in tls_data.get("chain") or ()
-               if isinstance(c, dict) and (c.get("position") == 0 or not c.get("self_signed"))]
+    windows = [
+        (c.get("not_before"), c.get("not_after"))
+        for c in tls_data.get("chain") or ()
+        if isinstance(c, dict) and (c.get("position") == 0 or not c.get("self_signed"))
+    ]
     if not windows:
         windows = [(tls_data.get("not_before"), tls_data.get("not_after"))]
     for nb_text, na_text in windows:
@@ -540,34 +617,55 @@ def valid_by_reference(tls_data: Any, offset: float) -> bool | None:
 
 def reconcile(observations: Sequence[Observation]) -> list[Observation]:
     """Rewrite expiry failures that the local clock alone explains into ``tls.clock_skew``."""
-    clock = next((o for o in observations if o.check == "clock" and o.status is not Status.SKIP
-                  and isinstance(o.data.get("offset_seconds"), (int, float))), None)
+    clock = next(
+        (
+            o
+            for o in observations
+            if o.check == "clock"
+            and o.status is not Status.SKIP
+            and isinstance(o.data.get("offset_seconds"), (int, float))
+        ),
+        None,
+    )
     if clock is None:
         return list(observations)
     offset = float(clock.data["offset_seconds"])
     source = str(clock.data.get("source", ""))
     out: list[Observation] = []
     for obs in observations:
-        if (obs.check.endswith(".tls") and any(p.signal in EXPIRY_SIGNALS for p in obs.problems)
-                and valid_by_reference(obs.data, offset)):
+        if (
+            obs.check.endswith(".tls")
+            and any(p.signal in EXPIRY_SIGNALS for p in obs.problems)
+            and valid_by_reference(obs.data, offset)
+        ):
             obs = _as_clock_skew(obs, offset, source, clock)
         out.append(obs)
     return out
 
 
-def _as_clock_skew(obs: Observation, offset: float, source: str,
-                   clock: Observation) -> Observation:
+def _as_clock_skew(obs: Observation, offset: float, source: str, clock: Observation) -> Observation:
     params = skew_params(offset, source)
     problems = tuple(
-        Problem("tls.clock_skew", p.text, {**p.params, **params,
-                                           "reference": clock.data.get("reference", "")})
-        if p.signal in EXPIRY_SIGNALS else p
+        Problem(
+            "tls.clock_skew",
+            p.text,
+            {**p.params, **params, "reference": clock.data.get("reference", "")},
+        )
+        if p.signal in EXPIRY_SIGNALS
+        else p
         for p in obs.problems
     )
     data = dict(obs.data, valid_by_reference_clock=True, clock_offset_seconds=round(offset, 3))
-    summary = (f"certificate valid by {source} but not by the local clock, which is "
-               f"{params['offset_human']} {params['direction']}")
+    summary = (
+        f"certificate valid by {source} but not by the local clock, which is "
+        f"{params['offset_human']} {params['direction']}"
+    )
     facts = {k: params[k] for k in ("source", "offset_human", "offset_human_ru")}
-    return replace(obs, summary=summary, data=data, problems=problems,
-                   summary_key="tls.clock_ahead" if offset > 0 else "tls.clock_behind",
-                   summary_params=facts)
+    return replace(
+        obs,
+        summary=summary,
+        data=data,
+        problems=problems,
+        summary_key="tls.clock_ahead" if offset > 0 else "tls.clock_behind",
+        summary_params=facts,
+    )

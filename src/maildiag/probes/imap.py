@@ -85,8 +85,9 @@ class Imap:
             if not line.startswith(("*", "+")):
                 raise ProtocolViolation(f"not an IMAP response line: {line[:80]!r}")
             if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
-                raise TooLong(f"a response of more than {MAX_REPLY_LINES} lines or "
-                              f"{MAX_REPLY_BYTES} bytes")
+                raise TooLong(
+                    f"a response of more than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+                )
 
     def command(self, conn: Conn, text: str, *, shown: str | None = None) -> Reply:
         tag = self.next_tag()

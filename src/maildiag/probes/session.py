@@ -134,17 +134,41 @@ class Session:
         check = f"{self.target.service}.{name}"
         elapsed = int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
         self.emitted.add(check)
-        self.env.emit(Observation(check, status, summary, self.target, data or {}, problems,
-                                  self._slice(), elapsed, key, params or {}))
+        self.env.emit(
+            Observation(
+                check,
+                status,
+                summary,
+                self.target,
+                data or {},
+                problems,
+                self._slice(),
+                elapsed,
+                key,
+                params or {},
+            )
+        )
         self._t0 = time.monotonic()
 
-    def emit_error(self, name: str, exc: NetError | ProtocolViolation, *,
-                   data: dict[str, Any] | None = None,
-                   problems: tuple[Problem, ...] = ()) -> None:
+    def emit_error(
+        self,
+        name: str,
+        exc: NetError | ProtocolViolation,
+        *,
+        data: dict[str, Any] | None = None,
+        problems: tuple[Problem, ...] = (),
+    ) -> None:
         """A check that failed with a network or protocol error: its words are the summary."""
         nested = net_summary(exc, self.env.config.timeout, self.target)
-        self.emit(name, Status.FAIL, str(exc), key=nested["key"], params=nested["params"],
-                  data=data, problems=problems)
+        self.emit(
+            name,
+            Status.FAIL,
+            str(exc),
+            key=nested["key"],
+            params=nested["params"],
+            data=data,
+            problems=problems,
+        )
 
     def net(self, exc: NetError | ProtocolViolation) -> dict[str, Any]:
         """A network error as a nested summary param (``{"key": ..., "params": ...}``)."""
@@ -157,8 +181,13 @@ class Session:
 
     def params(self, **extra: Any) -> dict[str, Any]:
         t = self.target
-        return {"service": str(t.service), "host": t.host, "port": t.port,
-                "security": str(t.security), **extra}
+        return {
+            "service": str(t.service),
+            "host": t.host,
+            "port": t.port,
+            "security": str(t.security),
+            **extra,
+        }
 
     def problem(self, signal: str, text: str = "", **extra: Any) -> Problem:
         return Problem(signal, text, self.params(**extra))
@@ -171,10 +200,12 @@ class Session:
         except NetError as exc:  # the network failed where no step expected it: still a fact
             pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
             if pending:
-                self.emit_error(pending[0].split(".", 1)[1], exc,
-                                problems=(self.problem(exc.signal, str(exc)),))
-            self.skip_once("skip.connection_failed", f"the connection failed: {exc}",
-                           error=self.net(exc))
+                self.emit_error(
+                    pending[0].split(".", 1)[1], exc, problems=(self.problem(exc.signal, str(exc)),)
+                )
+            self.skip_once(
+                "skip.connection_failed", f"the connection failed: {exc}", error=self.net(exc)
+            )
         except Exception as exc:  # a bug in us: visible, not a crash (STYLE.md 3)
             import traceback
 
@@ -182,12 +213,19 @@ class Session:
             check = pending[0] if pending else f"{self.target.service}.connect"
             self.transcript.append(traceback.format_exc(limit=8).rstrip())
             error = f"{type(exc).__name__}: {exc}"
-            self.emit_observation(Observation(
-                check, Status.FAIL, f"internal error: {error}", self.target,
-                {"internal_error": error},
-                (self.problem("check.internal_error", error, error=error),),
-                self._slice(), summary_key="internal_error", summary_params={"error": error},
-            ))
+            self.emit_observation(
+                Observation(
+                    check,
+                    Status.FAIL,
+                    f"internal error: {error}",
+                    self.target,
+                    {"internal_error": error},
+                    (self.problem("check.internal_error", error, error=error),),
+                    self._slice(),
+                    summary_key="internal_error",
+                    summary_params={"error": error},
+                )
+            )
             self.skip_once("skip.internal_error", "an earlier check failed with an internal error")
         finally:
             if conn is not None:
@@ -195,22 +233,45 @@ class Session:
             for check in check_ids(self.target.service):
                 if check not in self.emitted:
                     self.emitted.add(check)
-                    self.env.emit(Observation(
-                        check, Status.SKIP, self.skip_reason or "not run", self.target,
-                        summary_key=self.skip_key if self.skip_reason else "skip.not_run",
-                        summary_params=self.skip_params if self.skip_reason else {}))
+                    self.env.emit(
+                        Observation(
+                            check,
+                            Status.SKIP,
+                            self.skip_reason or "not run",
+                            self.target,
+                            summary_key=self.skip_key if self.skip_reason else "skip.not_run",
+                            summary_params=self.skip_params if self.skip_reason else {},
+                        )
+                    )
 
     def _connect(self) -> Conn | None:
         t = self.target
         try:
-            return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
-                           transcript=self.transcript)
+            return connect(
+                t.host,
+                t.port,
+                timeout=self.env.config.timeout,
+                dns=self.env.dns,
+                transcript=self.transcript,
+            )
         except NetError as exc:
-            self.emit_error("connect", exc, problems=(self.problem(
-                exc.signal, str(exc), address=f"{t.host}:{t.port}",
-                timeout=f"{self.env.config.timeout:g}"),))
-            self.skip("skip.unreachable", f"{t.host}:{t.port} is not reachable",
-                      address=f"{t.host}:{t.port}")
+            self.emit_error(
+                "connect",
+                exc,
+                problems=(
+                    self.problem(
+                        exc.signal,
+                        str(exc),
+                        address=f"{t.host}:{t.port}",
+                        timeout=f"{self.env.config.timeout:g}",
+                    ),
+                ),
+            )
+            self.skip(
+                "skip.unreachable",
+                f"{t.host}:{t.port} is not reachable",
+                address=f"{t.host}:{t.port}",
+            )
             return None
 
     def _run(self) -> Conn | None:
@@ -218,8 +279,14 @@ class Session:
         conn = self._connect()
         if conn is None:
             return None
-        self.emit("connect", Status.OK, f"connected to {conn.peer}", key="connect.ok",
-                  params={"address": conn.peer}, data={"address": conn.peer})
+        self.emit(
+            "connect",
+            Status.OK,
+            f"connected to {conn.peer}",
+            key="connect.ok",
+            params={"address": conn.peer},
+            data={"address": conn.peer},
+        )
         if self.target.security is Security.SSL:
             return self._implicit(conn, expected_ssl=True)
         return self._plaintext_first(conn)
@@ -227,11 +294,20 @@ class Session:
     def _reconnect(self) -> Conn | None:
         t = self.target
         try:
-            return connect(t.host, t.port, timeout=self.env.config.timeout, dns=self.env.dns,
-                           transcript=self.transcript)
+            return connect(
+                t.host,
+                t.port,
+                timeout=self.env.config.timeout,
+                dns=self.env.dns,
+                transcript=self.transcript,
+            )
         except NetError as exc:
-            self.skip("skip.reconnect_failed", f"reconnecting to {t.host}:{t.port} failed: {exc}",
-                      address=f"{t.host}:{t.port}", error=self.net(exc))
+            self.skip(
+                "skip.reconnect_failed",
+                f"reconnecting to {t.host}:{t.port} failed: {exc}",
+                address=f"{t.host}:{t.port}",
+                error=self.net(exc),
+            )
             return None
 
     # -- implicit TLS ------------------------------------------------------------------------
@@ -257,11 +333,18 @@ class Session:
         except TlsFailed as exc:
             conn.close()
             if exc.signal == "connect.timeout":
-                self.emit("greeting", Status.FAIL, "the server accepted the connection but "
-                          "answered neither a TLS handshake nor with a greeting",
-                          key="greeting.silent_tls",
-                          problems=(self.problem("greeting.silent", str(exc),
-                                                 timeout=f"{self.env.config.timeout:g}"),))
+                self.emit(
+                    "greeting",
+                    Status.FAIL,
+                    "the server accepted the connection but "
+                    "answered neither a TLS handshake nor with a greeting",
+                    key="greeting.silent_tls",
+                    problems=(
+                        self.problem(
+                            "greeting.silent", str(exc), timeout=f"{self.env.config.timeout:g}"
+                        ),
+                    ),
+                )
                 self.skip("skip.silent", "the server stays silent")
                 return None
             # Not TLS at all? A plaintext greeting on the same port means a mode mismatch.
@@ -270,8 +353,7 @@ class Session:
                 return self._after_connect_plain(plain, mismatch_from=Security.SSL)
             if plain is not None:
                 plain.close()
-            self.emit_error("tls", exc,
-                            problems=(self.problem("tls.handshake_failed", str(exc)),))
+            self.emit_error("tls", exc, problems=(self.problem("tls.handshake_failed", str(exc)),))
             self.skip("skip.no_tls", "no TLS connection")
             return None
         if conn2 is None or session is None:
@@ -286,20 +368,39 @@ class Session:
             self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
         return conn2
 
-    def _emit_tls(self, session: TlsSession, failure: TlsFailed | None, started: float,
-                  conn: Conn | None = None, mode: Security = Security.SSL) -> None:
+    def _emit_tls(
+        self,
+        session: TlsSession,
+        failure: TlsFailed | None,
+        started: float,
+        conn: Conn | None = None,
+        mode: Security = Security.SSL,
+    ) -> None:
         cfg = self.env.config
         facts = assess(self, conn, session, failure, mode)  # the chain; interception evidence
-        obs = judge(self.target, session, failure, now=self.env.now(), warn_days=cfg.warn_days,
-                    crit_days=cfg.crit_days, duration_ms=int((time.monotonic() - started) * 1000),
-                    transcript=self._slice(), facts=facts)
+        obs = judge(
+            self.target,
+            session,
+            failure,
+            now=self.env.now(),
+            warn_days=cfg.warn_days,
+            crit_days=cfg.crit_days,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            transcript=self._slice(),
+            facts=facts,
+        )
         self.emit_observation(obs)
 
     def _hung_up(self, conn: Conn, exc: NetError) -> Conn:
         """The server closed (or reset) the connection before its first byte."""
-        self.emit("greeting", Status.FAIL, f"no greeting: {exc}", key="greeting.none",
-                  params={"error": self.net(exc)},
-                  problems=(self.problem("greeting.closed", str(exc)),))
+        self.emit(
+            "greeting",
+            Status.FAIL,
+            f"no greeting: {exc}",
+            key="greeting.none",
+            params={"error": self.net(exc)},
+            problems=(self.problem("greeting.closed", str(exc)),),
+        )
         self.skip("skip.closed", "the server closed the connection")
         return conn
 
@@ -331,10 +432,14 @@ class Session:
             except NetError as exc:
                 return self._hung_up(plain, exc)
             if first is None:
-                self.emit("greeting", Status.FAIL, f"no greeting within {cfg.timeout:g}s, and no "
-                          "TLS handshake either", key="greeting.silent",
-                          params={"timeout": f"{cfg.timeout:g}"}, problems=(self.problem(
-                              "greeting.silent", "", timeout=f"{cfg.timeout:g}"),))
+                self.emit(
+                    "greeting",
+                    Status.FAIL,
+                    f"no greeting within {cfg.timeout:g}s, and no TLS handshake either",
+                    key="greeting.silent",
+                    params={"timeout": f"{cfg.timeout:g}"},
+                    problems=(self.problem("greeting.silent", "", timeout=f"{cfg.timeout:g}"),),
+                )
                 self.skip("skip.silent", "the server stays silent")
                 return plain
             return self._after_connect_plain(plain, mismatch_from=None)
@@ -345,9 +450,14 @@ class Session:
         if greeting is None:
             return conn2
         if self.target.security is Security.AUTO:
-            self.emit("greeting", Status.OK, "implicit TLS (detected): " + _first(greeting),
-                      key="greeting.detected_ssl", params={"reply": _first(greeting)},
-                      data={"mode": "ssl", "greeting": greeting.text})
+            self.emit(
+                "greeting",
+                Status.OK,
+                "implicit TLS (detected): " + _first(greeting),
+                key="greeting.detected_ssl",
+                params={"reply": _first(greeting)},
+                data={"mode": "ssl", "greeting": greeting.text},
+            )
         else:
             self._emit_mismatch(greeting, actual=Security.SSL)
         self._emit_tls(session, failure, started, conn2)
@@ -371,40 +481,69 @@ class Session:
         if mismatch_from is Security.SSL:
             self._emit_mismatch(greeting, actual=actual)
         elif expected is Security.AUTO:
-            self.emit("greeting", Status.OK, f"plaintext greeting ({actual} detected): "
-                      + _first(greeting), key="greeting.detected_plain",
-                      params={"mode": str(actual), "reply": _first(greeting)},
-                      data={"mode": str(actual), "greeting": greeting.text})
+            self.emit(
+                "greeting",
+                Status.OK,
+                f"plaintext greeting ({actual} detected): " + _first(greeting),
+                key="greeting.detected_plain",
+                params={"mode": str(actual), "reply": _first(greeting)},
+                data={"mode": str(actual), "greeting": greeting.text},
+            )
         else:
-            self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
-                      params={"reply": _first(greeting)},
-                      data={"mode": str(actual), "greeting": greeting.text})
+            self.emit(
+                "greeting",
+                Status.OK,
+                _first(greeting),
+                key="greeting.ok",
+                params={"reply": _first(greeting)},
+                data={"mode": str(actual), "greeting": greeting.text},
+            )
         want_tls = expected in (Security.STARTTLS, Security.AUTO) or mismatch_from is Security.SSL
         if expected is Security.PLAIN:
-            self.emit("tls", Status.SKIP, "plain mode requested: no TLS",
-                      key="tls.plain_requested")
+            self.emit("tls", Status.SKIP, "plain mode requested: no TLS", key="tls.plain_requested")
             self._emit_caps(caps_before, None)
             self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
             return conn
         if not offers_tls:
             if want_tls and expected is Security.STARTTLS:
-                self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} is not offered",
-                          key="tls.starttls_not_offered",
-                          params={"keyword": dialect.starttls_keyword},
-                          problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
-                                                 expected=str(expected), actual="plain"),))
+                self.emit(
+                    "tls",
+                    Status.FAIL,
+                    f"{dialect.starttls_keyword} is not offered",
+                    key="tls.starttls_not_offered",
+                    params={"keyword": dialect.starttls_keyword},
+                    problems=(
+                        self.problem(
+                            "starttls.not_offered",
+                            _caps_text(caps_before),
+                            expected=str(expected),
+                            actual="plain",
+                        ),
+                    ),
+                )
             else:
-                self.emit("tls", Status.WARN, "no TLS on this port: logins travel in clear text",
-                          key="tls.none",
-                          problems=(self.problem("starttls.not_offered", _caps_text(caps_before),
-                                                 expected=str(expected), actual="plain"),))
+                self.emit(
+                    "tls",
+                    Status.WARN,
+                    "no TLS on this port: logins travel in clear text",
+                    key="tls.none",
+                    problems=(
+                        self.problem(
+                            "starttls.not_offered",
+                            _caps_text(caps_before),
+                            expected=str(expected),
+                            actual="plain",
+                        ),
+                    ),
+                )
             self._emit_caps(caps_before, None)
             self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
             return conn
         return self._starttls(conn, dialect, greeting, caps_before)
 
-    def _starttls(self, conn: Conn, dialect: Dialect, greeting: Reply,
-                  caps_before: Capabilities) -> Conn | None:
+    def _starttls(
+        self, conn: Conn, dialect: Dialect, greeting: Reply, caps_before: Capabilities
+    ) -> Conn | None:
         env = self.env
         assert env.verify_ctx is not None and env.noverify_ctx is not None
         started = time.monotonic()
@@ -412,10 +551,14 @@ class Session:
         if reply is None:
             return conn
         if not reply.ok:
-            self.emit("tls", Status.FAIL, f"{dialect.starttls_keyword} refused: {_first(reply)}",
-                      key="tls.starttls_refused",
-                      params={"keyword": dialect.starttls_keyword, "reply": _first(reply)},
-                      problems=(self.problem("starttls.refused", reply.text),))
+            self.emit(
+                "tls",
+                Status.FAIL,
+                f"{dialect.starttls_keyword} refused: {_first(reply)}",
+                key="tls.starttls_refused",
+                params={"keyword": dialect.starttls_keyword, "reply": _first(reply)},
+                problems=(self.problem("starttls.refused", reply.text),),
+            )
             self._emit_caps(caps_before, None)
             self.skip("skip.starttls_refused", "STARTTLS was refused")
             return conn
@@ -424,8 +567,9 @@ class Session:
             session = conn.start_tls(env.verify_ctx, self.target.host)
         except TlsFailed as exc:
             if exc.verify_code is None:
-                self.emit_error("tls", exc,
-                                problems=(self.problem("tls.handshake_failed", str(exc)),))
+                self.emit_error(
+                    "tls", exc, problems=(self.problem("tls.handshake_failed", str(exc)),)
+                )
                 self._emit_caps(caps_before, None)
                 self.skip("skip.starttls_handshake", "the TLS handshake after STARTTLS failed")
                 return conn
@@ -443,10 +587,18 @@ class Session:
                     raise ProtocolViolation("STARTTLS refused on the second connection")
                 session = conn.start_tls(env.noverify_ctx, self.target.host)
             except (NetError, ProtocolViolation) as exc2:
-                self.emit_error("tls", failure, data={"refetch_error": str(exc2)},
-                                problems=(self.problem(failure.signal, str(failure),
-                                                       verify_message=failure.verify_message
-                                                       or ""),))
+                self.emit_error(
+                    "tls",
+                    failure,
+                    data={"refetch_error": str(exc2)},
+                    problems=(
+                        self.problem(
+                            failure.signal,
+                            str(failure),
+                            verify_message=failure.verify_message or "",
+                        ),
+                    ),
+                )
                 self.skip("skip.refetch_failed", "the certificate could not be fetched again")
                 return conn
         self._emit_tls(session, failure, started, conn, Security.STARTTLS)
@@ -454,8 +606,7 @@ class Session:
         if caps_after is None:
             return conn
         self._emit_caps(caps_after, caps_before)
-        self._login(conn, dialect, caps_after, Security.STARTTLS, tls=True,
-                    trusted=failure is None)
+        self._login(conn, dialect, caps_after, Security.STARTTLS, tls=True, trusted=failure is None)
         return conn
 
     # -- pieces ----------------------------------------------------------------------------
@@ -467,9 +618,19 @@ class Session:
             signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
             if isinstance(exc, StepTimeout):
                 signal = "connect.timeout"
-            self.emit_error(check, exc, problems=(self.problem(
-                signal, str(exc), timeout=f"{self.env.config.timeout:g}",
-                expected=str(self.target.service), heard="a broken reply"),))
+            self.emit_error(
+                check,
+                exc,
+                problems=(
+                    self.problem(
+                        signal,
+                        str(exc),
+                        timeout=f"{self.env.config.timeout:g}",
+                        expected=str(self.target.service),
+                        heard="a broken reply",
+                    ),
+                ),
+            )
             self.skip("skip.broke_off", f"the server broke off during {check}", check=check)
             return None
 
@@ -479,60 +640,106 @@ class Session:
         try:
             greeting = dialect.greeting(conn)
         except StepTimeout as exc:
-            self.emit_error("greeting", exc, problems=(self.problem(
-                "greeting.silent", str(exc), timeout=f"{cfg.timeout:g}"),))
+            self.emit_error(
+                "greeting",
+                exc,
+                problems=(self.problem("greeting.silent", str(exc), timeout=f"{cfg.timeout:g}"),),
+            )
             self.skip("skip.no_greeting", "no greeting")
             return None
         except Closed as exc:
-            self.emit_error("greeting", exc,
-                            problems=(self.problem("greeting.closed", str(exc)),))
+            self.emit_error("greeting", exc, problems=(self.problem("greeting.closed", str(exc)),))
             self.skip("skip.closed", "the server closed the connection")
             return None
         except (ProtocolViolation, TooLong, NetError):
             heard_line = conn.transcript[-1][3:] if conn.transcript else ""
             other = identify(heard_line)
-            heard = str(other) if other and other is not svc else (
-                "TLS" if conn.looks_like_tls else "something unrecognisable")
-            self.emit("greeting", Status.FAIL, f"not a {svc} greeting: {heard_line[:80]!r}",
-                      key="greeting.wrong_protocol",
-                      params={"service": str(svc), "line": repr(heard_line[:80])},
-                      data={"heard": heard}, problems=(self.problem(
-                          "greeting.wrong_protocol", heard_line[:300], expected=str(svc),
-                          heard=heard),))
+            heard = (
+                str(other)
+                if other and other is not svc
+                else ("TLS" if conn.looks_like_tls else "something unrecognisable")
+            )
+            self.emit(
+                "greeting",
+                Status.FAIL,
+                f"not a {svc} greeting: {heard_line[:80]!r}",
+                key="greeting.wrong_protocol",
+                params={"service": str(svc), "line": repr(heard_line[:80])},
+                data={"heard": heard},
+                problems=(
+                    self.problem(
+                        "greeting.wrong_protocol", heard_line[:300], expected=str(svc), heard=heard
+                    ),
+                ),
+            )
             self.skip("skip.wrong_protocol", f"the port does not speak {svc}", service=str(svc))
             return None
         if not greeting.ok:
-            self.emit("greeting", Status.FAIL, _first(greeting), key="greeting.rejected",
-                      params={"reply": _first(greeting)}, data={"greeting": greeting.text},
-                      problems=(self.problem("greeting.rejected", greeting.text),))
+            self.emit(
+                "greeting",
+                Status.FAIL,
+                _first(greeting),
+                key="greeting.rejected",
+                params={"reply": _first(greeting)},
+                data={"greeting": greeting.text},
+                problems=(self.problem("greeting.rejected", greeting.text),),
+            )
             self.skip("skip.rejected", "the server refused the session")
             return None
         if announce:
-            self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
-                      params={"reply": _first(greeting)}, data={"greeting": greeting.text})
+            self.emit(
+                "greeting",
+                Status.OK,
+                _first(greeting),
+                key="greeting.ok",
+                params={"reply": _first(greeting)},
+                data={"greeting": greeting.text},
+            )
         return greeting
 
-    def _read_caps(self, conn: Conn, dialect: Dialect, greeting: Reply, *,
-                   after_tls: bool = False) -> Capabilities | None:
+    def _read_caps(
+        self, conn: Conn, dialect: Dialect, greeting: Reply, *, after_tls: bool = False
+    ) -> Capabilities | None:
         try:
             return dialect.capabilities(conn, greeting)
         except (NetError, ProtocolViolation) as exc:
             if "greeting" not in {c.split(".", 1)[1] for c in self.emitted}:
-                self.emit("greeting", Status.OK, _first(greeting), key="greeting.ok",
-                          params={"reply": _first(greeting)}, data={"greeting": greeting.text})
+                self.emit(
+                    "greeting",
+                    Status.OK,
+                    _first(greeting),
+                    key="greeting.ok",
+                    params={"reply": _first(greeting)},
+                    data={"greeting": greeting.text},
+                )
             if f"{self.target.service}.tls" not in self.emitted and not after_tls:
-                self.emit("tls", Status.SKIP, "capabilities could not be read",
-                          key="tls.caps_unreadable")
-            signal = "connect.timeout" if isinstance(exc, StepTimeout) else (
-                exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol")
-            self.emit_error("capabilities", exc, problems=(self.problem(
-                signal, str(exc), timeout=f"{self.env.config.timeout:g}",
-                expected=str(self.target.service), heard="a broken capability list"),))
+                self.emit(
+                    "tls", Status.SKIP, "capabilities could not be read", key="tls.caps_unreadable"
+                )
+            signal = (
+                "connect.timeout"
+                if isinstance(exc, StepTimeout)
+                else (exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol")
+            )
+            self.emit_error(
+                "capabilities",
+                exc,
+                problems=(
+                    self.problem(
+                        signal,
+                        str(exc),
+                        timeout=f"{self.env.config.timeout:g}",
+                        expected=str(self.target.service),
+                        heard="a broken capability list",
+                    ),
+                ),
+            )
             self.skip("skip.caps_unreadable", "the capability list could not be read")
             return None
 
-    def _capabilities(self, conn: Conn, dialect: Dialect, greeting: Reply,
-                      before: Capabilities | None) -> Capabilities | None:
+    def _capabilities(
+        self, conn: Conn, dialect: Dialect, greeting: Reply, before: Capabilities | None
+    ) -> Capabilities | None:
         caps = self._read_caps(conn, dialect, greeting, after_tls=True)
         if caps is not None:
             self._emit_caps(caps, before)
@@ -544,29 +751,52 @@ class Session:
             data["before_tls"] = capability_data(before)
         listed = ", ".join(list(caps.items)[:12])
         if listed:
-            self.emit("capabilities", Status.OK, listed, key="capabilities.ok",
-                      params={"keywords": listed}, data=data)
+            self.emit(
+                "capabilities",
+                Status.OK,
+                listed,
+                key="capabilities.ok",
+                params={"keywords": listed},
+                data=data,
+            )
         else:
-            self.emit("capabilities", Status.OK, "none listed", key="capabilities.none",
-                      data=data)
+            self.emit("capabilities", Status.OK, "none listed", key="capabilities.none", data=data)
 
     def _emit_mismatch(self, greeting: Reply, *, actual: Security) -> None:
         svc = self.target.service
         expected = self.target.security
         signal = "mode.plain_expected_ssl" if actual is Security.SSL else "mode.ssl_expected_plain"
-        suggested = DEFAULT_PORTS.get((svc, Security.SSL if actual is Security.SSL
-                                       else Security.STARTTLS), "")
-        self.emit("greeting", Status.FAIL,
-                  f"port {self.target.port} speaks {actual}, not {expected}",
-                  key="greeting.mismatch", params={"port": self.target.port,
-                                                   "actual": str(actual),
-                                                   "expected": str(expected)},
-                  data={"mode": str(actual), "greeting": greeting.text},
-                  problems=(self.problem(signal, greeting.text, expected=str(expected),
-                                         actual=str(actual), suggested_port=suggested),))
+        suggested = DEFAULT_PORTS.get(
+            (svc, Security.SSL if actual is Security.SSL else Security.STARTTLS), ""
+        )
+        self.emit(
+            "greeting",
+            Status.FAIL,
+            f"port {self.target.port} speaks {actual}, not {expected}",
+            key="greeting.mismatch",
+            params={"port": self.target.port, "actual": str(actual), "expected": str(expected)},
+            data={"mode": str(actual), "greeting": greeting.text},
+            problems=(
+                self.problem(
+                    signal,
+                    greeting.text,
+                    expected=str(expected),
+                    actual=str(actual),
+                    suggested_port=suggested,
+                ),
+            ),
+        )
 
-    def _login(self, conn: Conn, dialect: Dialect, caps: Capabilities, mode: Security, *,
-               tls: bool, trusted: bool) -> None:
+    def _login(
+        self,
+        conn: Conn,
+        dialect: Dialect,
+        caps: Capabilities,
+        mode: Security,
+        *,
+        tls: bool,
+        trusted: bool,
+    ) -> None:
         stage = self.env.login_stage
         if stage is None:
             self.skip("skip.login_not_in_run", "login checks are not part of this run")
@@ -599,8 +829,9 @@ def _first(reply: Reply) -> str:
     return reply.text.splitlines()[0][:200] if reply.text else ""
 
 
-def net_summary(exc: NetError | ProtocolViolation, timeout: float,
-                target: Target | None = None) -> dict[str, Any]:
+def net_summary(
+    exc: NetError | ProtocolViolation, timeout: float, target: Target | None = None
+) -> dict[str, Any]:
     """A network or protocol error as a summary key and its facts: ``{"key", "params"}``.
 
     ``error`` is the error's own (English) words, kept as the English summary; the other
@@ -625,9 +856,12 @@ def net_summary(exc: NetError | ProtocolViolation, timeout: float,
     elif isinstance(exc, TooLong):
         key = "net.too_long"
     else:
-        key = {"connect.refused": "net.refused", "connect.timeout": "net.connect_timeout",
-               "connect.unreachable": "net.unreachable",
-               "dns.host_unresolved": "net.unresolved"}.get(signal, "net.error")
+        key = {
+            "connect.refused": "net.refused",
+            "connect.timeout": "net.connect_timeout",
+            "connect.unreachable": "net.unreachable",
+            "dns.host_unresolved": "net.unresolved",
+        }.get(signal, "net.error")
     if key in ("net.no_answer", "net.connect_timeout", "net.tls_timeout"):
         params["timeout"] = f"{timeout:g}"
     if target is not None:

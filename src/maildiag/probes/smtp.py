@@ -56,8 +56,9 @@ def read_reply(conn: Conn) -> Reply:
         if m.group(2) != "-":
             return parse_reply_lines(lines)
         if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
-            raise TooLong(f"a reply of more than {MAX_REPLY_LINES} lines or "
-                          f"{MAX_REPLY_BYTES} bytes")
+            raise TooLong(
+                f"a reply of more than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+            )
 
 
 def command(conn: Conn, line: str, *, shown: str | None = None) -> Reply:

@@ -77,7 +77,6 @@ def describe_certificate(der: bytes) -> dict[str, Any]:
     }
 
 
-
 @dataclass(frozen=True, slots=True)
 class OsStoreCheck:
     """The second handshake against the operating system's trust store."""
@@ -145,8 +144,9 @@ def check_os_store(sess: Session, mode: Security) -> OsStoreCheck:
     except (ssl.SSLError, OSError) as exc:
         return OsStoreCheck(False, None, f"the system trust store could not be loaded: {exc}")
     try:
-        conn = connect(t.host, t.port, timeout=cfg.timeout, dns=sess.env.dns,
-                       transcript=sess.transcript)
+        conn = connect(
+            t.host, t.port, timeout=cfg.timeout, dns=sess.env.dns, transcript=sess.transcript
+        )
     except NetError as exc:
         return OsStoreCheck(False, None, f"could not connect again: {exc}")
     try:
@@ -187,15 +187,17 @@ def match_product(issuers: Sequence[str], products: Sequence[tuple[str, str]]) -
     return None
 
 
-def assess(sess: Session, conn: Conn | None, session: TlsSession, failure: TlsFailed | None,
-           mode: Security) -> ChainFacts:
+def assess(
+    sess: Session, conn: Conn | None, session: TlsSession, failure: TlsFailed | None, mode: Security
+) -> ChainFacts:
     """The chain, and for an untrusted one the interception evidence (may handshake again)."""
     chain, note = peer_chain(conn)
     if failure is None or failure.verify_code not in UNTRUSTED_CODES:
         return ChainFacts(chain, note)
     products = interception_products(sess.env.config.rules_dirs)
-    issuers = [describe_certificate(d)["issuer_dn"] for d in chain or (session.cert_der or b"",)
-               if d]
+    issuers = [
+        describe_certificate(d)["issuer_dn"] for d in chain or (session.cert_der or b"",) if d
+    ]
     if match_product(issuers, products):
         return ChainFacts(chain, note, None, products)  # the issuer says it: no second handshake
     return ChainFacts(chain, note, check_os_store(sess, mode), products)
@@ -209,13 +211,19 @@ def _chain_entries(chain: Sequence[bytes], now: dt.datetime) -> list[dict[str, A
         except ValueError:
             entries.append({"position": position, "error": "unparsable certificate"})
             continue
-        entries.append({
-            "position": position, "subject": c["subject"], "issuer": c["issuer"],
-            "issuer_dn": c["issuer_dn"], "issuer_org": c["issuer_org"],
-            "not_before": c["not_before"].isoformat(),
-            "not_after": c["not_after"].isoformat(),
-            "days_to_expiry": (c["not_after"] - now).days, "self_signed": c["self_signed"],
-        })
+        entries.append(
+            {
+                "position": position,
+                "subject": c["subject"],
+                "issuer": c["issuer"],
+                "issuer_dn": c["issuer_dn"],
+                "issuer_org": c["issuer_org"],
+                "not_before": c["not_before"].isoformat(),
+                "not_after": c["not_after"].isoformat(),
+                "days_to_expiry": (c["not_after"] - now).days,
+                "self_signed": c["self_signed"],
+            }
+        )
     return entries
 
 
@@ -233,9 +241,13 @@ def judge(
 ) -> Observation:
     """The ``<svc>.tls`` observation for one handshake (``failure`` set when it did not verify)."""
     facts = facts or ChainFacts(chain_note="no chain was gathered")
-    data: dict[str, Any] = {"version": session.version, "cipher": session.cipher,
-                            "checked_at": now.isoformat(), "warn_days": warn_days,
-                            "crit_days": crit_days}
+    data: dict[str, Any] = {
+        "version": session.version,
+        "cipher": session.cipher,
+        "checked_at": now.isoformat(),
+        "warn_days": warn_days,
+        "crit_days": crit_days,
+    }
     problems: list[Problem] = []
     status = Status.OK
     base = {"service": str(target.service), "host": target.host, "port": target.port}
@@ -253,24 +265,34 @@ def judge(
         not_after: dt.datetime = cert["not_after"]
         days = (not_after - now).days
         data.update(
-            subject=cert["subject"], issuer=cert["issuer"], issuer_dn=cert["issuer_dn"],
-            sans=cert["sans"], not_before=cert["not_before"].isoformat(),
-            not_after=not_after.isoformat(), days_to_expiry=days,
+            subject=cert["subject"],
+            issuer=cert["issuer"],
+            issuer_dn=cert["issuer_dn"],
+            sans=cert["sans"],
+            not_before=cert["not_before"].isoformat(),
+            not_after=not_after.isoformat(),
+            days_to_expiry=days,
         )
     data["verify_code"] = failure.verify_code if failure is not None else None
     data["verify_message"] = failure.verify_message if failure is not None else None
     if facts.os_store is not None:
-        data["os_store"] = {"verified": facts.os_store.verified,
-                            "verify_code": facts.os_store.verify_code,
-                            "message": facts.os_store.message}
+        data["os_store"] = {
+            "verified": facts.os_store.verified,
+            "verify_code": facts.os_store.verify_code,
+            "message": facts.os_store.message,
+        }
     if failure is not None:
         status = Status.FAIL
-        params = dict(base, verify_code=failure.verify_code,
-                      verify_message=failure.verify_message or "",
-                      issuer=cert["issuer"] if cert else "",
-                      names=", ".join(cert["sans"]) if cert else "",
-                      not_after=data.get("not_after", ""), not_before=data.get("not_before", ""),
-                      days=abs(days) if days is not None else "")
+        params = dict(
+            base,
+            verify_code=failure.verify_code,
+            verify_message=failure.verify_message or "",
+            issuer=cert["issuer"] if cert else "",
+            names=", ".join(cert["sans"]) if cert else "",
+            not_after=data.get("not_after", ""),
+            not_before=data.get("not_before", ""),
+            days=abs(days) if days is not None else "",
+        )
         intercepted = _interception(failure, entries, facts)
         if intercepted is not None:
             data["interception"] = intercepted
@@ -283,17 +305,34 @@ def judge(
         if expiring is not None:
             edays = expiring["days_to_expiry"]
             status = Status.FAIL if edays <= crit_days else Status.WARN
-            which = "the certificate" if expiring["position"] == 0 else (
-                f"the intermediate certificate {expiring['subject']}")
-            problems.append(Problem(
-                "tls.expiring", f"{which} expires in {edays} days",
-                dict(base, days=edays, not_after=expiring["not_after"],
-                     threshold=crit_days if edays <= crit_days else warn_days,
-                     certificate=expiring["subject"], position=expiring["position"])))
+            which = (
+                "the certificate"
+                if expiring["position"] == 0
+                else (f"the intermediate certificate {expiring['subject']}")
+            )
+            problems.append(
+                Problem(
+                    "tls.expiring",
+                    f"{which} expires in {edays} days",
+                    dict(
+                        base,
+                        days=edays,
+                        not_after=expiring["not_after"],
+                        threshold=crit_days if edays <= crit_days else warn_days,
+                        certificate=expiring["subject"],
+                        position=expiring["position"],
+                    ),
+                )
+            )
     if session.version in OLD_PROTOCOLS and failure is None:
         status = Status.FAIL if status is Status.FAIL else Status.WARN
-        problems.append(Problem("tls.old_protocol", f"the server negotiated {session.version}",
-                                dict(base, version=session.version)))
+        problems.append(
+            Problem(
+                "tls.old_protocol",
+                f"the server negotiated {session.version}",
+                dict(base, version=session.version),
+            )
+        )
     version = session.version or "TLS"
     key_params: dict[str, Any] = {"version": version}
     if failure is not None and "interception" in data:
@@ -313,8 +352,18 @@ def judge(
     else:
         key = "tls.no_certificate"
         summary = f"{session.version}, no certificate"
-    return Observation(f"{target.service}.tls", status, summary, target, data, tuple(problems),
-                       transcript, duration_ms, key, key_params)
+    return Observation(
+        f"{target.service}.tls",
+        status,
+        summary,
+        target,
+        data,
+        tuple(problems),
+        transcript,
+        duration_ms,
+        key,
+        key_params,
+    )
 
 
 # summary keys of a certificate that did not verify, by the failure's signal
@@ -326,8 +375,9 @@ _VERIFY_KEYS = {
 }
 
 
-def _interception(failure: TlsFailed, entries: list[dict[str, Any]],
-                  facts: ChainFacts) -> dict[str, Any] | None:
+def _interception(
+    failure: TlsFailed, entries: list[dict[str, Any]], facts: ChainFacts
+) -> dict[str, Any] | None:
     """Params of a ``tls.interception`` problem, or None when the failure is not one."""
     if failure.verify_code not in UNTRUSTED_CODES:
         return None
@@ -339,15 +389,21 @@ def _interception(failure: TlsFailed, entries: list[dict[str, Any]],
     # The top of the sent chain names the inspecting CA (the leaf's issuer when sent alone).
     # Without a known product, the CA's organisation is the best name for who intercepts.
     top = entries[-1] if entries else {}
-    return {"product": product or top.get("issuer_org", ""), "product_known": bool(product),
-            "issuer": top.get("issuer", ""), "issuer_dn": top.get("issuer_dn", ""),
-            "os_store_trusted": os_trusted, "evidence": "issuer" if product else "os_store"}
+    return {
+        "product": product or top.get("issuer_org", ""),
+        "product_known": bool(product),
+        "issuer": top.get("issuer", ""),
+        "issuer_dn": top.get("issuer_dn", ""),
+        "os_store_trusted": os_trusted,
+        "evidence": "issuer" if product else "os_store",
+    }
 
 
 def _expiring(entries: list[dict[str, Any]], warn_days: int) -> dict[str, Any] | None:
     """The certificate closest to expiry within ``warn_days``: the leaf and the intermediates."""
-    judged = [e for e in entries if "days_to_expiry" in e
-              and (e["position"] == 0 or not e["self_signed"])]
+    judged = [
+        e for e in entries if "days_to_expiry" in e and (e["position"] == 0 or not e["self_signed"])
+    ]
     soonest = min(judged, key=lambda e: e["days_to_expiry"], default=None)
     if soonest is None or soonest["days_to_expiry"] > warn_days:
         return None

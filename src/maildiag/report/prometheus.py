@@ -50,9 +50,7 @@ _CHECK_STATES = (Status.OK, Status.WARN, Status.FAIL, Status.SKIP)
 _RUN_STATES = (Status.OK, Status.WARN, Status.FAIL)
 
 
-def render_prometheus(
-    report: Report | MultiReport, *, now: Callable[[], float] = time.time
-) -> str:
+def render_prometheus(report: Report | MultiReport, *, now: Callable[[], float] = time.time) -> str:
     """All series of the report(s); ``now`` gives the run timestamp (passed in by tests)."""
     stamp = now()
     samples: dict[str, dict[Labels, float]] = {name: {} for name, _ in _FAMILIES}

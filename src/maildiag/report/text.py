@@ -85,8 +85,11 @@ class UiText:
             nested = self._nested(value, lang)
             if nested is not None:
                 value = nested
-            elif isinstance(value, (list, tuple)) and value and all(
-                    isinstance(v, Mapping) for v in value):
+            elif (
+                isinstance(value, (list, tuple))
+                and value
+                and all(isinstance(v, Mapping) for v in value)
+            ):
                 value = "; ".join(t for t in (self._nested(v, lang) for v in value) if t)
             out[name] = value
         suffix = "_" + lang
@@ -123,10 +126,18 @@ class _Labels:
     def __getitem__(self, name: str) -> str:
         return self._ui.text("report." + name, self._lang)
 
-_STATUS_STYLE = {Status.OK: ("✔", "green"), Status.WARN: ("!", "yellow"),
-                 Status.FAIL: ("✖", "red"), Status.SKIP: ("–", "dim")}
-_SEVERITY_STYLE = {Severity.FAIL: "bold red", Severity.WARN: "bold yellow",
-                   Severity.INFO: "bold cyan"}
+
+_STATUS_STYLE = {
+    Status.OK: ("✔", "green"),
+    Status.WARN: ("!", "yellow"),
+    Status.FAIL: ("✖", "red"),
+    Status.SKIP: ("–", "dim"),
+}
+_SEVERITY_STYLE = {
+    Severity.FAIL: "bold red",
+    Severity.WARN: "bold yellow",
+    Severity.INFO: "bold cyan",
+}
 
 
 def _console(file: Any = None) -> Any:
@@ -137,8 +148,9 @@ def _console(file: Any = None) -> Any:
     return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
-def render_text(report: Any, *, lang: str = "en", console: Any = None,
-                ui: UiText | None = None) -> None:
+def render_text(
+    report: Any, *, lang: str = "en", console: Any = None, ui: UiText | None = None
+) -> None:
     """Print one report, or each report of a multi-target run in turn.
 
     ``ui``: the report's words (``UiText`` over the rule base the run used); the built-in rule
@@ -163,17 +175,20 @@ def _render_one(report: Report, lang: str, console: Any, ui: UiText) -> None:
     labels = _Labels(ui, lang)
     mark, style = _STATUS_STYLE[report.status]
     took = ui.text("report.seconds", lang, seconds=f"{report.duration_ms / 1000:.1f}")
-    console.print(f"[bold]maildiag check {escape(report.address)}[/]  "
-                  f"[{style}]{mark} {report.status.upper()}[/]  "
-                  f"[dim]({labels['took']} {took}, "
-                  f"{labels['exit']} {int(report.exit_code)})[/]")
+    console.print(
+        f"[bold]maildiag check {escape(report.address)}[/]  "
+        f"[{style}]{mark} {report.status.upper()}[/]  "
+        f"[dim]({labels['took']} {took}, "
+        f"{labels['exit']} {int(report.exit_code)})[/]"
+    )
     source = report.discovery.source
     source_key = f"report.source.{source}"
     source_text = ui.text(source_key, lang) if source and ui.has(source_key) else f"{source}"
-    where = source_text + (f" ({report.discovery.provider})" if report.discovery.provider
-                           else "")
-    console.print(f"\n[bold]{labels['servers']}[/] [dim]{labels['source']}: "
-                  f"{escape(where) if source else '—'}[/]")
+    where = source_text + (f" ({report.discovery.provider})" if report.discovery.provider else "")
+    console.print(
+        f"\n[bold]{labels['servers']}[/] [dim]{labels['source']}: "
+        f"{escape(where) if source else '—'}[/]"
+    )
     if not report.servers:
         console.print(f"  [dim]{labels['none']}[/]")
     for t in report.servers:
@@ -200,8 +215,10 @@ def _render_one(report: Report, lang: str, console: Any, ui: UiText) -> None:
         f = group[0]
         checks = ", ".join(dict.fromkeys(g.check or "" for g in group))
         sev = _SEVERITY_STYLE[f.severity]
-        console.print(f"\n{i}. [{sev}]{f.severity.upper()}[/] [bold]{escape(f.title)}[/] "
-                      f"[dim]({f.category}; {escape(checks)}; {f.rule})[/]")
+        console.print(
+            f"\n{i}. [{sev}]{f.severity.upper()}[/] [bold]{escape(f.title)}[/] "
+            f"[dim]({f.category}; {escape(checks)}; {f.rule})[/]"
+        )
         for n, step in enumerate(f.steps, 1):
             console.print(f"   {n}) {escape(step)}")
         for evidence in dict.fromkeys(" ".join(g.evidence.split()) for g in group):
@@ -251,15 +268,18 @@ class Progress:
 
         self._labels = _Labels(ui or UiText.builtin(), lang)
         self._done = 0
-        self._spinner = Spinner(f"{self._labels['checking']}…",
-                                console=Console(file=sys.stderr, highlight=False))
+        self._spinner = Spinner(
+            f"{self._labels['checking']}…", console=Console(file=sys.stderr, highlight=False)
+        )
         self._spinner.start()
 
     def update(self, obs: Observation) -> None:
         self._done += 1
         mark, style = _STATUS_STYLE[obs.status]
-        self._spinner.update(f"{self._labels['checking']}… {self._done} {self._labels['done']}, "
-                             f"[{style}]{mark}[/] {obs.check}")
+        self._spinner.update(
+            f"{self._labels['checking']}… {self._done} {self._labels['done']}, "
+            f"[{style}]{mark}[/] {obs.check}"
+        )
 
     def close(self) -> None:
         self._spinner.stop()
