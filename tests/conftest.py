@@ -100,6 +100,23 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
+_RULES: list[Any] = []
+
+
+def render(summary: Any, lang: str = "en") -> str:
+    """A ``Summary`` in words, from the built-in rules/ui-report.yaml."""
+    if not _RULES:
+        from maildiag.rulebase import RuleBase
+
+        _RULES.append(RuleBase.load(cache=False))
+    return str(_RULES[0].summary_text(summary, lang))
+
+
+def english(obs: Any) -> str:
+    """An observation's summary as JSON shows it."""
+    return render(obs.summary)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     from maildiag.__main__ import main
 

@@ -6,11 +6,13 @@ renderers are tested as pure functions of a Report.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from maildiag.models import (
     Category,
     CheckResult,
+    ClockFacts,
     Discovery,
     Finding,
     Observation,
@@ -20,7 +22,9 @@ from maildiag.models import (
     Severity,
     Source,
     Status,
+    Summary,
     Target,
+    TlsFacts,
     severity_rank,
     status_rank,
 )
@@ -63,16 +67,34 @@ def check(
     duration_ms: int = 10,
     transcript: tuple[str, ...] = (),
 ) -> CheckResult:
+    data = data or {}
     obs = Observation(
         check=check_id,
         status=Status(status),
-        summary=summary,
+        summary=Summary("fixture"),
         target=tgt,
-        data=data or {},
+        data=data,
         transcript=transcript,
         duration_ms=duration_ms,
+        facts=_facts(check_id, data),
     )
-    return CheckResult(obs, Status(status), findings)
+    return CheckResult(obs, Status(status), findings, summary)
+
+
+def _facts(check_id: str, data: dict[str, Any]) -> TlsFacts | ClockFacts | None:
+    """The typed facts a real check would carry beside ``data``."""
+    if check_id.endswith(".tls") and "days_to_expiry" in data:
+        return TlsFacts(
+            checked_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+            warn_days=data.get("warn_days", 21),
+            crit_days=data.get("crit_days", 7),
+            days_to_expiry=data["days_to_expiry"],
+        )
+    if check_id == "clock" and "offset_seconds" in data:
+        return ClockFacts(
+            data["offset_seconds"], "sntp:ntp.example.test:123", "2030-01-01T00:00:00"
+        )
+    return None
 
 
 def report(

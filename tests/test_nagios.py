@@ -49,7 +49,7 @@ def test_failing_run_is_critical_with_titles_and_perfdata() -> None:
     assert perf == {
         "time": "0.42s;;",
         "days_to_expiry_smtp": "80;21:;7:",
-        "days_to_expiry_imap": "10;;",
+        "days_to_expiry_imap": "10;21:;7:",
         "clock_offset": "0.31s;;",
     }
     assert long_output == [
@@ -67,7 +67,7 @@ def test_ok_run() -> None:
     assert rep.exit_code == ExitCode.OK
     assert match.group("state") == "OK"
     assert match.group("text") == "bob@example.test: 3 checks ok, 1 skipped"
-    assert perf_items(match)["days_to_expiry_smtp"] == "200;;"
+    assert perf_items(match)["days_to_expiry_smtp"] == "200;21:;7:"
     assert long_output == [
         "[SKIP] smtp.auth bob@example.test smtp.example.org:465: no password given"
     ]
@@ -116,7 +116,7 @@ def test_multi_target_line_summarises_all_with_prefixed_quoted_labels() -> None:
     perf = perf_items(match)
     assert perf["time"] == "1.234s;;"
     assert perf["'alice@example.test days_to_expiry_smtp'"] == "80;21:;7:"
-    assert perf["'bob@example.test days_to_expiry_smtp'"] == "200;;"
+    assert perf["'bob@example.test days_to_expiry_smtp'"] == "200;21:;7:"
     assert len(long_output) == 4
     # problems first across targets, even when the failing target comes second in the file
     _, reordered = split(render_nagios(MultiReport.of([ok_report(), sample_report()])))
@@ -138,8 +138,8 @@ def test_two_servers_of_one_service_get_distinct_labels() -> None:
         ],
     )
     perf = perf_items(split(render_nagios(rep))[0])
-    assert perf["days_to_expiry_smtp_mx1.example.test:465"] == "30;;"
-    assert perf["days_to_expiry_smtp_mx2.example.test:465"] == "40;;"
+    assert perf["days_to_expiry_smtp_mx1.example.test:465"] == "30;21:;7:"
+    assert perf["days_to_expiry_smtp_mx2.example.test:465"] == "40;21:;7:"
 
 
 @pytest.mark.parametrize(

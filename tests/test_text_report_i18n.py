@@ -1,19 +1,17 @@
 """The text report in the user's language: check summaries and headings from rules/ui-report.yaml.
 
-Probes keep an English ``summary`` (JSON is unchanged) and add ``summary_key`` with the facts;
-the text report renders ``summary.<key>`` in the report's language. These tests run loopback peers
-through the common paths, check the Russian table has no English summary left, that every key the
-code uses has both translations (and no template is dead), and that the English templates say
-exactly what the English summaries say.
+A probe's summary is a key and its facts (``Summary``); JSON shows the ``en`` template, the text
+report the one of the report's language. These tests run loopback peers through the common paths,
+check the Russian table has no English summary left, that every key the checks declare has both
+translations (and no template is dead), and that every path renders in both languages.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +21,14 @@ from peers import Certs, LineServer, PeerConn
 
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
-from maildiag.models import Observation, Security, Service, Status, Target
+from maildiag.models import Observation, Security, Service, Status, Summary, Target
+from maildiag.probes import CHECKS, undeclared
 from maildiag.probes.auth import make_login_stage
 from maildiag.probes.clock import ClockReading, judge_clock
 from maildiag.probes.session import Env, Session
-from maildiag.report.text import UiText, plural_form
-from maildiag.rulebase import RuleBase
+from maildiag.rulebase import RuleBase, plural_form
 from maildiag.runner import Job, run_jobs
 
-SRC = ROOT / "src" / "maildiag"
-SUMMARY_SOURCES = [
-    SRC / p
-    for p in (
-        "probes/session.py",
-        "probes/auth.py",
-        "probes/tls.py",
-        "probes/clock.py",
-        "runner.py",
-        "discovery/__init__.py",
-    )
-]
 PASSWORD = "s3cret"
 ALICE = "alice@example.test"
 
@@ -56,8 +42,8 @@ ENGLISH = re.compile(
 
 
 @pytest.fixture(scope="module")
-def ui() -> UiText:
-    return UiText(RuleBase.load(cache=False))
+def ui() -> RuleBase:
+    return RuleBase.load(cache=False)
 
 
 def norm(text: str) -> str:
@@ -209,86 +195,39 @@ def test_json_summary_stays_english(smtp_server: Callable[..., Any], certs: Cert
     assert "summary_key" not in report["checks"][0]
 
 
-# -- every key the code uses has en and ru; no template is dead ----------------------------------
-
-_KEY_NAMES = {"key", "summary_key"}
+# -- every key the checks declare has en and ru; no template is dead -----------------------------
 
 
-def _strings(node: ast.AST) -> Iterator[str]:
-    """String constants in an expression; of a dict literal, only its values."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        yield node.value
-    elif isinstance(node, ast.Dict):
-        for value in node.values:
-            yield from _strings(value)
-    elif isinstance(node, (ast.JoinedStr, ast.Subscript, ast.Lambda)):
-        return  # built at run time, a lookup (nested["key"]), or a sort key: no literal key
-    else:
-        for child in ast.iter_child_nodes(node):
-            yield from _strings(child)
-
-
-def _call_name(node: ast.Call) -> str:
-    f = node.func
-    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
-
-
-def summary_keys_in(source: str) -> set[str]:
-    """Summary keys a module passes: key=/summary_key= arguments, {"key": ...} params, the
-    first argument of skip()/skip_once(), the second of fact()/skip_all(), Observation's ninth
-    positional argument, and names or tables assigned to key/summary_key/*_KEYS."""
-    keys: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.keyword) and node.arg in _KEY_NAMES:
-            keys.update(_strings(node.value))
-        elif isinstance(node, ast.Dict):
-            for k, v in zip(node.keys, node.values, strict=True):
-                if isinstance(k, ast.Constant) and k.value == "key":
-                    keys.update(_strings(v))
-        elif isinstance(node, ast.Call):
-            name = _call_name(node)
-            if name in ("skip", "skip_once") and node.args:
-                keys.update(_strings(node.args[0]))
-            elif name in ("fact", "skip_all") and len(node.args) > 1:
-                keys.update(_strings(node.args[1]))
-            elif name == "Observation" and len(node.args) > 8:
-                keys.update(_strings(node.args[8]))
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                if isinstance(target, ast.Name) and (
-                    target.id in _KEY_NAMES or target.id.endswith("_KEYS")
-                ):
-                    keys.update(_strings(node.value))
-                elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                    for t, v in zip(target.elts, node.value.elts, strict=False):
-                        if isinstance(t, ast.Name) and t.id in _KEY_NAMES:
-                            keys.update(_strings(v))
-    return keys
-
-
-def test_every_summary_key_has_english_and_russian_and_none_is_dead() -> None:
+def test_every_declared_summary_has_english_and_russian_and_none_is_dead() -> None:
     rules = RuleBase.load(cache=False)
-    used: set[str] = set()
-    for path in SUMMARY_SOURCES:
-        found = summary_keys_in(path.read_text(encoding="utf-8"))
-        assert found, f"{path}: no summary keys found"
-        used |= found
-    assert len(used) >= 80, sorted(used)
-    missing = sorted(k for k in used if f"summary.{k}" not in rules.ui)
-    assert not missing, f"summary keys without a template in rules/ui-report.yaml: {missing}"
-    for key in used:
+    declared = {key for spec in CHECKS for key in spec.all_summaries()}
+    assert len(declared) >= 90, sorted(declared)
+    missing = sorted(k for k in declared if f"summary.{k}" not in rules.ui)
+    assert not missing, f"declared summary keys without a template: {missing}"
+    for key in declared:
         entry = rules.ui[f"summary.{key}"]
         assert entry["en"].strip() and entry["ru"].strip(), key
     defined = {k.removeprefix("summary.") for k in rules.ui if k.startswith("summary.")}
-    assert not sorted(defined - used), f"templates no code uses: {sorted(defined - used)}"
-
-
-def test_the_key_scanner_sees_a_missing_key() -> None:
-    found = summary_keys_in(
-        'self.emit("auth", Status.OK, "x", key="auth.brand_new")\n'
-        'self.session.skip("skip.also_new", "y")\n'
+    assert not sorted(defined - declared), (
+        f"templates no check declares: {sorted(defined - declared)}"
     )
-    assert found == {"auth.brand_new", "skip.also_new"}
+
+
+def test_an_undeclared_summary_or_signal_is_caught() -> None:
+    obs = Observation(
+        "smtp.tls",
+        Status.OK,
+        Summary("tls.ok", {"nested": Summary("auth.brand_new")}),
+        problems=(),
+    )
+    assert undeclared(obs) == ["smtp.tls: summary 'auth.brand_new'"]
+    from maildiag.models import Problem
+
+    obs = Observation("dns", Status.OK, Summary("dns.domain"), problems=(Problem("tls.expiring"),))
+    assert undeclared(obs) == ["dns: signal 'tls.expiring'"]
+    assert undeclared(Observation("smtp.nope", Status.OK, Summary("x"))) == [
+        "unknown check id 'smtp.nope'"
+    ]
 
 
 def test_report_headings_live_in_the_rule_base() -> None:
@@ -344,45 +283,40 @@ def test_plural_forms() -> None:
 
 
 @pytest.mark.parametrize("days,word", [(1, "1 день"), (3, "3 дня"), (212, "212 дней")])
-def test_certificate_days_read_naturally(ui: UiText, days: int, word: str) -> None:
-    obs = Observation(
-        "smtp.tls",
-        Status.OK,
-        f"TLSv1.3, certificate valid for {days} days",
-        summary_key="tls.ok",
-        summary_params={"version": "TLSv1.3", "days": days},
-    )
-    assert ui.summary(obs, "ru") == f"TLSv1.3, сертификат действителен ещё {word}"
-    assert ui.summary(obs, "en") == obs.summary
+def test_certificate_days_read_naturally(ui: RuleBase, days: int, word: str) -> None:
+    summary = Summary("tls.ok", {"version": "TLSv1.3", "days": days})
+    assert ui.summary_text(summary, "ru") == f"TLSv1.3, сертификат действителен ещё {word}"
+    plural = "day" if days == 1 else "days"
+    assert ui.summary_text(summary, "en") == f"TLSv1.3, certificate valid for {days} {plural}"
 
 
-def test_server_words_are_quoted_verbatim(ui: UiText) -> None:
+def test_server_words_are_quoted_verbatim(ui: RuleBase) -> None:
     reply = "554  5.7.1 Go away . {port} [[x]] \x001\x00"
-    obs = Observation(
-        "smtp.greeting",
-        Status.FAIL,
-        reply,
-        summary_key="greeting.rejected",
-        summary_params={"reply": reply},
-    )
-    assert ui.summary(obs, "en") == reply
-    assert ui.summary(obs, "ru") == f"сервер отказал в сеансе: {reply}"
+    summary = Summary("greeting.rejected", {"reply": reply})
+    assert ui.summary_text(summary, "en") == reply
+    assert ui.summary_text(summary, "ru") == f"сервер отказал в сеансе: {reply}"
 
 
-def test_without_a_key_or_template_the_english_summary_is_shown(ui: UiText) -> None:
-    assert ui.summary(Observation("x", Status.OK, "plain words"), "ru") == "plain words"
-    unknown = Observation("x", Status.OK, "plain words", summary_key="no.such.key")
-    assert ui.summary(unknown, "ru") == "plain words"
-
-
-def test_clock_summaries_in_russian(ui: UiText) -> None:
+def test_clock_summaries_in_russian(ui: RuleBase) -> None:
     import datetime as dt
 
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    for offset, ru in [
-        (0.3, "часы компьютера расходятся с sntp:ntp.test:123 не больше чем на 0.3 с"),
-        (3 * 3600, "часы компьютера спешат на 3 часа относительно sntp:ntp.test:123"),
-        (-86400 * 2, "часы компьютера отстают на 2 дня от sntp:ntp.test:123"),
+    for offset, ru, en in [
+        (
+            0.3,
+            "часы компьютера расходятся с sntp:ntp.test:123 не больше чем на 0.3 с",
+            "local clock within 0.3 s of sntp:ntp.test:123",
+        ),
+        (
+            3 * 3600,
+            "часы компьютера спешат на 3 часа относительно sntp:ntp.test:123",
+            "the local clock is 3 hours ahead of sntp:ntp.test:123",
+        ),
+        (
+            -86400 * 2,
+            "часы компьютера отстают на 2 дня от sntp:ntp.test:123",
+            "the local clock is 2 days behind sntp:ntp.test:123",
+        ),
     ]:
         reading = ClockReading(
             offset=offset,
@@ -392,11 +326,11 @@ def test_clock_summaries_in_russian(ui: UiText) -> None:
             detail={},
         )
         obs = judge_clock(reading)
-        assert ui.summary(obs, "ru") == ru
-        assert ui.summary(obs, "en") == obs.summary
+        assert ui.summary_text(obs.summary, "ru") == ru
+        assert ui.summary_text(obs.summary, "en") == en
 
 
-# -- the English templates say what the English summaries say, on every path we can reach --------
+# -- every path a session can take is declared and reads in both languages ------------------------
 
 
 def _session(
@@ -418,7 +352,11 @@ def _t(service: Service, port: int, security: str) -> Target:
     return Target(service, "127.0.0.1", port, Security(security))
 
 
-def test_every_path_has_a_key_and_english_renders_as_the_summary(
+# summaries that are the server's or the library's words alone, in any language
+_SAME_IN_BOTH = {"greeting.ok", "capabilities.ok", "net.refused", "net.connect_timeout"}
+
+
+def test_every_path_renders_in_both_languages(
     smtp_server: Callable[..., Any],
     smtp_peers: Callable[..., Any],
     imap_server: Callable[..., LineServer],
@@ -426,7 +364,7 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
     line_server: Callable[..., LineServer],
     certs: Certs,
     closed_port: int,
-    ui: UiText,
+    ui: RuleBase,
 ) -> None:
     from test_auth_support import PostfixLike, YandexLike
 
@@ -517,12 +455,14 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
 
     used: set[str] = set()
     for obs in observations:
-        assert obs.summary_key, f"{obs.check}: no summary key for {obs.summary!r}"
-        assert ui.has(f"summary.{obs.summary_key}"), obs.summary_key
-        used.add(obs.summary_key)
-        assert ui.summary(obs, "en") == norm(obs.summary), (obs.check, obs.summary_key)
-        ru = ui.summary(obs, "ru")
-        assert ru and "?" not in ru.replace(obs.summary, ""), (obs.summary_key, ru)
+        assert not undeclared(obs), undeclared(obs)
+        key = obs.summary.key
+        assert f"summary.{key}" in ui.ui, key
+        used.add(key)
+        en = ui.summary_text(obs.summary, "en")
+        ru = ui.summary_text(obs.summary, "ru")
+        assert en and "?" not in en.replace(str(obs.summary.params), ""), (key, en)
+        assert ru and ru != en or key in _SAME_IN_BOTH, (key, ru)
     # the paths above reach these (a sample that proves the runs went where they should)
     expected = {
         "connect.ok",
@@ -562,24 +502,23 @@ def test_every_path_has_a_key_and_english_renders_as_the_summary(
     assert expected <= used, sorted(expected - used)
 
 
-def test_dns_facts_render_in_russian(ui: UiText) -> None:
-    obs = Observation(
-        "dns",
-        Status.FAIL,
-        "example.test: resolver 127.0.0.1:53 did not answer; MX a.test, "
-        "b.test, c.test ...; 1 of 3 server names resolve",
-        summary_key="dns.domain",
-        summary_params={
+def test_dns_facts_render_in_russian(ui: RuleBase) -> None:
+    summary = Summary(
+        "dns.domain",
+        {
             "domain": "example.test",
             "facts": [
-                {"key": "dns.resolver_silent", "params": {"resolver": "127.0.0.1:53"}},
-                {"key": "dns.mx", "params": {"hosts": "a.test, b.test, c.test ..."}},
-                {"key": "dns.resolved", "params": {"resolved": 1, "servers": 3}},
+                Summary("dns.resolver_silent", {"resolver": "127.0.0.1:53"}),
+                Summary("dns.mx", {"hosts": "a.test, b.test, c.test ..."}),
+                Summary("dns.resolved", {"resolved": 1, "servers": 3}),
             ],
         },
     )
-    assert ui.summary(obs, "en") == obs.summary
-    assert ui.summary(obs, "ru") == (
+    assert ui.summary_text(summary, "en") == (
+        "example.test: resolver 127.0.0.1:53 did not answer; MX a.test, "
+        "b.test, c.test ...; 1 of 3 server names resolve"
+    )
+    assert ui.summary_text(summary, "ru") == (
         "example.test: DNS-сервер 127.0.0.1:53 не ответил; "
         "MX: a.test, b.test, c.test ...; в DNS найдены 1 из 3 "
         "серверов"

@@ -242,9 +242,9 @@ def _run_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
 
     progress = None
     if fmt == "text" and sys.stderr.isatty():
-        from maildiag.report.text import Progress, UiText
+        from maildiag.report.text import Progress
 
-        progress = Progress(config.lang, UiText(rules))
+        progress = Progress(config.lang, rules)
     try:
         return run_check(
             config, rules=rules, on_observation=progress.update if progress else _ignore
@@ -259,12 +259,7 @@ def _ignore(_: Observation) -> None:
 
 
 def emit(
-    report: Report | MultiReport,
-    fmt: str,
-    fail_on: str,
-    *,
-    lang: str,
-    rules: RuleBase | None = None,
+    report: Report | MultiReport, fmt: str, fail_on: str, *, lang: str, rules: RuleBase
 ) -> int:
     """Print ``report`` (a Report or a multi-target report) and return its exit code.
 
@@ -290,9 +285,9 @@ def emit(
 
         _write(render_prometheus(report))
     else:
-        from maildiag.report.text import UiText, render_text
+        from maildiag.report.text import render_text
 
-        render_text(report, lang=lang, ui=UiText(rules) if rules is not None else None)
+        render_text(report, lang=lang, rules=rules)
     return int(report.exit_code)
 
 

@@ -23,6 +23,7 @@ from maildiag.models import (
     severity_status,
     status_rank,
 )
+from maildiag.probes import order, undeclared
 from maildiag.signals import REPLY
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def finding_for(
 def diagnose_one(
     obs: Observation, rules: RuleBase, *, lang: str, provider: str | None
 ) -> CheckResult:
+    wrong = undeclared(obs)
+    assert not wrong, f"observation says what its check did not declare: {wrong}"
     findings = tuple(finding_for(p, obs, rules, lang=lang, provider=provider) for p in obs.problems)
     status = obs.status
     if status is not Status.SKIP:
@@ -89,20 +92,18 @@ def diagnose_one(
             implied = severity_status(f.severity)
             if status_rank(implied) > status_rank(status):
                 status = implied
-    return CheckResult(obs, status, findings)
+    return CheckResult(obs, status, findings, rules.summary_text(obs.summary, "en"))
 
 
 def order_key(servers: Sequence[Target]) -> Callable[[CheckResult], tuple[int, int, int]]:
-    """Run-level checks first, then each server in discovery order, checks in protocol order."""
-    stages = ["connect", "greeting", "tls", "capabilities", "auth", "sender"]
+    """Run-level checks first, then each server in discovery order, checks in registry order."""
 
     def key(result: CheckResult) -> tuple[int, int, int]:
         obs = result.observation
         if obs.target is None:
-            return (0, 0 if obs.check == "dns" else 1, 0)
+            return (0, order(obs.check), 0)
         idx = servers.index(obs.target) if obs.target in servers else len(servers)
-        stage = obs.check.split(".", 1)[1]
-        return (1, idx, stages.index(stage) if stage in stages else len(stages))
+        return (1, idx, order(obs.check))
 
     return key
 

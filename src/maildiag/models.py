@@ -9,12 +9,13 @@ needs explaining, a ``Problem``: a stable ``signal`` code (``connect.refused``, 
 the server's exact words in ``text``, and ``params`` that rule titles may quote (``{port}``).
 ``diagnose()`` turns problems into ``Finding`` objects through the rule base in rules/.
 
-Every enum is a ``StrEnum`` so ``json.dumps`` writes its value, and ``to_json()`` on the report
-gives the SPEC's JSON without any per-field conversion code.
+Every enum is a ``StrEnum`` so ``json.dumps`` writes its value; ``to_json()`` on the report gives
+the JSON of docs/reference.md.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -150,23 +151,64 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """One line of facts about a check, as a key and the facts it quotes; no words.
+
+    ``key`` names the template ``summary.<key>`` in rules/ui-report.yaml, whose ``en`` text is
+    what JSON shows and whose ``ru`` text the Russian report shows. A param may itself be a
+    ``Summary`` (a nested fact, rendered first) or a list of them (joined with "; ").
+    """
+
+    key: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """What other stages read of a ``<svc>.tls`` check (the JSON ``data`` says the same)."""
+
+    checked_at: dt.datetime  # the local time the certificates were judged at
+    warn_days: int
+    crit_days: int
+    days_to_expiry: int | None  # of the leaf; None without a certificate
+    # validity windows of every certificate judged (the leaf and the intermediates sent)
+    windows: tuple[tuple[dt.datetime, dt.datetime], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClockFacts:
+    """What other stages read of the ``clock`` check."""
+
+    offset_seconds: float  # local minus reference: positive when the local clock is ahead
+    source: str
+    reference: str  # the reference time, ISO 8601
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFacts:
+    """What other stages read of a login check (``<svc>.auth`` with a password, ``smtp.sender``)."""
+
+    login: str
+    accepted: bool | None  # None: no attempt could be made
+    refused_at: str | None = None  # "credentials", or the SMTP command ("MAIL", "RCPT")
+
+
+CheckFacts = TlsFacts | ClockFacts | LoginFacts
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What one check established about one target (or, for ``dns``/``clock``, about the run)."""
 
     check: str  # stable id: "dns", "clock", "smtp.connect", "imap.tls", ...
     status: Status
-    summary: str  # one line of facts, no advice: "TLS 1.3, certificate valid for 212 days"
+    summary: Summary  # the facts in one line (rendered from rules/ui-report.yaml), no advice
     target: Target | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)  # facts for JSON
     problems: tuple[Problem, ...] = ()
     transcript: tuple[str, ...] = ()
     duration_ms: int = 0
-    # The summary's ui key (``rules/*.yaml`` ``ui: summary.<key>``) and the facts its template
-    # quotes, so the text report can say it in the user's language; ``summary`` stays English
-    # (JSON and other programs read it). A param may be ``{"key": k, "params": {...}}`` (a
-    # nested summary) or a list of those (joined with "; ").
-    summary_key: str = ""
-    summary_params: Mapping[str, Any] = field(default_factory=dict)
+    facts: CheckFacts | None = None  # typed facts other stages read (see maildiag.probes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +243,7 @@ class CheckResult:
     observation: Observation
     status: Status
     findings: tuple[Finding, ...]
+    summary: str = ""  # the observation's summary in English (what JSON shows)
 
     @property
     def id(self) -> str:
@@ -214,7 +257,7 @@ class CheckResult:
             "host": obs.target.host if obs.target else None,
             "port": obs.target.port if obs.target else None,
             "status": str(self.status),
-            "summary": obs.summary,
+            "summary": self.summary,
             "duration_ms": obs.duration_ms,
             "data": dict(obs.data),
             "findings": [f.to_json() for f in self.findings],

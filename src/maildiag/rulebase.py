@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from maildiag.models import Finding
+    from maildiag.models import Finding, Summary
 
 __all__ = [
     "MAX_TEXT",
@@ -754,16 +754,8 @@ class RuleBase:
                 return hit
         values: dict[str, Any] = dict(match.groups)
         if params:
-            values.update({k: v for k, v in params.items() if v not in (None, "")})
-            # a param with a language twin ("direction" / "direction_ru") reads in the language
-            suffix = "_" + lang
-            values.update(
-                {
-                    k[: -len(suffix)]: v
-                    for k, v in params.items()
-                    if k.endswith(suffix) and v not in (None, "")
-                }
-            )
+            words = self._word_params(params, lang)
+            values.update({k: v for k, v in words.items() if v not in (None, "")})
         if match.code and "code" not in values:
             values["code"] = match.code
         defaults = {k: v.get(lang, v.get("en", "?")) for k, v in self.params.items()}
@@ -781,6 +773,64 @@ class RuleBase:
             return key
         text = entry.get(lang) or entry.get("en") or key
         return _render(text, params, {}) if params else text
+
+    def words(self, key: str, lang: str, **params: Any) -> str:
+        """The ``ui`` text ``key`` in ``lang`` with ``params`` quoted verbatim.
+
+        Before quoting: a param that is a ``Summary`` is rendered first (``summary.<key>``), a
+        list of them is rendered and joined with "; "; a whole number ``X`` with a ``plural.X``
+        entry ("day|days", "день|дня|дней") gets ``X_unit``, the unit word
+        in the plural form the number takes. A server's words are not subject to the
+        template's spacing and punctuation clean-up.
+        """
+        values = self._word_params(params, lang)
+        verbatim: list[str] = []
+        safe: dict[str, str] = {}
+        for name, value in values.items():
+            if value is None or value == "":
+                safe[name] = ""
+                continue
+            safe[name] = f"\x00{len(verbatim)}\x00"
+            verbatim.append(str(value))
+        out = self.ui_text(key, lang, **safe) if safe else self.ui_text(key, lang)
+        return _TOKEN.sub(lambda m: verbatim[int(m.group(1))], out) if verbatim else out
+
+    def summary_text(self, summary: Summary, lang: str) -> str:
+        """A check's summary in ``lang`` (``en`` is what JSON shows)."""
+        return self.words("summary." + summary.key, lang, **summary.params)
+
+    def _word_params(self, params: Mapping[str, Any], lang: str) -> dict[str, Any]:
+        from maildiag.models import Summary
+
+        out: dict[str, Any] = {}
+        for name, value in params.items():
+            if isinstance(value, Summary):
+                value = self.summary_text(value, lang)
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, Summary) for v in value):
+                value = "; ".join(t for t in (self.summary_text(v, lang) for v in value) if t)
+            out[name] = value
+        for name, value in list(out.items()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                forms = self.ui.get("plural." + name)
+                if forms:
+                    out[name + "_unit"] = plural_form(value, forms.get(lang) or forms["en"])
+        return out
+
+
+_TOKEN = re.compile("\x00([0-9]+)\x00")
+
+
+def plural_form(n: int, forms: str) -> str:
+    """The form of a unit word for ``n``: "one|many" (English) or "one|few|many" (Russian)."""
+    words = [w.strip() for w in forms.split("|")]
+    n = abs(n)
+    if len(words) >= 3:
+        if n % 10 == 1 and n % 100 != 11:
+            return words[0]
+        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+            return words[1]
+        return words[2]
+    return words[0] if n == 1 or len(words) == 1 else words[1]
 
 
 _FINDING_FIELDS = ("rule", "category", "severity", "title", "steps", "check", "evidence", "links")

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from maildiag.models import Observation, Problem, Status, Target
-from maildiag.probes.session import Env, Session, check_ids
+from maildiag.models import Observation, Problem, Status, Summary, Target
+from maildiag.probes import check_ids
+from maildiag.probes.session import Env, Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,38 +121,28 @@ class Runner:
                     obs = Observation(
                         check,
                         Status.FAIL,
-                        f"internal error: {text}",
+                        Summary("internal_error", {"error": text}),
                         job.target,
                         {"internal_error": text},
                         (Problem("check.internal_error", text, {"error": text}),),
-                        summary_key="internal_error",
-                        summary_params={"error": text},
                     )
                 elif i == 0 and job.name in pending:
                     obs = Observation(
                         check,
                         Status.FAIL,
-                        f"did not finish within the run's {deadline:g}s deadline",
+                        Summary("run.deadline", {"deadline": f"{deadline:g}"}),
                         job.target,
                         {},
                         (
                             Problem(
                                 "connect.timeout",
-                                "run deadline reached",
+                                "",
                                 {"timeout": f"{deadline:g}", **_target_params(job.target)},
                             ),
                         ),
-                        summary_key="run.deadline",
-                        summary_params={"deadline": f"{deadline:g}"},
                     )
                 else:
-                    obs = Observation(
-                        check,
-                        Status.SKIP,
-                        "an earlier check did not finish",
-                        job.target,
-                        summary_key="skip.unfinished",
-                    )
+                    obs = Observation(check, Status.SKIP, Summary("skip.unfinished"), job.target)
                 seen.append(obs)
                 if on_observation is not None:
                     on_observation(obs)

@@ -44,6 +44,7 @@ from maildiag.models import (
     Service,
     Source,
     Status,
+    Summary,
     Target,
 )
 
@@ -598,13 +599,11 @@ def _dns_observation(
 ) -> Observation:
     problems: list[Problem] = []
     timeouts: list[str] = []
-    facts: list[str] = []
-    fact_keys: list[dict[str, Any]] = []  # the same facts as summary keys (rules/ui-report.yaml)
+    facts: list[Summary] = []  # what the summary lists (rules/ui-report.yaml summary.dns.*)
     domain = address.domain
 
-    def fact(text: str, key: str, **params: Any) -> None:
-        facts.append(text)
-        fact_keys.append({"key": key, "params": params})
+    def fact(key: str, **params: Any) -> None:
+        facts.append(Summary(key, params))
 
     def dns_failure(err: DnsError, extra: Mapping[str, Any] | None = None) -> None:
         if err.kind == "timeout":
@@ -630,17 +629,16 @@ def _dns_observation(
                     )
                 )
                 fact(
-                    f"resolver {dns.label} denies that {domain} exists",
                     "dns.resolver_denies",
                     resolver=dns.label,
                     domain=domain,
                 )
             elif records.kind == "nxdomain":
                 problems.append(Problem("dns.nxdomain", "NXDOMAIN", {"domain": domain}))
-                fact(f"{domain} does not exist", "dns.nxdomain", domain=domain)
+                fact("dns.nxdomain", domain=domain)
             elif records.kind == "no_answer":
                 problems.append(Problem("dns.no_mx", "", {"domain": domain, "null_mx": False}))
-                fact(f"{domain} has no MX", "dns.no_mx", domain=domain)
+                fact("dns.no_mx", domain=domain)
             else:
                 dns_failure(records)
             data["mx"] = records.kind
@@ -651,10 +649,10 @@ def _dns_observation(
                 problems.append(
                     Problem("dns.no_mx", "null MX", {"domain": domain, "null_mx": True})
                 )
-                fact(f"{domain} has a null MX", "dns.null_mx", domain=domain)
+                fact("dns.null_mx", domain=domain)
             else:
                 listed = f"{', '.join(hosts[:3])}{' ...' if len(hosts) > 3 else ''}"
-                fact(f"MX {listed}", "dns.mx", hosts=listed)
+                fact("dns.mx", hosts=listed)
 
     if needed and not discovered_any:
         # the lookups discovery depended on: their timeouts explain why nothing was found
@@ -667,7 +665,7 @@ def _dns_observation(
         problems.append(
             Problem("dns.no_servers", "", {"domain": domain, "services": [str(s) for s in needed]})
         )
-        fact("no mail servers found", "dns.no_servers")
+        fact("dns.no_servers")
     if explicit_given and (problems or timeouts):
         # The user named servers: with them the dns check establishes only that their names
         # resolve (SPEC). A domain that does not exist, has no MX or publishes nothing only
@@ -710,7 +708,6 @@ def _dns_observation(
     if targets:
         ok = len(targets) - unresolved
         fact(
-            f"{ok} of {len(targets)} server names resolve",
             "dns.resolved",
             resolved=ok,
             servers=len(targets),
@@ -731,8 +728,7 @@ def _dns_observation(
                 },
             ),
         )
-        facts.insert(0, f"resolver {dns.label} did not answer")
-        fact_keys.insert(0, {"key": "dns.resolver_silent", "params": {"resolver": dns.label}})
+        facts.insert(0, Summary("dns.resolver_silent", {"resolver": dns.label}))
 
     worst = Status.OK
     for problem in problems:
@@ -740,11 +736,9 @@ def _dns_observation(
             worst = Status.WARN if worst is Status.OK else worst
         else:
             worst = Status.FAIL
-    summary = f"{domain}: " + "; ".join(facts) if facts else domain
-    summary_key, summary_params = "dns.domain", {"domain": domain, "facts": fact_keys}
+    summary = Summary("dns.domain", {"domain": domain, "facts": facts})
     if all_explicit:
-        summary = "explicit servers: " + "; ".join(facts) if facts else "explicit servers"
-        summary_key, summary_params = "dns.explicit", {"facts": fact_keys}
+        summary = Summary("dns.explicit", {"facts": facts})
     elapsed = int((time.monotonic() - budget.start) * 1000)
     return Observation(
         check="dns",
@@ -753,6 +747,4 @@ def _dns_observation(
         data=data,
         problems=tuple(problems),
         duration_ms=elapsed,
-        summary_key=summary_key,
-        summary_params=summary_params,
     )

@@ -32,8 +32,8 @@ from typing import Any
 from maildiag.address import Address, AddressError, parse_address
 from maildiag.config import RunConfig
 from maildiag.errors import NetError, ProtocolViolation, StepTimeout
-from maildiag.models import Observation, Problem, Security, Service, Status
-from maildiag.probes import smtp
+from maildiag.models import LoginFacts, Observation, Problem, Security, Service, Status, Summary
+from maildiag.probes import login_checks, smtp
 from maildiag.probes.base import Reply
 from maildiag.probes.imap import Imap
 from maildiag.probes.pop3 import Pop3, parse_status
@@ -55,12 +55,6 @@ _AUTH_DEMAND = re.compile(
     r"not permitted to relay|access denied|5\.7\.0",
     re.I,
 )
-
-_AUTH_CHECKS = {
-    Service.SMTP: ("auth", "sender"),
-    Service.IMAP: ("auth",),
-    Service.POP3: ("auth",),
-}
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -202,12 +196,7 @@ def make_login_stage(
         if not first:
             login = _Login(state, plan)
             login.goodbye()
-            login.skip_all(
-                f"the login was already tried on {tried[service]} (one attempt per "
-                "service per run)",
-                "skip.login_already_tried",
-                {"where": tried[service]},
-            )
+            login.skip_all(Summary("skip.login_already_tried", {"where": tried[service]}))
             return
         _Login(state, plan).run()
 
@@ -238,24 +227,24 @@ class _Login:
         self,
         name: str,
         status: Status,
-        summary: str,
+        summary: Summary,
         *,
-        key: str = "",
-        params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         problems: Sequence[Problem] = (),
+        facts: LoginFacts | None = None,
     ) -> None:
         self._scrub_transcript()
         r = self.redact
         self.emitted.add(name)
+        if facts is not None:
+            data = {**(data or {}), **_login_data(facts)}
         self.session.emit(
             name,
             status,
-            r(summary),
-            key=key,
-            params=r.value(params or {}),
+            Summary(summary.key, r.value(summary.params)),
             data=r.value(data or {}),
             problems=tuple(Problem(p.signal, r(p.text), r.value(dict(p.params))) for p in problems),
+            facts=facts,
         )
 
     def _scrub_transcript(self) -> None:
@@ -266,10 +255,10 @@ class _Login:
             if clean != line:
                 t[i] = clean
 
-    def skip_all(self, reason: str, key: str, params: dict[str, Any] | None = None) -> None:
-        for name in _AUTH_CHECKS[self.service]:
+    def skip_all(self, reason: Summary) -> None:
+        for name in login_checks(self.service):
             if name not in self.emitted:
-                self.emit(name, Status.SKIP, reason, key=key, params=params)
+                self.emit(name, Status.SKIP, reason)
 
     def problem(self, signal: str, text: str = "", **extra: Any) -> Problem:
         return self.session.problem(signal, text, **extra)
@@ -279,14 +268,11 @@ class _Login:
         if isinstance(exc, StepTimeout):
             signal = "connect.timeout"
         check = f"{self.service}.{name}"
-        self.session.skip("skip.broke_off", f"the server broke off during {check}", check=check)
-        net = self.session.net(exc)
+        self.session.skip(Summary("skip.broke_off", {"check": check}))
         self.emit(
             name,
             Status.FAIL,
-            str(exc),
-            key=net["key"],
-            params=net["params"],
+            self.session.net(exc),
             problems=(
                 self.problem(
                     signal,
@@ -311,23 +297,18 @@ class _Login:
                 self.emit(
                     "auth",
                     Status.SKIP,
-                    "needs a password (--password-env or --ask-password)",
-                    key="auth.needs_password",
+                    Summary("auth.needs_password"),
                 )
             elif self.service is Service.IMAP:
                 self.imap_login()
             else:
                 self.pop3_login()
         except (NetError, ProtocolViolation) as exc:
-            pending = [n for n in _AUTH_CHECKS[self.service] if n not in self.emitted]
+            pending = [n for n in login_checks(self.service) if n not in self.emitted]
             if pending:
                 self.broke(exc, pending[0])
         finally:
-            s = self.session
-            if s.skip_reason:
-                self.skip_all(s.skip_reason, s.skip_key, s.skip_params)
-            else:
-                self.skip_all("an earlier login step did not finish", "skip.login_unfinished")
+            self.skip_all(self.session.skip_reason or Summary("skip.login_unfinished"))
 
     def goodbye(self) -> None:
         """RSET (SMTP) and QUIT/LOGOUT, best effort: the session closes the socket anyway."""
@@ -344,20 +325,14 @@ class _Login:
         if s.tls and s.trusted:
             return True
         if s.tls:
-            key, reason = (
-                "skip.cert_unverified",
-                ("the server's certificate could not be verified: the password was not sent"),
-            )
+            reason = Summary("skip.cert_unverified")
         elif s.target.security is Security.PLAIN:
             return True
         else:
-            key, reason = (
-                "skip.not_encrypted",
-                ("the connection is not encrypted: the password was not sent"),
-            )
-        self.session.skip(key, reason)
+            reason = Summary("skip.not_encrypted")
+        self.session.skip(reason)
         self.goodbye()
-        self.skip_all(reason, key)
+        self.skip_all(reason)
         return False
 
     def clear_text_problems(self) -> list[Problem]:
@@ -422,8 +397,7 @@ class _Login:
             self.emit(
                 "auth",
                 Status.OK,
-                "MAIL FROM and RCPT TO were accepted without authentication",
-                key="auth.not_required",
+                Summary("auth.not_required"),
                 data=data,
             )
         elif not _TLS_DEMAND.search(reply.text) and (
@@ -433,9 +407,7 @@ class _Login:
             self.emit(
                 "auth",
                 Status.OK,
-                f"authentication is required (refused at {stage}): " + _first(reply),
-                key="auth.required",
-                params={"stage": stage, "reply": _first(reply)},
+                Summary("auth.required", {"stage": stage, "reply": _first(reply)}),
                 data=data,
                 problems=(self.problem("auth.required", reply.text, refused_at=stage),),
             )
@@ -445,17 +417,14 @@ class _Login:
             self.emit(
                 "auth",
                 status,
-                f"refused at {stage}: {_first(reply)}",
-                key="envelope.refused",
-                params={"stage": stage, "reply": _first(reply)},
+                Summary("envelope.refused", {"stage": stage, "reply": _first(reply)}),
                 data=data,
                 problems=(self.problem("reply", reply.text, refused_at=stage),),
             )
         self.emit(
             "sender",
             Status.SKIP,
-            "needs a password (--password-env or --ask-password)",
-            key="auth.needs_password",
+            Summary("auth.needs_password"),
         )
 
     def smtp_login_and_sender(self) -> None:
@@ -463,7 +432,11 @@ class _Login:
             return
         if not self.smtp_authenticate():
             self.goodbye()
-            self.emit("sender", Status.SKIP, "the login did not succeed", key="sender.login_failed")
+            self.emit(
+                "sender",
+                Status.SKIP,
+                Summary("sender.login_failed"),
+            )
             return
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
@@ -476,24 +449,24 @@ class _Login:
             self.emit(
                 "sender",
                 Status.OK,
-                f"MAIL FROM:<{self.plan.sender}> and RCPT TO:"
-                f"<{self.plan.address.original}> accepted for login {self.login}",
-                key="sender.ok",
-                params={
-                    "sender": self.plan.sender,
-                    "recipient": self.plan.address.original,
-                    "login": self.login,
-                },
-                data={**data, "accepted": True},
+                Summary(
+                    "sender.ok",
+                    {
+                        "sender": self.plan.sender,
+                        "recipient": self.plan.address.original,
+                        "login": self.login,
+                    },
+                ),
+                data=data,
+                facts=LoginFacts(self.login, True),
             )
         else:
             self.emit(
                 "sender",
                 Status.FAIL,
-                f"refused at {stage}: {_first(reply)}",
-                key="envelope.refused",
-                params={"stage": stage, "reply": _first(reply)},
-                data={**data, "accepted": False, "refused_at": stage, "reply": reply.text},
+                Summary("envelope.refused", {"stage": stage, "reply": _first(reply)}),
+                data={**data, "reply": reply.text},
+                facts=LoginFacts(self.login, False, stage),
                 problems=(
                     self.problem(
                         "reply",
@@ -525,10 +498,9 @@ class _Login:
                     self.emit(
                         "auth",
                         Status.FAIL,
-                        f"AUTH refused: {_first(reply)}",
-                        key="auth.refused",
-                        params={"mechanism": "AUTH", "reply": _first(reply)},
-                        data=self.base_data(accepted=False, reply=reply.text),
+                        Summary("auth.refused", {"mechanism": "AUTH", "reply": _first(reply)}),
+                        data=self.base_data(reply=reply.text),
+                        facts=LoginFacts(self.login, False),
                         problems=(self.problem("reply", reply.text),),
                     )
                 else:
@@ -560,20 +532,18 @@ class _Login:
             self.emit(
                 "auth",
                 Status.WARN if extra else Status.OK,
-                f"logged in as {self.login} with AUTH {mech}",
-                key="auth.ok",
-                params={"login": self.login, "mechanism": f"AUTH {mech}"},
-                data={**data, "accepted": True},
+                Summary("auth.ok", {"login": self.login, "mechanism": f"AUTH {mech}"}),
+                data=data,
+                facts=LoginFacts(self.login, True),
                 problems=extra,
             )
             return True
         self.emit(
             "auth",
             Status.FAIL,
-            f"AUTH {mech} refused: {_first(reply)}",
-            key="auth.refused",
-            params={"mechanism": f"AUTH {mech}", "reply": _first(reply)},
-            data={**data, "accepted": False, "refused_at": "credentials", "reply": reply.text},
+            Summary("auth.refused", {"mechanism": f"AUTH {mech}", "reply": _first(reply)}),
+            data={**data, "reply": reply.text},
+            facts=LoginFacts(self.login, False, "credentials"),
             problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra],
         )
         return False
@@ -586,10 +556,12 @@ class _Login:
         self.emit(
             "auth",
             Status.FAIL,
-            f"no AUTH mechanism maildiag can use (offered: {listed})",
-            key="auth.no_mechanism" if offered else "auth.no_mechanism_offered",
-            params={"offered": " ".join(offered)},
-            data=self.base_data(accepted=None),
+            Summary(
+                "auth.no_mechanism" if offered else "auth.no_mechanism_offered",
+                {"offered": " ".join(offered)},
+            ),
+            data=self.base_data(),
+            facts=LoginFacts(self.login, None),
             problems=(self.problem("auth.no_mechanism", text, offered=listed),),
         )
 
@@ -606,9 +578,9 @@ class _Login:
             self.emit_after_goodbye(
                 "auth",
                 Status.FAIL,
-                "the server refuses logins before TLS (LOGINDISABLED)",
-                key="auth.login_disabled",
-                data=self.base_data(accepted=None),
+                Summary("auth.login_disabled"),
+                data=self.base_data(),
+                facts=LoginFacts(self.login, None),
                 problems=(self.problem("auth.plaintext_refused", text),),
             )
             return
@@ -660,24 +632,22 @@ class _Login:
             self.emit_after_goodbye(
                 "auth",
                 Status.WARN if extra else Status.OK,
-                f"logged in as {self.login} with {mech}",
-                key="auth.ok",
-                params={"login": self.login, "mechanism": mech},
-                data={**data, "accepted": True},
+                Summary("auth.ok", {"login": self.login, "mechanism": mech}),
+                data=data,
+                facts=LoginFacts(self.login, True),
                 problems=list(extra),
             )
         else:
             self.emit_after_goodbye(
                 "auth",
                 Status.FAIL,
-                f"{mech} refused: {shown}",
-                key="auth.refused",
-                params={"mechanism": mech, "reply": shown},
-                data={**data, "accepted": False, "refused_at": "credentials", "reply": text},
+                Summary("auth.refused", {"mechanism": mech, "reply": shown}),
+                data={**data, "reply": text},
+                facts=LoginFacts(self.login, False, "credentials"),
                 problems=[*self.refusal_problems(text, mechanism=mech), *extra],
             )
 
-    def emit_after_goodbye(self, name: str, status: Status, summary: str, **kw: Any) -> None:
+    def emit_after_goodbye(self, name: str, status: Status, summary: Summary, **kw: Any) -> None:
         self.goodbye()
         self.emit(name, status, summary, **kw)
 
@@ -737,8 +707,6 @@ def _last_line(text: str) -> str:
 
 # -- across protocols ----------------------------------------------------------------------
 
-_LOGIN_CHECKS = ("smtp.auth", "imap.auth", "pop3.auth")
-
 
 def cross_check(observations: Sequence[Observation]) -> list[Observation]:
     """A login refused by one protocol but accepted by another is ``protocol_disabled``.
@@ -747,35 +715,44 @@ def cross_check(observations: Sequence[Observation]) -> list[Observation]:
     wrong password ("-ERR [AUTH] Authentication failed."); only the same login and password
     working over IMAP or SMTP tells the two apart.
     """
-    accepted: dict[str, list[str]] = {}
+    accepted: dict[str, set[str]] = {}
     for obs in observations:
-        if obs.check in _LOGIN_CHECKS and obs.data.get("accepted") is True:
-            accepted.setdefault(str(obs.data.get("login")), []).append(obs.check.split(".")[0])
+        if isinstance(obs.facts, LoginFacts) and obs.facts.accepted is True:
+            accepted.setdefault(obs.facts.login, set()).add(obs.check.split(".")[0])
     if not accepted:
         return list(observations)
     out: list[Observation] = []
     for obs in observations:
-        by = accepted.get(str(obs.data.get("login")), [])
-        mine = obs.check.split(".")[0]
-        others = sorted({s for s in by if s != mine})
+        facts = obs.facts
         if (
-            obs.check in _LOGIN_CHECKS
-            and obs.data.get("accepted") is False
-            and obs.data.get("refused_at") == "credentials"
-            and others
+            isinstance(facts, LoginFacts)
+            and facts.accepted is False
+            and facts.refused_at == "credentials"
         ):
-            problems: list[Problem] = []
-            for p in obs.problems:
-                if p.signal == "reply":
-                    problems.append(
-                        Problem(
-                            "auth.protocol_disabled",
-                            p.text,
-                            {**p.params, "accepted_by": ", ".join(others)},
-                        )
-                    )
-                elif p.signal != "auth.login_form":  # the same login works elsewhere
-                    problems.append(p)
-            obs = replace(obs, problems=tuple(problems), data={**obs.data, "accepted_by": others})
+            others = sorted(accepted.get(facts.login, set()) - {obs.check.split(".")[0]})
+            if others:
+                obs = _protocol_disabled(obs, others)
         out.append(obs)
     return out
+
+
+def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
+    problems: list[Problem] = []
+    for p in obs.problems:
+        if p.signal == "reply":
+            problems.append(
+                Problem(
+                    "auth.protocol_disabled", p.text, {**p.params, "accepted_by": ", ".join(others)}
+                )
+            )
+        elif p.signal != "auth.login_form":  # the same login works elsewhere
+            problems.append(p)
+    return replace(obs, problems=tuple(problems), data={**obs.data, "accepted_by": others})
+
+
+def _login_data(facts: LoginFacts) -> dict[str, Any]:
+    """The JSON ``data`` of a login's facts."""
+    data: dict[str, Any] = {"login": facts.login, "accepted": facts.accepted}
+    if facts.refused_at is not None:
+        data["refused_at"] = facts.refused_at
+    return data

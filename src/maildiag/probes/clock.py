@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from maildiag.config import RunConfig
-from maildiag.models import Observation, Problem, Status, Target
+from maildiag.models import ClockFacts, Observation, Problem, Status, Summary, Target, TlsFacts
 from maildiag.runner import Job
 
 if TYPE_CHECKING:
@@ -377,52 +377,34 @@ def web_hosts(provider: Any, targets: Sequence[Target]) -> list[tuple[str, int]]
 
 # -- judging --------------------------------------------------------------------------------
 
-_UNITS = (
-    (86400, "day", "days", ("день", "дня", "дней")),
-    (3600, "hour", "hours", ("час", "часа", "часов")),
-    (60, "minute", "minutes", ("минуту", "минуты", "минут")),
-    (1, "second", "seconds", ("секунду", "секунды", "секунд")),
-)
+_UNITS = ((86400, "days", "d"), (3600, "hours", "h"), (60, "minutes", "m"), (1, "seconds", "s"))
 
 
-def _ru_form(n: int, forms: tuple[str, str, str]) -> str:
-    if n % 10 == 1 and n % 100 != 11:
-        return forms[0]
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return forms[1]
-    return forms[2]
-
-
-def humanize(seconds: float) -> tuple[str, str]:
-    """The size of an offset in English and Russian, two largest units: "2 hours 5 minutes".
-
-    The Russian is in the accusative, to follow "на": "отстают на 1 минуту", "на 3 дня".
-    """
+def humanize(seconds: float) -> Summary:
+    """The size of an offset in its two largest units ("2 hours 5 minutes"), as words from
+    rules/ui-report.yaml (``summary.duration.*``: the unit words in the plural form the number
+    takes; the Russian ones in the accusative, to follow "на")."""
     left = int(round(abs(seconds)))
-    en: list[str] = []
-    ru: list[str] = []
-    for size, one, many, forms in _UNITS:
+    letters = ""
+    params: dict[str, int] = {}
+    for size, name, letter in _UNITS:
         n, left = divmod(left, size)
         if n:
-            en.append(f"{n} {one if n == 1 else many}")
-            ru.append(f"{n} {_ru_form(n, forms)}")
-        if en and (len(en) == 2 or not n):
+            letters += letter
+            params[name] = n
+        if letters and (len(letters) == 2 or not n):
             break  # the largest unit, and the next one only when it is not zero
-    if not en:
-        en, ru = ["0 seconds"], ["0 секунд"]
-    return " ".join(en), " ".join(ru)
+    if not letters:
+        letters, params = "s", {"seconds": 0}
+    return Summary(f"duration.{letters}", params)
 
 
 def skew_params(offset: float, source: str) -> dict[str, Any]:
     """Params a rule may quote about a clock offset (see signals.py ``clock.skew``)."""
-    en, ru = humanize(offset)
-    ahead = offset > 0
     return {
         "offset_seconds": round(offset, 1) + 0.0,
-        "offset_human": en,
-        "offset_human_ru": ru,
-        "direction": "ahead" if ahead else "behind",
-        "direction_ru": "спешат" if ahead else "отстают",
+        "offset_human": humanize(offset),
+        "direction": Summary("clock.direction.ahead" if offset > 0 else "clock.direction.behind"),
         "source": source,
     }
 
@@ -447,45 +429,37 @@ def judge_clock(
     }
     if tried:
         data["unavailable"] = list(tried)
-    human, human_ru = humanize(offset)
-    facts = {"source": reading.source, "offset_human": human, "offset_human_ru": human_ru}
+    facts = ClockFacts(data["offset_seconds"], reading.source, data["reference"])
     if size <= WARN_SKEW:
         if size < 60:
-            key, facts = (
-                "clock.within_seconds",
-                {"source": reading.source, "seconds": f"{size:.1f}"},
+            summary = Summary(
+                "clock.within_seconds", {"source": reading.source, "seconds": f"{size:.1f}"}
             )
-            within = f"{size:.1f} s"
         else:
-            key, within = "clock.within", human
+            summary = Summary(
+                "clock.within", {"source": reading.source, "offset_human": humanize(offset)}
+            )
         return Observation(
-            "clock",
-            Status.OK,
-            f"local clock within {within} of {reading.source}",
-            None,
-            data,
-            (),
-            transcript,
-            duration_ms,
-            key,
-            facts,
+            "clock", Status.OK, summary, None, data, (), transcript, duration_ms, facts
         )
     status = Status.FAIL if size > FAIL_SKEW else Status.WARN
-    direction = "ahead of" if offset > 0 else "behind"
     params = dict(
         skew_params(offset, reading.source), reference=data["reference"], local=data["local"]
     )
-    text = f"the local clock is {human} {direction} {reading.source}"
+    # the evidence: what was measured against what
+    text = f"{offset:+.1f} s ({reading.source})"
     return Observation(
         "clock",
         status,
-        text,
+        Summary(
+            "clock.ahead" if offset > 0 else "clock.behind",
+            {"source": reading.source, "offset_human": params["offset_human"]},
+        ),
         None,
         data,
         (Problem("clock.skew", text, params),),
         transcript,
         duration_ms,
-        "clock.ahead" if offset > 0 else "clock.behind",
         facts,
     )
 
@@ -549,14 +523,12 @@ def measure(
     return Observation(
         "clock",
         Status.SKIP,
-        "no reference clock answered: " + "; ".join(tried),
+        Summary("clock.no_reference", {"tried": "; ".join(tried)}),
         None,
         {"unavailable": tried},
         (),
         tuple(log),
         int((time.monotonic() - started) * 1000),
-        "clock.no_reference",
-        {"tried": "; ".join(tried)},
     )
 
 
@@ -570,9 +542,7 @@ def clock_job(
 ) -> Job:
     def run(emit: Callable[[Observation], None]) -> None:
         if not config.check_clock:
-            emit(
-                Observation("clock", Status.SKIP, "--no-clock given", summary_key="clock.disabled")
-            )
+            emit(Observation("clock", Status.SKIP, Summary("clock.disabled")))
             return
         emit(measure(config, now=now, provider=provider, targets=targets, dns=dns))
 
@@ -582,90 +552,47 @@ def clock_job(
 # -- certificates judged by both clocks ---------------------------------------------------------
 
 
-def _parse(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
+def valid_by_reference(tls: TlsFacts, offset: float) -> bool | None:
+    """Whether every certificate judged is inside its window by the reference clock (the
+    time it was judged at, minus ``offset``); None when there is nothing to judge."""
+    if not tls.windows:
         return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def valid_by_reference(tls_data: Any, offset: float) -> bool | None:
-    """Whether every certificate judged in ``tls_data`` is inside its window by the reference
-    clock (``checked_at`` minus ``offset``); None when the data cannot say."""
-    checked_at = _parse(tls_data.get("checked_at"))
-    if checked_at is None:
-        return None
-    reference = checked_at - dt.timedelta(seconds=offset)
-    windows = [
-        (c.get("not_before"), c.get("not_after"))
-        for c in tls_data.get("chain") or ()
-        if isinstance(c, dict) and (c.get("position") == 0 or not c.get("self_signed"))
-    ]
-    if not windows:
-        windows = [(tls_data.get("not_before"), tls_data.get("not_after"))]
-    for nb_text, na_text in windows:
-        nb, na = _parse(nb_text), _parse(na_text)
-        if nb is None or na is None:
-            return None
-        if not nb <= reference <= na:
-            return False
-    return True
+    reference = tls.checked_at - dt.timedelta(seconds=offset)
+    return all(nb <= reference <= na for nb, na in tls.windows)
 
 
 def reconcile(observations: Sequence[Observation]) -> list[Observation]:
     """Rewrite expiry failures that the local clock alone explains into ``tls.clock_skew``."""
     clock = next(
-        (
-            o
-            for o in observations
-            if o.check == "clock"
-            and o.status is not Status.SKIP
-            and isinstance(o.data.get("offset_seconds"), (int, float))
-        ),
+        (o.facts for o in observations if o.check == "clock" and isinstance(o.facts, ClockFacts)),
         None,
     )
     if clock is None:
         return list(observations)
-    offset = float(clock.data["offset_seconds"])
-    source = str(clock.data.get("source", ""))
     out: list[Observation] = []
     for obs in observations:
         if (
-            obs.check.endswith(".tls")
+            isinstance(obs.facts, TlsFacts)
             and any(p.signal in EXPIRY_SIGNALS for p in obs.problems)
-            and valid_by_reference(obs.data, offset)
+            and valid_by_reference(obs.facts, clock.offset_seconds)
         ):
-            obs = _as_clock_skew(obs, offset, source, clock)
+            obs = _as_clock_skew(obs, clock)
         out.append(obs)
     return out
 
 
-def _as_clock_skew(obs: Observation, offset: float, source: str, clock: Observation) -> Observation:
-    params = skew_params(offset, source)
+def _as_clock_skew(obs: Observation, clock: ClockFacts) -> Observation:
+    offset = clock.offset_seconds
+    params = skew_params(offset, clock.source)
     problems = tuple(
-        Problem(
-            "tls.clock_skew",
-            p.text,
-            {**p.params, **params, "reference": clock.data.get("reference", "")},
-        )
+        Problem("tls.clock_skew", p.text, {**p.params, **params, "reference": clock.reference})
         if p.signal in EXPIRY_SIGNALS
         else p
         for p in obs.problems
     )
     data = dict(obs.data, valid_by_reference_clock=True, clock_offset_seconds=round(offset, 3))
-    summary = (
-        f"certificate valid by {source} but not by the local clock, which is "
-        f"{params['offset_human']} {params['direction']}"
+    summary = Summary(
+        "tls.clock_ahead" if offset > 0 else "tls.clock_behind",
+        {"source": clock.source, "offset_human": params["offset_human"]},
     )
-    facts = {k: params[k] for k in ("source", "offset_human", "offset_human_ru")}
-    return replace(
-        obs,
-        summary=summary,
-        data=data,
-        problems=problems,
-        summary_key="tls.clock_ahead" if offset > 0 else "tls.clock_behind",
-        summary_params=facts,
-    )
+    return replace(obs, summary=summary, data=data, problems=problems)

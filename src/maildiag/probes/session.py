@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,18 @@ from maildiag.errors import (
     TlsFailed,
     TooLong,
 )
-from maildiag.models import Observation, Problem, Security, Service, Status, Target
+from maildiag.models import (
+    CheckFacts,
+    Observation,
+    Problem,
+    Security,
+    Service,
+    Status,
+    Summary,
+    Target,
+)
 from maildiag.net import Conn, TlsSession, connect
+from maildiag.probes import check_ids
 from maildiag.probes.base import Capabilities, Dialect, Reply, identify
 from maildiag.probes.imap import Imap
 from maildiag.probes.pop3 import Pop3
@@ -46,13 +56,6 @@ def make_dialect(service: Service) -> Dialect:
     if service is Service.SMTP:
         return Smtp()
     return Imap() if service is Service.IMAP else Pop3()
-
-
-def check_ids(service: Service) -> tuple[str, ...]:
-    names = ["connect", "greeting", "tls", "capabilities", "auth"]
-    if service is Service.SMTP:
-        names.append("sender")
-    return tuple(f"{service}.{n}" for n in names)
 
 
 @dataclass
@@ -96,9 +99,7 @@ class Session:
     env: Env
     emitted: set[str] = field(default_factory=set)
     transcript: list[str] = field(default_factory=list)
-    skip_reason: str = ""  # why the checks not run are skipped (English, the JSON summary)
-    skip_key: str = ""  # ... its ui key (``summary.<key>`` in rules/ui-report.yaml)
-    skip_params: dict[str, Any] = field(default_factory=dict)  # ... and the facts it quotes
+    skip_reason: Summary | None = None  # why the checks not run yet will be ``skip``
     _mark: int = 0
     _t0: float = 0.0
 
@@ -111,25 +112,24 @@ class Session:
     def start(self) -> None:
         self._t0 = time.monotonic()
 
-    def skip(self, key: str, reason: str, **params: Any) -> None:
-        """Why every check not run yet will be ``skip``: English text, its ui key, the facts."""
-        self.skip_reason, self.skip_key, self.skip_params = reason, key, params
+    def skip(self, reason: Summary) -> None:
+        """Why every check not run yet will be ``skip``."""
+        self.skip_reason = reason
 
-    def skip_once(self, key: str, reason: str, **params: Any) -> None:
+    def skip_once(self, reason: Summary) -> None:
         """``skip()`` unless an earlier step already gave the reason."""
-        if not self.skip_reason:
-            self.skip(key, reason, **params)
+        if self.skip_reason is None:
+            self.skip(reason)
 
     def emit(
         self,
         name: str,
         status: Status,
-        summary: str,
+        summary: Summary,
         *,
-        key: str = "",
-        params: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-        problems: tuple[Problem, ...] = (),
+        data: Mapping[str, Any] | None = None,
+        problems: Sequence[Problem] = (),
+        facts: CheckFacts | None = None,
     ) -> None:
         check = f"{self.target.service}.{name}"
         elapsed = int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
@@ -141,11 +141,10 @@ class Session:
                 summary,
                 self.target,
                 data or {},
-                problems,
+                tuple(problems),
                 self._slice(),
                 elapsed,
-                key,
-                params or {},
+                facts,
             )
         )
         self._t0 = time.monotonic()
@@ -159,19 +158,10 @@ class Session:
         problems: tuple[Problem, ...] = (),
     ) -> None:
         """A check that failed with a network or protocol error: its words are the summary."""
-        nested = net_summary(exc, self.env.config.timeout, self.target)
-        self.emit(
-            name,
-            Status.FAIL,
-            str(exc),
-            key=nested["key"],
-            params=nested["params"],
-            data=data,
-            problems=problems,
-        )
+        self.emit(name, Status.FAIL, self.net(exc), data=data, problems=problems)
 
-    def net(self, exc: NetError | ProtocolViolation) -> dict[str, Any]:
-        """A network error as a nested summary param (``{"key": ..., "params": ...}``)."""
+    def net(self, exc: NetError | ProtocolViolation) -> Summary:
+        """A network error as a summary (its own, or nested in another)."""
         return net_summary(exc, self.env.config.timeout, self.target)
 
     def emit_observation(self, obs: Observation) -> None:
@@ -203,9 +193,7 @@ class Session:
                 self.emit_error(
                     pending[0].split(".", 1)[1], exc, problems=(self.problem(exc.signal, str(exc)),)
                 )
-            self.skip_once(
-                "skip.connection_failed", f"the connection failed: {exc}", error=self.net(exc)
-            )
+            self.skip_once(Summary("skip.connection_failed", {"error": self.net(exc)}))
         except Exception as exc:  # a bug in us: visible, not a crash (STYLE.md 3)
             import traceback
 
@@ -217,16 +205,14 @@ class Session:
                 Observation(
                     check,
                     Status.FAIL,
-                    f"internal error: {error}",
+                    Summary("internal_error", {"error": error}),
                     self.target,
                     {"internal_error": error},
                     (self.problem("check.internal_error", error, error=error),),
                     self._slice(),
-                    summary_key="internal_error",
-                    summary_params={"error": error},
                 )
             )
-            self.skip_once("skip.internal_error", "an earlier check failed with an internal error")
+            self.skip_once(Summary("skip.internal_error"))
         finally:
             if conn is not None:
                 conn.close()
@@ -237,10 +223,8 @@ class Session:
                         Observation(
                             check,
                             Status.SKIP,
-                            self.skip_reason or "not run",
+                            self.skip_reason or Summary("skip.not_run"),
                             self.target,
-                            summary_key=self.skip_key if self.skip_reason else "skip.not_run",
-                            summary_params=self.skip_params if self.skip_reason else {},
                         )
                     )
 
@@ -267,11 +251,7 @@ class Session:
                     ),
                 ),
             )
-            self.skip(
-                "skip.unreachable",
-                f"{t.host}:{t.port} is not reachable",
-                address=f"{t.host}:{t.port}",
-            )
+            self.skip(Summary("skip.unreachable", {"address": f"{t.host}:{t.port}"}))
             return None
 
     def _run(self) -> Conn | None:
@@ -282,9 +262,7 @@ class Session:
         self.emit(
             "connect",
             Status.OK,
-            f"connected to {conn.peer}",
-            key="connect.ok",
-            params={"address": conn.peer},
+            Summary("connect.ok", {"address": conn.peer}),
             data={"address": conn.peer},
         )
         if self.target.security is Security.SSL:
@@ -303,10 +281,10 @@ class Session:
             )
         except NetError as exc:
             self.skip(
-                "skip.reconnect_failed",
-                f"reconnecting to {t.host}:{t.port} failed: {exc}",
-                address=f"{t.host}:{t.port}",
-                error=self.net(exc),
+                Summary(
+                    "skip.reconnect_failed",
+                    {"address": f"{t.host}:{t.port}", "error": self.net(exc)},
+                )
             )
             return None
 
@@ -336,16 +314,14 @@ class Session:
                 self.emit(
                     "greeting",
                     Status.FAIL,
-                    "the server accepted the connection but "
-                    "answered neither a TLS handshake nor with a greeting",
-                    key="greeting.silent_tls",
+                    Summary("greeting.silent_tls"),
                     problems=(
                         self.problem(
                             "greeting.silent", str(exc), timeout=f"{self.env.config.timeout:g}"
                         ),
                     ),
                 )
-                self.skip("skip.silent", "the server stays silent")
+                self.skip(Summary("skip.silent"))
                 return None
             # Not TLS at all? A plaintext greeting on the same port means a mode mismatch.
             plain = self._reconnect()
@@ -354,7 +330,7 @@ class Session:
             if plain is not None:
                 plain.close()
             self.emit_error("tls", exc, problems=(self.problem("tls.handshake_failed", str(exc)),))
-            self.skip("skip.no_tls", "no TLS connection")
+            self.skip(Summary("skip.no_tls"))
             return None
         if conn2 is None or session is None:
             return None
@@ -396,12 +372,10 @@ class Session:
         self.emit(
             "greeting",
             Status.FAIL,
-            f"no greeting: {exc}",
-            key="greeting.none",
-            params={"error": self.net(exc)},
+            Summary("greeting.none", {"error": self.net(exc)}),
             problems=(self.problem("greeting.closed", str(exc)),),
         )
-        self.skip("skip.closed", "the server closed the connection")
+        self.skip(Summary("skip.closed"))
         return conn
 
     # -- plaintext first (STARTTLS, plain, or unknown) -----------------------------------------
@@ -435,12 +409,10 @@ class Session:
                 self.emit(
                     "greeting",
                     Status.FAIL,
-                    f"no greeting within {cfg.timeout:g}s, and no TLS handshake either",
-                    key="greeting.silent",
-                    params={"timeout": f"{cfg.timeout:g}"},
+                    Summary("greeting.silent", {"timeout": f"{cfg.timeout:g}"}),
                     problems=(self.problem("greeting.silent", "", timeout=f"{cfg.timeout:g}"),),
                 )
-                self.skip("skip.silent", "the server stays silent")
+                self.skip(Summary("skip.silent"))
                 return plain
             return self._after_connect_plain(plain, mismatch_from=None)
         if conn2 is None or session is None:
@@ -453,9 +425,7 @@ class Session:
             self.emit(
                 "greeting",
                 Status.OK,
-                "implicit TLS (detected): " + _first(greeting),
-                key="greeting.detected_ssl",
-                params={"reply": _first(greeting)},
+                Summary("greeting.detected_ssl", {"reply": _first(greeting)}),
                 data={"mode": "ssl", "greeting": greeting.text},
             )
         else:
@@ -484,23 +454,25 @@ class Session:
             self.emit(
                 "greeting",
                 Status.OK,
-                f"plaintext greeting ({actual} detected): " + _first(greeting),
-                key="greeting.detected_plain",
-                params={"mode": str(actual), "reply": _first(greeting)},
+                Summary(
+                    "greeting.detected_plain", {"mode": str(actual), "reply": _first(greeting)}
+                ),
                 data={"mode": str(actual), "greeting": greeting.text},
             )
         else:
             self.emit(
                 "greeting",
                 Status.OK,
-                _first(greeting),
-                key="greeting.ok",
-                params={"reply": _first(greeting)},
+                Summary("greeting.ok", {"reply": _first(greeting)}),
                 data={"mode": str(actual), "greeting": greeting.text},
             )
         want_tls = expected in (Security.STARTTLS, Security.AUTO) or mismatch_from is Security.SSL
         if expected is Security.PLAIN:
-            self.emit("tls", Status.SKIP, "plain mode requested: no TLS", key="tls.plain_requested")
+            self.emit(
+                "tls",
+                Status.SKIP,
+                Summary("tls.plain_requested"),
+            )
             self._emit_caps(caps_before, None)
             self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
             return conn
@@ -509,9 +481,7 @@ class Session:
                 self.emit(
                     "tls",
                     Status.FAIL,
-                    f"{dialect.starttls_keyword} is not offered",
-                    key="tls.starttls_not_offered",
-                    params={"keyword": dialect.starttls_keyword},
+                    Summary("tls.starttls_not_offered", {"keyword": dialect.starttls_keyword}),
                     problems=(
                         self.problem(
                             "starttls.not_offered",
@@ -525,8 +495,7 @@ class Session:
                 self.emit(
                     "tls",
                     Status.WARN,
-                    "no TLS on this port: logins travel in clear text",
-                    key="tls.none",
+                    Summary("tls.none"),
                     problems=(
                         self.problem(
                             "starttls.not_offered",
@@ -554,13 +523,14 @@ class Session:
             self.emit(
                 "tls",
                 Status.FAIL,
-                f"{dialect.starttls_keyword} refused: {_first(reply)}",
-                key="tls.starttls_refused",
-                params={"keyword": dialect.starttls_keyword, "reply": _first(reply)},
+                Summary(
+                    "tls.starttls_refused",
+                    {"keyword": dialect.starttls_keyword, "reply": _first(reply)},
+                ),
                 problems=(self.problem("starttls.refused", reply.text),),
             )
             self._emit_caps(caps_before, None)
-            self.skip("skip.starttls_refused", "STARTTLS was refused")
+            self.skip(Summary("skip.starttls_refused"))
             return conn
         failure: TlsFailed | None = None
         try:
@@ -571,7 +541,7 @@ class Session:
                     "tls", exc, problems=(self.problem("tls.handshake_failed", str(exc)),)
                 )
                 self._emit_caps(caps_before, None)
-                self.skip("skip.starttls_handshake", "the TLS handshake after STARTTLS failed")
+                self.skip(Summary("skip.starttls_handshake"))
                 return conn
             # Fetch the bad chain over a fresh connection to judge it, and carry on there.
             failure = exc
@@ -599,7 +569,7 @@ class Session:
                         ),
                     ),
                 )
-                self.skip("skip.refetch_failed", "the certificate could not be fetched again")
+                self.skip(Summary("skip.refetch_failed"))
                 return conn
         self._emit_tls(session, failure, started, conn, Security.STARTTLS)
         caps_after = self._read_caps(conn, dialect, greeting, after_tls=True)
@@ -631,7 +601,7 @@ class Session:
                     ),
                 ),
             )
-            self.skip("skip.broke_off", f"the server broke off during {check}", check=check)
+            self.skip(Summary("skip.broke_off", {"check": check}))
             return None
 
     def _greeting(self, conn: Conn, dialect: Dialect, *, announce: bool = True) -> Reply | None:
@@ -645,11 +615,11 @@ class Session:
                 exc,
                 problems=(self.problem("greeting.silent", str(exc), timeout=f"{cfg.timeout:g}"),),
             )
-            self.skip("skip.no_greeting", "no greeting")
+            self.skip(Summary("skip.no_greeting"))
             return None
         except Closed as exc:
             self.emit_error("greeting", exc, problems=(self.problem("greeting.closed", str(exc)),))
-            self.skip("skip.closed", "the server closed the connection")
+            self.skip(Summary("skip.closed"))
             return None
         except (ProtocolViolation, TooLong, NetError):
             heard_line = conn.transcript[-1][3:] if conn.transcript else ""
@@ -662,9 +632,9 @@ class Session:
             self.emit(
                 "greeting",
                 Status.FAIL,
-                f"not a {svc} greeting: {heard_line[:80]!r}",
-                key="greeting.wrong_protocol",
-                params={"service": str(svc), "line": repr(heard_line[:80])},
+                Summary(
+                    "greeting.wrong_protocol", {"service": str(svc), "line": repr(heard_line[:80])}
+                ),
                 data={"heard": heard},
                 problems=(
                     self.problem(
@@ -672,27 +642,23 @@ class Session:
                     ),
                 ),
             )
-            self.skip("skip.wrong_protocol", f"the port does not speak {svc}", service=str(svc))
+            self.skip(Summary("skip.wrong_protocol", {"service": str(svc)}))
             return None
         if not greeting.ok:
             self.emit(
                 "greeting",
                 Status.FAIL,
-                _first(greeting),
-                key="greeting.rejected",
-                params={"reply": _first(greeting)},
+                Summary("greeting.rejected", {"reply": _first(greeting)}),
                 data={"greeting": greeting.text},
                 problems=(self.problem("greeting.rejected", greeting.text),),
             )
-            self.skip("skip.rejected", "the server refused the session")
+            self.skip(Summary("skip.rejected"))
             return None
         if announce:
             self.emit(
                 "greeting",
                 Status.OK,
-                _first(greeting),
-                key="greeting.ok",
-                params={"reply": _first(greeting)},
+                Summary("greeting.ok", {"reply": _first(greeting)}),
                 data={"greeting": greeting.text},
             )
         return greeting
@@ -707,14 +673,14 @@ class Session:
                 self.emit(
                     "greeting",
                     Status.OK,
-                    _first(greeting),
-                    key="greeting.ok",
-                    params={"reply": _first(greeting)},
+                    Summary("greeting.ok", {"reply": _first(greeting)}),
                     data={"greeting": greeting.text},
                 )
             if f"{self.target.service}.tls" not in self.emitted and not after_tls:
                 self.emit(
-                    "tls", Status.SKIP, "capabilities could not be read", key="tls.caps_unreadable"
+                    "tls",
+                    Status.SKIP,
+                    Summary("tls.caps_unreadable"),
                 )
             signal = (
                 "connect.timeout"
@@ -734,7 +700,7 @@ class Session:
                     ),
                 ),
             )
-            self.skip("skip.caps_unreadable", "the capability list could not be read")
+            self.skip(Summary("skip.caps_unreadable"))
             return None
 
     def _capabilities(
@@ -754,13 +720,11 @@ class Session:
             self.emit(
                 "capabilities",
                 Status.OK,
-                listed,
-                key="capabilities.ok",
-                params={"keywords": listed},
+                Summary("capabilities.ok", {"keywords": listed}),
                 data=data,
             )
         else:
-            self.emit("capabilities", Status.OK, "none listed", key="capabilities.none", data=data)
+            self.emit("capabilities", Status.OK, Summary("capabilities.none"), data=data)
 
     def _emit_mismatch(self, greeting: Reply, *, actual: Security) -> None:
         svc = self.target.service
@@ -772,9 +736,10 @@ class Session:
         self.emit(
             "greeting",
             Status.FAIL,
-            f"port {self.target.port} speaks {actual}, not {expected}",
-            key="greeting.mismatch",
-            params={"port": self.target.port, "actual": str(actual), "expected": str(expected)},
+            Summary(
+                "greeting.mismatch",
+                {"port": self.target.port, "actual": str(actual), "expected": str(expected)},
+            ),
             data={"mode": str(actual), "greeting": greeting.text},
             problems=(
                 self.problem(
@@ -799,7 +764,7 @@ class Session:
     ) -> None:
         stage = self.env.login_stage
         if stage is None:
-            self.skip("skip.login_not_in_run", "login checks are not part of this run")
+            self.skip(Summary("skip.login_not_in_run"))
             return
         stage(LoginState(self.target, conn, dialect, caps, mode, tls, trusted, self))
 
@@ -831,15 +796,15 @@ def _first(reply: Reply) -> str:
 
 def net_summary(
     exc: NetError | ProtocolViolation, timeout: float, target: Target | None = None
-) -> dict[str, Any]:
-    """A network or protocol error as a summary key and its facts: ``{"key", "params"}``.
+) -> Summary:
+    """A network or protocol error as a summary.
 
-    ``error`` is the error's own (English) words, kept as the English summary; the other
+    ``error`` is the error's own (English) words, what the English template shows; the other
     params are the facts a translation quotes instead of those words.
     """
     params: dict[str, Any] = {"error": str(exc)}
     if isinstance(exc, ProtocolViolation):
-        return {"key": "net.protocol", "params": params}
+        return Summary("net.protocol", params)
     signal = exc.signal
     if isinstance(exc, TlsFailed):
         if exc.verify_code is not None:
@@ -867,7 +832,7 @@ def net_summary(
     if target is not None:
         params["host"] = target.host
         params["address"] = f"{target.host}:{target.port}"
-    return {"key": key, "params": params}
+    return Summary(key, params)
 
 
 def _caps_text(caps: Capabilities) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import NetError, ProtocolViolation, TlsFailed
-from maildiag.models import Observation, Problem, Security, Status, Target
+from maildiag.models import Observation, Problem, Security, Status, Summary, Target, TlsFacts
 from maildiag.net import TlsSession
 
 if TYPE_CHECKING:
@@ -334,36 +334,51 @@ def judge(
             )
         )
     version = session.version or "TLS"
-    key_params: dict[str, Any] = {"version": version}
+    shown: dict[str, Any] = {"version": version}
     if failure is not None and "interception" in data:
         product = data["interception"].get("product")
         key = "tls.intercepted" if product else "tls.intercepted_unknown"
-        key_params["product"] = product or ""
-        summary = f"{version}: certificate replaced by {product or 'a TLS-inspecting product'}"
+        shown["product"] = product or ""
     elif failure is not None:
-        detail = failure.verify_message or str(failure)
         key = _VERIFY_KEYS.get(failure.signal, "tls.verify_failed")
-        key_params["detail"] = detail
-        summary = f"{version}: {detail}"
+        shown["detail"] = failure.verify_message or str(failure)
     elif days is not None:
         key = "tls.ok"
-        key_params["days"] = days
-        summary = f"{session.version}, certificate valid for {days} days"
+        shown["days"] = days
     else:
         key = "tls.no_certificate"
-        summary = f"{session.version}, no certificate"
+    tls_facts = TlsFacts(
+        checked_at=now,
+        warn_days=warn_days,
+        crit_days=crit_days,
+        days_to_expiry=days,
+        windows=_windows(entries, cert),
+    )
     return Observation(
         f"{target.service}.tls",
         status,
-        summary,
+        Summary(key, shown),
         target,
         data,
         tuple(problems),
         transcript,
         duration_ms,
-        key,
-        key_params,
+        tls_facts,
     )
+
+
+def _windows(
+    entries: list[dict[str, Any]], cert: dict[str, Any] | None
+) -> tuple[tuple[dt.datetime, dt.datetime], ...]:
+    """Validity windows of the certificates judged: the leaf and every intermediate sent."""
+    judged = tuple(
+        (dt.datetime.fromisoformat(e["not_before"]), dt.datetime.fromisoformat(e["not_after"]))
+        for e in entries
+        if "not_after" in e and (e["position"] == 0 or not e["self_signed"])
+    )
+    if judged or cert is None:
+        return judged
+    return ((cert["not_before"], cert["not_after"]),)
 
 
 # summary keys of a certificate that did not verify, by the failure's signal

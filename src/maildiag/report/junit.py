@@ -142,7 +142,7 @@ def _testcase(report: Report, check: CheckResult) -> ET.Element:
     if check.status in (Status.FAIL, Status.WARN):
         wanted = Severity.FAIL if check.status is Status.FAIL else Severity.WARN
         headline = [f for f in problems if f.severity is wanted] or problems
-        message = "; ".join(dict.fromkeys(f.title for f in headline)) or obs.summary
+        message = "; ".join(dict.fromkeys(f.title for f in headline)) or check.summary
         if check.status is Status.WARN:
             kind = "warning"
         else:
@@ -150,9 +150,9 @@ def _testcase(report: Report, check: CheckResult) -> ET.Element:
         failure = ET.SubElement(case, "failure", {"type": kind, "message": _clean(message)})
         failure.text = _clean(_failure_text(report, check, problems))
     elif check.status is Status.SKIP:
-        ET.SubElement(case, "skipped", {"message": _clean(obs.summary)})
+        ET.SubElement(case, "skipped", {"message": _clean(check.summary)})
 
-    out = [f"{obs.check}: {obs.summary}"] if obs.summary else []
+    out = [f"{obs.check}: {check.summary}"] if check.summary else []
     for finding in check.findings:
         if finding.severity is Severity.INFO:
             out += ["", *_finding_lines(finding)]
@@ -168,7 +168,7 @@ def _failure_text(report: Report, check: CheckResult, problems: list[Finding]) -
     for finding in problems:
         lines += [*_finding_lines(finding), ""]
     where = check.observation.target.label if check.observation.target else report.address
-    lines.append(f"{check.observation.check} ({where}): {check.observation.summary}")
+    lines.append(f"{check.observation.check} ({where}): {check.summary}")
     return "\n".join(lines)
 
 

@@ -28,7 +28,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from maildiag.models import CheckResult, ExitCode, Report, Severity, Status, severity_rank
+from maildiag.models import (
+    CheckResult,
+    ClockFacts,
+    ExitCode,
+    Report,
+    Severity,
+    Status,
+    TlsFacts,
+    severity_rank,
+)
 from maildiag.report import reports_of
 
 if TYPE_CHECKING:
@@ -73,9 +82,7 @@ def _problems(report: Report) -> list[str]:
     ]
     if not titles:  # a check that is not ok without a finding still deserves a name
         titles = [
-            f"{c.id}: {c.observation.summary}"
-            for c in report.checks
-            if c.status in (Status.FAIL, Status.WARN)
+            f"{c.id}: {c.summary}" for c in report.checks if c.status in (Status.FAIL, Status.WARN)
         ]
     return [_text(t) for t in dict.fromkeys(titles)]
 
@@ -120,12 +127,12 @@ def _long_output(report: Report) -> list[tuple[Status, str]]:
             key=lambda f: -severity_rank(f.severity),
         )
         if problems:
-            detail = problems[0].evidence or obs.summary
+            detail = problems[0].evidence or check.summary
             text = "; ".join(dict.fromkeys(f.title for f in problems))
             if detail and _text(detail) not in _text(text):
                 text += f" ({detail})"
         else:
-            text = obs.summary
+            text = check.summary
         line = f"[{str(check.status).upper()}] {obs.check} {where}: {_text(text)}"
         lines.append((check.status, line))
     return lines
@@ -138,19 +145,20 @@ def _perfdata(reports: tuple[Report, ...], duration_ms: int, multi: bool) -> lis
         tls = [c for c in report.checks if c.id.endswith(".tls") and c.observation.target]
         services = [c.observation.target.service for c in tls if c.observation.target]
         for check in tls:
-            days = check.observation.data.get("days_to_expiry")
+            facts = check.observation.facts
             target = check.observation.target
-            if not isinstance(days, int) or isinstance(days, bool) or target is None:
+            if not isinstance(facts, TlsFacts) or facts.days_to_expiry is None or target is None:
                 continue
+            days = facts.days_to_expiry
             label = f"{prefix}days_to_expiry_{target.service}"
             if services.count(target.service) > 1:
                 label += f"_{target.host}:{target.port}"
-            warn = _threshold(check.observation.data.get("warn_days"))
-            crit = _threshold(check.observation.data.get("crit_days"))
+            warn, crit = _threshold(facts.warn_days), _threshold(facts.crit_days)
             perf.append(f"{perf_label(label)}={days};{warn};{crit}")
         for check in report.checks:
-            offset = check.observation.data.get("offset_seconds") if check.id == "clock" else None
-            if isinstance(offset, int | float) and not isinstance(offset, bool):
+            clock = check.observation.facts
+            if isinstance(clock, ClockFacts):
+                offset = clock.offset_seconds
                 perf.append(f"{perf_label(prefix + 'clock_offset')}={_num(offset)}s;;")
     return perf
 

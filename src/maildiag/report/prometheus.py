@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from maildiag.models import CheckResult, Report, Status
+from maildiag.models import CheckResult, ClockFacts, Report, Status, TlsFacts
 from maildiag.report import reports_of
 
 if TYPE_CHECKING:
@@ -67,13 +67,11 @@ def render_prometheus(report: Report | MultiReport, *, now: Callable[[], float] 
                 value = 1 if check.status is state else 0
                 add("maildiag_check_status", labels + (("status", str(state)),), value)
             add("maildiag_check_duration_seconds", labels, check.observation.duration_ms / 1000)
-            data = check.observation.data
-            days = _number(data.get("days_to_expiry"))
-            if check.id.endswith(".tls") and days is not None:
-                add("maildiag_cert_days_to_expiry", labels, days)
-            offset = _number(data.get("offset_seconds"))
-            if check.id == "clock" and offset is not None:
-                add("maildiag_clock_offset_seconds", address, offset)
+            facts = check.observation.facts
+            if isinstance(facts, TlsFacts) and facts.days_to_expiry is not None:
+                add("maildiag_cert_days_to_expiry", labels, facts.days_to_expiry)
+            if isinstance(facts, ClockFacts):
+                add("maildiag_clock_offset_seconds", address, facts.offset_seconds)
         for state in _RUN_STATES:
             value = 1 if single.status is state else 0
             add("maildiag_run_status", address + (("status", str(state)),), value)
@@ -101,12 +99,6 @@ def _check_labels(check: CheckResult) -> Labels:
             ("port", str(target.port)),
         )
     return labels
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    return None
 
 
 def _format_labels(labels: Labels) -> str:

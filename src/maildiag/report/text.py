@@ -1,18 +1,16 @@
 """The human report, made with rich: servers, each check's status, then the findings and steps.
 
 ``render_text`` is a function of the report and its inputs: the language, the console to write
-to, and ``UiText``, the words of the report from the ``ui:`` tables of the rule base
-(rules/ui-report.yaml: ``report.*`` headings, ``summary.*`` check summaries). A check's summary is
-shown in the user's language when its observation carries a ``summary_key`` the table knows, else
-as the probe's English ``summary``. ``Progress`` shows a live line on stderr while checks run —
-chatter goes to stderr, the report to stdout. The advice itself comes from the findings (rules/).
+to, and the rule base of the run, whose ``ui:`` tables (rules/ui-report.yaml: ``report.*``
+headings, ``summary.*`` check summaries) give every word of the report in the user's language.
+``Progress`` shows a live line on stderr while checks run — chatter goes to stderr, the report to
+stdout. The advice itself comes from the findings (rules/).
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from maildiag.models import CheckResult, Observation, Report, Severity, Status
@@ -21,110 +19,14 @@ if TYPE_CHECKING:
     from maildiag.rulebase import RuleBase
 
 
-_TOKEN = re.compile("\x00([0-9]+)\x00")
-
-
-class UiText:
-    """The report's words in a language: ``text(key, lang, **params)`` over the rule base's ui.
-
-    Params are quoted verbatim (rendered by ``RuleBase.ui_text``), and before that:
-
-    * a param ``{"key": k, "params": {...}}`` is the nested summary ``summary.<k>``, rendered
-      first; a list of them is rendered and joined with "; " (the facts of the dns check);
-    * a param with a language twin (``offset_human`` / ``offset_human_ru``) reads in the language;
-    * a whole number ``X`` with a ``plural.X`` entry ("day|days", "день|дня|дней") gets ``X_unit``,
-      the unit word in the plural form the number takes.
-    """
-
-    def __init__(self, rules: RuleBase) -> None:
-        self._rules = rules
-
-    @classmethod
-    def builtin(cls) -> UiText:
-        from maildiag.rulebase import RuleBase
-
-        return cls(RuleBase.load())
-
-    def has(self, key: str) -> bool:
-        return key in self._rules.ui
-
-    def text(self, key: str, lang: str, **params: Any) -> str:
-        values = self._params(params, lang)
-        # each value goes in as a token and comes back verbatim after the template is rendered:
-        # a server's words are not subject to the template's spacing and punctuation clean-up
-        verbatim: list[str] = []
-        safe: dict[str, str] = {}
-        for name, value in values.items():
-            if value is None or value == "":
-                safe[name] = ""
-                continue
-            safe[name] = f"\x00{len(verbatim)}\x00"
-            verbatim.append(str(value))
-        out = self._rules.ui_text(key, lang, **safe) if safe else self._rules.ui_text(key, lang)
-        return _TOKEN.sub(lambda m: verbatim[int(m.group(1))], out) if verbatim else out
-
-    def summary(self, obs: Observation, lang: str) -> str:
-        """The observation's summary in ``lang``, or its English ``summary`` without a template."""
-        key = "summary." + obs.summary_key if obs.summary_key else ""
-        if not key or not self.has(key):
-            return obs.summary
-        return self.text(key, lang, **obs.summary_params)
-
-    def _nested(self, value: Any, lang: str) -> str | None:
-        if isinstance(value, Mapping) and isinstance(value.get("key"), str):
-            key = "summary." + value["key"]
-            params = value.get("params") or {}
-            if self.has(key):
-                return self.text(key, lang, **params)
-            return str(params.get("error", ""))
-        return None
-
-    def _params(self, params: Mapping[str, Any], lang: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in params.items():
-            nested = self._nested(value, lang)
-            if nested is not None:
-                value = nested
-            elif (
-                isinstance(value, (list, tuple))
-                and value
-                and all(isinstance(v, Mapping) for v in value)
-            ):
-                value = "; ".join(t for t in (self._nested(v, lang) for v in value) if t)
-            out[name] = value
-        suffix = "_" + lang
-        for name, value in list(out.items()):
-            if name.endswith(suffix) and value not in (None, ""):
-                out[name[: -len(suffix)]] = value
-        for name, value in list(out.items()):
-            if isinstance(value, int) and not isinstance(value, bool):
-                forms = self._rules.ui.get("plural." + name)
-                if forms:
-                    out[name + "_unit"] = plural_form(value, forms.get(lang) or forms["en"])
-        return out
-
-
-def plural_form(n: int, forms: str) -> str:
-    """The form of a unit word for ``n``: "one|many" (English) or "one|few|many" (Russian)."""
-    words = [w.strip() for w in forms.split("|")]
-    n = abs(n)
-    if len(words) >= 3:
-        if n % 10 == 1 and n % 100 != 11:
-            return words[0]
-        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-            return words[1]
-        return words[2]
-    return words[0] if n == 1 or len(words) == 1 else words[1]
-
-
 class _Labels:
     """``labels["took"]``: the ``report.<name>`` text of one language."""
 
-    def __init__(self, ui: UiText, lang: str) -> None:
-        self._ui, self._lang = ui, lang
+    def __init__(self, rules: RuleBase, lang: str) -> None:
+        self._rules, self._lang = rules, lang
 
     def __getitem__(self, name: str) -> str:
-        return self._ui.text("report." + name, self._lang)
+        return self._rules.words("report." + name, self._lang)
 
 
 _STATUS_STYLE = {
@@ -148,33 +50,29 @@ def _console(file: Any = None) -> Any:
     return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
-def render_text(
-    report: Any, *, lang: str = "en", console: Any = None, ui: UiText | None = None
-) -> None:
+def render_text(report: Any, *, lang: str = "en", console: Any = None, rules: RuleBase) -> None:
     """Print one report, or each report of a multi-target run in turn.
 
-    ``ui``: the report's words (``UiText`` over the rule base the run used); the built-in rule
-    base when not given.
+    ``rules``: the rule base the run used, whose ``ui`` tables word the report.
     """
     console = console or _console()
-    ui = ui or UiText.builtin()
     reports = getattr(report, "reports", None)
     if reports is not None:
         for one in reports:
-            _render_one(one, lang, console, ui)
+            _render_one(one, lang, console, rules)
             console.print()
         return
-    _render_one(report, lang, console, ui)
+    _render_one(report, lang, console, rules)
 
 
-def _render_one(report: Report, lang: str, console: Any, ui: UiText) -> None:
+def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
     from rich.table import Table
 
     escape = _escape
 
     labels = _Labels(ui, lang)
     mark, style = _STATUS_STYLE[report.status]
-    took = ui.text("report.seconds", lang, seconds=f"{report.duration_ms / 1000:.1f}")
+    took = ui.words("report.seconds", lang, seconds=f"{report.duration_ms / 1000:.1f}")
     console.print(
         f"[bold]maildiag check {escape(report.address)}[/]  "
         f"[{style}]{mark} {report.status.upper()}[/]  "
@@ -183,7 +81,7 @@ def _render_one(report: Report, lang: str, console: Any, ui: UiText) -> None:
     )
     source = report.discovery.source
     source_key = f"report.source.{source}"
-    source_text = ui.text(source_key, lang) if source and ui.has(source_key) else f"{source}"
+    source_text = ui.words(source_key, lang) if source and source_key in ui.ui else f"{source}"
     where = source_text + (f" ({report.discovery.provider})" if report.discovery.provider else "")
     console.print(
         f"\n[bold]{labels['servers']}[/] [dim]{labels['source']}: "
@@ -197,7 +95,7 @@ def _render_one(report: Report, lang: str, console: Any, ui: UiText) -> None:
     console.print(f"\n[bold]{labels['checks']}[/]")
     table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
     for result in report.checks:
-        _check_row(table, result, escape, ui.summary(result.observation, lang))
+        _check_row(table, result, escape, ui.summary_text(result.observation.summary, lang))
     console.print(table)
     if report.transcript:
         for result in report.checks:
@@ -262,11 +160,11 @@ def _check_row(table: Any, result: CheckResult, escape: Any, summary: str) -> No
 class Progress:
     """A live line on stderr: how many checks are done and the latest one."""
 
-    def __init__(self, lang: str = "en", ui: UiText | None = None) -> None:
+    def __init__(self, lang: str, rules: RuleBase) -> None:
         from rich.console import Console
         from rich.status import Status as Spinner
 
-        self._labels = _Labels(ui or UiText.builtin(), lang)
+        self._labels = _Labels(rules, lang)
         self._done = 0
         self._spinner = Spinner(
             f"{self._labels['checking']}…", console=Console(file=sys.stderr, highlight=False)
