@@ -84,6 +84,13 @@ SKIP_SUMMARIES = (
     "skip.not_encrypted",
 )
 ANY_CHECK_SUMMARIES = ("internal_error", "run.deadline")
+# What a server said instead of its protocol, as the wrong-protocol finding quotes it ({heard}).
+HEARD_SUMMARIES = (
+    "heard.tls",
+    "heard.unknown",
+    "heard.broken_reply",
+    "heard.broken_capabilities",
+)
 # A clock offset, as the clock and certificate checks quote it (in summaries and in findings).
 OFFSET_SUMMARIES = (
     "duration.d",
@@ -136,7 +143,7 @@ class CheckSpec:
 
     def all_summaries(self) -> frozenset[str]:
         extra = (
-            (*NET_SUMMARIES, *SKIP_SUMMARIES, *ANY_CHECK_SUMMARIES)
+            (*NET_SUMMARIES, *SKIP_SUMMARIES, *HEARD_SUMMARIES, *ANY_CHECK_SUMMARIES)
             if self.scope is Scope.SERVER
             else ANY_CHECK_SUMMARIES
         )

@@ -279,7 +279,7 @@ class _Login:
                     str(exc),
                     timeout=f"{self.session.env.config.timeout:g}",
                     expected=str(self.service),
-                    heard="a broken reply",
+                    heard=Summary("heard.broken_reply"),
                 ),
             ),
         )

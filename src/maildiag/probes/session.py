@@ -597,7 +597,7 @@ class Session:
                         str(exc),
                         timeout=f"{self.env.config.timeout:g}",
                         expected=str(self.target.service),
-                        heard="a broken reply",
+                        heard=Summary("heard.broken_reply"),
                     ),
                 ),
             )
@@ -624,18 +624,17 @@ class Session:
         except (ProtocolViolation, TooLong, NetError):
             heard_line = conn.transcript[-1][3:] if conn.transcript else ""
             other = identify(heard_line)
-            heard = (
-                str(other)
-                if other and other is not svc
-                else ("TLS" if conn.looks_like_tls else "something unrecognisable")
-            )
+            if other and other is not svc:
+                heard: str | Summary = str(other)
+            else:
+                heard = Summary("heard.tls" if conn.looks_like_tls else "heard.unknown")
             self.emit(
                 "greeting",
                 Status.FAIL,
                 Summary(
                     "greeting.wrong_protocol", {"service": str(svc), "line": repr(heard_line[:80])}
                 ),
-                data={"heard": heard},
+                data={"heard": heard if isinstance(heard, str) else heard.key.split(".")[1]},
                 problems=(
                     self.problem(
                         "greeting.wrong_protocol", heard_line[:300], expected=str(svc), heard=heard
@@ -696,7 +695,7 @@ class Session:
                         str(exc),
                         timeout=f"{self.env.config.timeout:g}",
                         expected=str(self.target.service),
-                        heard="a broken capability list",
+                        heard=Summary("heard.broken_capabilities"),
                     ),
                 ),
             )

@@ -305,15 +305,11 @@ def judge(
         if expiring is not None:
             edays = expiring["days_to_expiry"]
             status = Status.FAIL if edays <= crit_days else Status.WARN
-            which = (
-                "the certificate"
-                if expiring["position"] == 0
-                else (f"the intermediate certificate {expiring['subject']}")
-            )
             problems.append(
                 Problem(
                     "tls.expiring",
-                    f"{which} expires in {edays} days",
+                    # the evidence: which certificate, and its notAfter
+                    f"{expiring['subject']}: notAfter {expiring['not_after']}",
                     dict(
                         base,
                         days=edays,
@@ -329,7 +325,7 @@ def judge(
         problems.append(
             Problem(
                 "tls.old_protocol",
-                f"the server negotiated {session.version}",
+                session.version,
                 dict(base, version=session.version),
             )
         )
