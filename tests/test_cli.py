@@ -19,7 +19,7 @@ BAD_INPUT = [
     (["check", "a@example.test", "--imap", "host:abc"], "port must be"),
     (["check", "a@example.test", "--smtp", "127.0.0.1:25/tls"], "mode must be"),
     (["check", "a@example.test", "--ca-file", "/nonexistent/ca.pem"], "no such file"),
-    (["check", "a@example.test", "--format", "xml"], "--format must be"),
+    (["check", "a@example.test", "--format", "xml"], "--format xml: must be one of"),
     (["check", "a@example.test", "--only", "smtp,ftp"], "unknown service"),
     (["check", "a@example.test", "--timeout", "0"], "--timeout"),
     (["check", "a@example.test", "--timeout", "abc"], "timeout"),

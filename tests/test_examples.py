@@ -24,8 +24,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_nagios import STATUS_LINE
 
-from maildiag.multi import load_targets
 from maildiag.report.prometheus import _FAMILIES
+from maildiag.targets import load_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -150,15 +150,16 @@ def option_value(argv: list[str], option: str) -> str:
 
 
 def test_example_targets_file_is_valid() -> None:
-    specs = load_targets(str(EXAMPLES / "targets.yaml"))
+    specs = load_targets(str(EXAMPLES / "targets.yaml")).targets
     assert [s.address for s in specs] == [
         "alerts@example.com",
         "postmaster@example.org",
         "noreply@example.net",
     ]
-    assert specs[0].password_env == "MAIL_PASSWORD"
-    assert specs[1].smtp == "mail.example.org:587/starttls"
-    assert specs[2].warn_days == 30 and specs[2].crit_days == 7
+    assert specs[0].values["password_env"] == "MAIL_PASSWORD"
+    smtp = specs[1].values["smtp"]
+    assert (smtp.host, smtp.port, str(smtp.security)) == ("mail.example.org", 587, "starttls")
+    assert specs[2].values["warn_days"] == 30 and specs[2].values["crit_days"] == 7
 
 
 # --- GitHub Actions ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""maildiag explain: the Python API, run_explain, log mode, the typer-free fast path, the CLI."""
+"""maildiag explain: the Python API, run_explain, log mode, the CLI and its cold path."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 import maildiag
 from maildiag import explaining
-from maildiag.explaining import explain_log, explain_text, fast_main, log_message, run_explain
+from maildiag.explaining import explain_log, explain_text, log_message, run_explain
 from maildiag.models import EXPLAIN_SCHEMA, Category
 from maildiag.rulebase import RuleBase
 
@@ -158,26 +158,6 @@ def test_run_explain_usage_errors(
     assert rc == 3 and out == "" and needle in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    "env",
-    [
-        {},
-        {"LANG": "ru_RU.UTF-8"},
-        {"LC_ALL": "en_US", "LANG": "ru_RU"},
-        {"LANGUAGE": "ru"},
-        {"LC_MESSAGES": "RU_ru"},
-    ],
-)
-def test_default_lang_same_as_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    from maildiag.config import default_lang
-
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        monkeypatch.delenv(var, raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert explaining.default_lang() == default_lang()
-
-
 def test_default_lang_from_locale(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,17 +223,6 @@ def test_log_memo_respects_different_words() -> None:
     ]
     report = explain_log(rb, lines, "en")
     assert {g["category"] for g in report["groups"]} == {"mailbox_full", "message_too_large"}
-
-
-def test_fast_main(capsys: pytest.CaptureFixture[str]) -> None:
-    assert fast_main(["--help"]) is None
-    assert fast_main(["--frobnicate", "x"]) is None
-    assert fast_main(["--file"]) is None
-    assert fast_main(["--json", "-ERR Login failure or POP3 disabled, try later."]) == 0
-    assert json.loads(capsys.readouterr().out)["findings"][0]["category"] == "protocol_disabled"
-    assert fast_main(["550", "5.1.1", "User", "unknown", "--lang=ru"]) == 0
-    assert "Адреса получателя не существует" in capsys.readouterr().out
-    assert fast_main(["--lang", "xx", "x"]) == 3
 
 
 # --------------------------------------------------------------------------- the real command

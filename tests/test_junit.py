@@ -15,7 +15,7 @@ from test_multi_fixtures import (
     target,
 )
 
-from maildiag.multi import MultiReport
+from maildiag.models import MultiReport
 from maildiag.report.junit import render_junit
 
 SUITE_ATTRS = {"name", "tests", "failures", "errors", "skipped", "time"}

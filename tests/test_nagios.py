@@ -7,8 +7,8 @@ import re
 import pytest
 from test_multi_fixtures import check, finding, ok_report, report, sample_report, target
 
-from maildiag.models import ExitCode
-from maildiag.multi import MultiReport
+from maildiag.errors import ExitCode
+from maildiag.models import MultiReport
 from maildiag.report.nagios import perf_label, render_nagios, render_nagios_error
 
 NUM = r"-?\d+(?:\.\d+)?"

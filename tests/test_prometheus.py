@@ -7,7 +7,7 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 from test_multi_fixtures import check, ok_report, report, sample_report, target
 
-from maildiag.multi import MultiReport
+from maildiag.models import MultiReport
 from maildiag.report.prometheus import escape_label_value, render_prometheus
 
 NOW = 1_700_000_000.5

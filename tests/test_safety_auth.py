@@ -142,9 +142,9 @@ def test_no_leak_subprocess(smtp_peers: Any, pop3_server: Any, certs: Any) -> No
 
 
 def test_password_never_in_argv_or_config_repr() -> None:
-    from maildiag.checking import CheckOptions, build_config
+    from maildiag.options import check_config
 
-    cfg = build_config(CheckOptions(address=ALICE), password=PASSWORD)
+    cfg = check_config({"address": ALICE}, password=PASSWORD)
     assert PASSWORD not in repr(cfg)
     from maildiag.address import parse_address
     from maildiag.probes.auth import make_plan

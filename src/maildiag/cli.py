@@ -1,338 +1,208 @@
-"""The typer app: options become a frozen ``RunConfig``; one error shell maps failures to exits.
+"""The command line: the parsers come from the option declarations (``maildiag.options``), and one
+error shell turns every failure into one line on stderr and an exit code.
 
-``main()`` runs the click command with ``standalone_mode=False`` so that every usage error —
-click's own exit code 2 — becomes one line on stderr and exit 3, the SPEC's "could not run".
-``--traceback`` (or ``MAILDIAG_TRACEBACK=1``) re-raises for debugging.
+``main(argv)`` parses, hands the checked values to the command's module (``maildiag.commands``)
+and returns its exit code. Bad input — an unknown option, a value an option cannot take, a broken
+targets or rule file — is a ``UsageError``: one ``maildiag: ...`` line and exit 3, never a
+traceback. A bug in us is one line too (``internal error: ...``); ``--traceback`` (or
+``MAILDIAG_TRACEBACK=1``) re-raises it for debugging. ``-h``/``--help`` work everywhere.
+
+Only the standard library's ``argparse`` is imported here: a command pays for the modules it uses,
+not for the machinery of the others.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import sys
-from typing import Annotated, Any
-
-import typer
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Any, NoReturn
 
 from maildiag import __version__
-from maildiag.models import ExitCode
+from maildiag.errors import ExitCode, MaildiagError, UsageError
+from maildiag.options import COMMANDS, Command, Option
 
-app = typer.Typer(
-    name="maildiag",
-    help="Tells you why your mail program cannot send or receive, and what to change.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-rules_app = typer.Typer(help="Validate and test a rule base.", no_args_is_help=True)
-app.add_typer(rules_app, name="rules")
-
-
-class Fail(Exception):
-    """Stop with one line on stderr and an exit code (3 unless told otherwise)."""
-
-    def __init__(self, message: str, code: int = ExitCode.ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+PROG = "maildiag"
+DESCRIPTION = "Tells you why your mail program cannot send or receive, and what to change."
+# the module whose ``main(values)`` runs each command
+MODULES = {
+    "check": "maildiag.commands.check",
+    "explain": "maildiag.commands.explain",
+    "settings": "maildiag.commands.settings",
+    "rules lint": "maildiag.commands.rules",
+    "rules test": "maildiag.commands.rules",
+}
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"maildiag {__version__}")
-        raise typer.Exit(0)
+class _Help(Exception):
+    """A help or version text was asked for (exit 0), or is the answer to no arguments."""
+
+    def __init__(self, text: str, code: int = 0) -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
 
 
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-    traceback: Annotated[
-        bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")
-    ] = False,
-) -> None:
-    if traceback:
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors raised (not printed) and help returned (not printed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{_plain(message, self)} (see '{self.prog} --help')")
+
+    def print_help(self, file: Any = None) -> None:
+        raise _Help(self.format_help())
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _Help(message or "", status)
+
+
+def _plain(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's wording made plainer; an unknown option never echoes its value."""
+    if message.startswith("unrecognized arguments: "):
+        unknown = message.removeprefix("unrecognized arguments: ").split()[0]
+        if not unknown.startswith("-"):
+            return f"Got unexpected extra argument ({unknown!r})"
+        name = unknown.split("=", 1)[0]
+        flags = [f for a in parser._actions for f in a.option_strings]
+        hint = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+        return f"No such option: {name}" + (f" (did you mean {hint[0]}?)" if hint else "")
+    if message.startswith("argument COMMAND: invalid choice: "):
+        name = message.removeprefix("argument COMMAND: invalid choice: ").split(" (")[0]
+        return f"No such command {name}"
+    if message.startswith("the following arguments are required: "):
+        return "Missing argument " + message.removeprefix("the following arguments are required: ")
+    if message.endswith("expected one argument"):
+        return f"Option {message.split()[1].rstrip(':')} requires an argument"
+    return message
+
+
+def build_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    """The top-level parser, and each command's by command name."""
+    parser = _Parser(
+        prog=PROG, description=DESCRIPTION, usage=f"{PROG} [--version] [--traceback] COMMAND ..."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback of an internal error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, Any] = {}
+    by_name: dict[str, _Parser] = {}
+    for spec in COMMANDS:
+        where, _, name = spec.name.rpartition(" ")
+        if where and where not in groups:
+            group = commands.add_parser(
+                where, help="validate and test a rule base", prog=f"{PROG} {where}"
+            )
+            by_name[where] = group
+            groups[where] = group.add_subparsers(dest="subcommand", metavar="COMMAND")
+        into = groups[where] if where else commands
+        sub = into.add_parser(
+            name,
+            prog=f"{PROG} {spec.name}",
+            help=spec.help,
+            usage=_usage(spec),
+            description=spec.help[:1].upper() + spec.help[1:] + ".",
+            epilog="Examples:\n" + "\n".join(f"  {e}" for e in spec.examples),
+        )
+        sub.set_defaults(_command=spec)
+        for option in spec.options:
+            _add(sub, option)
+        by_name[spec.name] = sub
+    return parser, by_name
+
+
+def _usage(spec: Command) -> str:
+    args = " ".join(
+        f"[{o.metavar}]" if spec.name != "settings" else str(o.metavar)
+        for o in spec.options
+        if o.positional and not o.negated_by
+    )
+    return f"{PROG} {spec.name} [options] {args}".rstrip()
+
+
+def _add(parser: argparse.ArgumentParser, option: Option) -> None:
+    if option.negated_by:
+        parser.add_argument(
+            option.negated_by,
+            dest=option.name,
+            action="store_const",
+            const=False,
+            default=None,
+            help=f"do not {option.help}",
+        )
+        return
+    if option.positional:
+        parser.add_argument(option.name, nargs="?", metavar=option.metavar, help=option.help)
+    elif option.metavar is None:
+        parser.add_argument(
+            *option.flags, dest=option.name, action="store_true", default=None, help=option.help
+        )
+    else:
+        parser.add_argument(
+            *option.flags,
+            dest=option.name,
+            metavar=option.metavar,
+            action="append" if option.repeat else "store",
+            help=option.help,
+        )
+
+
+def parse(argv: Sequence[str]) -> tuple[Command, dict[str, Any]]:
+    """The command and its options' raw values (as typed: ``Command.checked`` parses them);
+    ``UsageError`` for what argparse itself finds wrong."""
+    parser, by_name = build_parser()
+    if not argv:
+        raise _Help(parser.format_help(), ExitCode.ERROR)
+    ns, extra = parser.parse_known_args(list(argv))
+    if ns.traceback:
         os.environ["MAILDIAG_TRACEBACK"] = "1"
+    if ns.version:
+        raise _Help(f"{PROG} {__version__}\n")
+    spec: Command | None = getattr(ns, "_command", None)
+    if extra:
+        (by_name[spec.name] if spec else parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    if spec is None:  # no command, or a group without its subcommand (``maildiag rules``)
+        group = by_name.get(getattr(ns, "command", None) or "", parser)
+        raise _Help(group.format_help(), ExitCode.ERROR)
+    return spec, {o.name: getattr(ns, o.name, None) for o in spec.options}
 
 
-Lang = Annotated[
-    str | None,
-    typer.Option(
-        "--lang",
-        metavar="en|ru",
-        help="Language of titles and steps: en or ru (default from the locale).",
-    ),
-]
-RulesDir = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--rules", metavar="DIR", help="Also load the rules in DIR (also MAILDIAG_RULES)."
-    ),
-]
-
-
-def _lang(value: str | None) -> str:
-    from maildiag.config import LANGS, default_lang
-
-    if value is None:
-        return default_lang()
-    if value not in LANGS:
-        raise Fail(f"--lang must be one of {', '.join(LANGS)}, not {value!r}")
-    return value
-
-
-@app.command()
-def check(
-    address: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="ADDRESS", help="The mailbox address, e.g. you@yandex.ru (not with --config)."
-        ),
-    ] = None,
-    smtp: Annotated[
-        str | None,
-        typer.Option(
-            "--smtp",
-            metavar="HOST[:PORT][/MODE]",
-            help="Use this SMTP server (mode ssl, starttls or plain).",
-        ),
-    ] = None,
-    imap: Annotated[
-        str | None,
-        typer.Option("--imap", metavar="HOST[:PORT][/MODE]", help="Use this IMAP server."),
-    ] = None,
-    pop3: Annotated[
-        str | None,
-        typer.Option("--pop3", metavar="HOST[:PORT][/MODE]", help="Use this POP3 server."),
-    ] = None,
-    only: Annotated[
-        str | None,
-        typer.Option("--only", metavar="SERVICES", help="Check only these: smtp,imap,pop3."),
-    ] = None,
-    login: Annotated[
-        str | None,
-        typer.Option("--login", metavar="LOGIN", help="Login name when it differs from ADDRESS."),
-    ] = None,
-    password_env: Annotated[
-        str | None,
-        typer.Option(
-            "--password-env",
-            metavar="VAR",
-            help="Read the password from this environment variable.",
-        ),
-    ] = None,
-    ask_password: Annotated[
-        bool, typer.Option("--ask-password", help="Prompt for the password without echo.")
-    ] = False,
-    sender: Annotated[
-        str | None,
-        typer.Option("--from", metavar="ADDRESS", help="Sender address to test ownership of."),
-    ] = None,
-    ca_file: Annotated[
-        str | None,
-        typer.Option("--ca-file", metavar="PEM", help="Also trust these CA certificates."),
-    ] = None,
-    resolver: Annotated[
-        str | None,
-        typer.Option(
-            "--resolver", metavar="IP[:PORT]", help="DNS server to ask instead of the system's."
-        ),
-    ] = None,
-    time_server: Annotated[
-        str | None,
-        typer.Option(
-            "--time-server", metavar="HOST[:PORT]", help="SNTP server for the clock check."
-        ),
-    ] = None,
-    no_clock: Annotated[bool, typer.Option("--no-clock", help="Skip the clock check.")] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", help="Limit for each network step.")
-    ] = 10.0,
-    warn_days: Annotated[
-        int,
-        typer.Option(
-            "--warn-days", metavar="N", help="Warn when a certificate expires within N days."
-        ),
-    ] = 21,
-    crit_days: Annotated[
-        int,
-        typer.Option(
-            "--crit-days", metavar="N", help="Fail when a certificate expires within N days."
-        ),
-    ] = 7,
-    fmt: Annotated[
-        str,
-        typer.Option("--format", metavar="FORMAT", help="text, json, junit, nagios or prometheus."),
-    ] = "text",
-    as_json: Annotated[bool, typer.Option("--json", help="Short for --format json.")] = False,
-    config_file: Annotated[
-        str | None,
-        typer.Option("--config", metavar="FILE", help="Check every target in a YAML file."),
-    ] = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", metavar="warn|fail", help="What counts as failure for CI.")
-    ] = "fail",
-    rules: RulesDir = None,
-    lang: Lang = None,
-    transcript: Annotated[
-        bool,
-        typer.Option("--transcript", help="Also show each protocol dialogue, secrets redacted."),
-    ] = False,
-) -> None:
-    """Diagnose a mailbox's servers end to end."""
-    from maildiag.checking import CheckOptions, run_check_command
-
-    if (address is None) == (config_file is None):
-        raise Fail(
-            "check needs an ADDRESS, or --config FILE with the targets, not both"
-            if address
-            else "Missing argument 'ADDRESS' (or --config FILE)"
-        )
-    options = CheckOptions(
-        address=address or "",
-        smtp=smtp,
-        imap=imap,
-        pop3=pop3,
-        only=only,
-        login=login,
-        password_env=password_env,
-        ask_password=ask_password,
-        sender=sender,
-        ca_file=ca_file,
-        resolver=resolver,
-        time_server=time_server,
-        no_clock=no_clock,
-        timeout=timeout,
-        warn_days=warn_days,
-        crit_days=crit_days,
-        fmt="json" if as_json else fmt,
-        config_file=config_file,
-        fail_on=fail_on,
-        rules=tuple(rules or ()),
-        lang=_lang(lang),
-        transcript=transcript,
-    )
-    raise typer.Exit(run_check_command(options))
-
-
-@app.command()
-def explain(
-    text: Annotated[
-        str | None, typer.Argument(metavar="TEXT", help="The error text, or - to read stdin.")
-    ] = None,
-    file: Annotated[
-        str | None, typer.Option("--file", metavar="LOG", help="Diagnose each line of a mail log.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    lang: Lang = None,
-    rules: RulesDir = None,
-) -> None:
-    """Diagnose an error text (argument, stdin, or each line of a log)."""
-    from maildiag.explaining import run_explain
-
-    raise typer.Exit(run_explain(text, file, as_json, _lang(lang), tuple(rules or ())))
-
-
-@app.command()
-def settings(
-    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The mailbox address.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    lang: Lang = None,
-    resolver: Annotated[
-        str | None, typer.Option("--resolver", metavar="IP[:PORT]", help="DNS server to ask.")
-    ] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", help="Limit for each network step.")
-    ] = 10.0,
-    rules: RulesDir = None,
-) -> None:
-    """The settings a mail program needs: servers, ports, security, login form."""
-    from maildiag.settings_cli import run_settings
-
-    _positive_timeout(timeout)
-    raise typer.Exit(
-        run_settings(
-            address,
-            as_json=as_json,
-            lang=_lang(lang),
-            resolver=resolver,
-            timeout=timeout,
-            rules_dirs=tuple(rules or ()),
-        )
-    )
-
-
-@rules_app.command("lint")
-def rules_lint(
-    directory: Annotated[
-        str | None, typer.Argument(metavar="[DIR]", help="Rule directory (default: built-in).")
-    ] = None,
-) -> None:
-    """Validate a rule base: schema, regexes, duplicate ids."""
-    from maildiag.rules_cli import lint
-
-    raise typer.Exit(lint([directory] if directory else []))
-
-
-@rules_app.command("test")
-def rules_test(
-    directory: Annotated[
-        str | None, typer.Argument(metavar="[DIR]", help="Rule directory (default: built-in).")
-    ] = None,
-) -> None:
-    """Run every rule's embedded examples and counterexamples."""
-    from maildiag.rules_cli import test
-
-    raise typer.Exit(test([directory] if directory else []))
-
-
-def _positive_timeout(timeout: float) -> None:
-    if not timeout > 0 or timeout > 3600:
-        raise Fail(
-            f"--timeout must be a number of seconds above 0 and at most 3600, not {timeout:g}"
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the app; every failure becomes one stderr line and an exit code."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; every failure becomes one stderr line and an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        from typer._click import exceptions as click_exc
-    except ImportError:  # typer releases that use click itself
-        from click import exceptions as click_exc  # type: ignore[no-redef,import-not-found]
-
-    args = sys.argv[1:] if argv is None else argv
-    command = typer.main.get_command(app)
-    try:
-        result: Any = command.main(args=args, prog_name="maildiag", standalone_mode=False)
-        return int(result or 0)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except click_exc.UsageError as exc:
-        no_args = getattr(click_exc, "NoArgsIsHelpError", None)
-        if no_args is not None and isinstance(exc, no_args):
-            # bare `maildiag`: the help, on stderr, as the usage error it is
-            print(exc.format_message(), file=sys.stderr)
-            return ExitCode.ERROR
-        hint = exc.ctx.command_path if exc.ctx else "maildiag"
-        _error(f"{exc.format_message()} (see '{hint} --help')")
-        return ExitCode.ERROR
-    except click_exc.ClickException as exc:
-        _error(exc.format_message())
-        return ExitCode.ERROR
-    except (typer.Abort, KeyboardInterrupt):
+        spec, values = parse(args)
+        module = import_module(MODULES[spec.name])
+        return int(module.main(spec, values))
+    except _Help as shown:
+        stream = sys.stdout if shown.code == 0 else sys.stderr
+        stream.write(shown.text)
+        return shown.code
+    except KeyboardInterrupt:
         _error("interrupted")
         return ExitCode.ERROR
-    except Fail as exc:
+    except BrokenPipeError:
+        _quiet_stdout()
+        return ExitCode.ERROR
+    except UsageError as exc:
         _error(str(exc))
-        return exc.code
+        return ExitCode.ERROR
     except Exception as exc:
         if os.environ.get("MAILDIAG_TRACEBACK"):
             raise
-        from maildiag.errors import MaildiagError
-
         if isinstance(exc, MaildiagError):
             _error(str(exc))
         else:
@@ -345,4 +215,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     line = " ".join(message.split())
-    print(f"maildiag: {line}", file=sys.stderr)
+    try:
+        sys.stderr.write(f"{PROG}: {line}\n")
+    except UnicodeEncodeError:
+        sys.stderr.write(f"{PROG}: {line.encode('ascii', 'backslashreplace').decode()}\n")
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (``| head``): nothing more to say, and no noise at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

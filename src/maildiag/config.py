@@ -7,26 +7,14 @@ shrink them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from maildiag.models import Security, Service, Target
-
-LANGS = ("en", "ru")
 
 # Bounds on what a server can make us read (see the SPEC's safety section).
 MAX_LINE = 8192  # one protocol line; RFC 5321 allows 512 for replies, IMAP lines can be longer
 MAX_REPLY_LINES = 256  # one multi-line reply (EHLO, CAPA)
 MAX_REPLY_BYTES = 64 * 1024  # one whole reply
-
-
-def default_lang() -> str:
-    """``ru`` when the locale is Russian, else ``en`` (LC_ALL > LC_MESSAGES > LANG)."""
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        value = os.environ.get(var, "")
-        if value:
-            return "ru" if value.lower().startswith("ru") else "en"
-    return "en"
 
 
 @dataclass(frozen=True, slots=True)

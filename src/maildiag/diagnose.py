@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from maildiag.errors import ExitCode
 from maildiag.models import (
     CheckResult,
-    ExitCode,
     Finding,
     Observation,
     Problem,

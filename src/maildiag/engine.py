@@ -9,16 +9,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
-from maildiag.models import Discovery, Observation, Problem, Report, Service, Source
+from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
 from maildiag.runner import Runner, session_job
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -145,12 +147,29 @@ def blame_resolver(dns_obs: Observation, observations: list[Observation]) -> lis
     return out
 
 
-def only_services(text: str) -> frozenset[Service]:
-    """``--only smtp,imap`` → the services; ValueError names the bad item."""
-    items = [p.strip().lower() for p in text.split(",") if p.strip()]
-    if not items:
-        raise ValueError("--only needs at least one of smtp, imap, pop3")
-    bad = [i for i in items if i not in {s.value for s in Service}]
-    if bad:
-        raise ValueError(f"--only: unknown service {bad[0]!r} (use smtp, imap, pop3)")
-    return frozenset(Service(i) for i in items)
+def run_many(
+    specs: Sequence[T],
+    check_one: Callable[[T], Report],
+    max_parallel: int,
+) -> MultiReport:
+    """``check_one`` for every target, at most ``max_parallel`` at once; reports in order.
+
+    ``check_one`` turns every problem of a target into its report; if it raises anyway, the
+    remaining targets are cancelled and the exception propagates (the CLI's error shell turns it
+    into one line and exit 3).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not specs:
+        raise ValueError("run_many needs at least one target")
+    workers = max(1, min(int(max_parallel), len(specs)))
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maildiag-target")
+    try:
+        futures = [pool.submit(check_one, spec) for spec in specs]
+        reports = [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return MultiReport.of(reports, int((time.monotonic() - started) * 1000))

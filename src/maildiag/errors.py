@@ -18,8 +18,16 @@ words kept verbatim, so probes never write ten ``except`` clauses of their own.
 from __future__ import annotations
 
 import errno
-import socket
-import ssl
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What the process returns: Nagios plugin semantics, so CI and monitoring read them alike."""
+
+    OK = 0
+    WARN = 1  # warnings only
+    FAIL = 2  # at least one check failed
+    ERROR = 3  # the diagnosis could not run: bad input, an unreadable rule base or targets file
 
 
 class MaildiagError(Exception):
@@ -90,6 +98,9 @@ _EXPIRY_CODES = {
 
 def classify(exc: BaseException, *, phase: str, address: str = "") -> NetError:
     """Map a lower-layer exception raised in ``phase`` ("connect", "read", "tls") to a NetError."""
+    import socket
+    import ssl
+
     if isinstance(exc, NetError):
         return exc
     where = f" ({address})" if address else ""

@@ -6,11 +6,9 @@ Contract
 ``run_explain(text, file, as_json, lang, rules_dirs)`` prints the answer and returns the exit
 code: 0 when an answer was printed (a match or an honest "no rule recognises this"), 3 on a usage
 error (one line on stderr: no input, unreadable --file, unknown --lang, broken rule base).
-``fast_main(argv)`` parses ``maildiag explain ARGS`` without typer; it returns None for
-``--help`` or anything it does not understand, so the typer app prints its usual help or error.
 
-This module is on the cold-start path: it imports neither typer, rich nor yaml, and builds the
-JSON without ``maildiag.models`` (whose dataclasses cost more than the whole answer).
+This module is on the cold-start path: it imports neither rich nor yaml, and builds the JSON
+without ``maildiag.models`` (whose dataclasses cost more than the whole answer).
 
 Log mode (``--file``) reads Postfix, Exim and Sendmail lines (and Dovecot logins): a cheap regex
 picks the lines that report a failure, the server's words are cut out of each, and lines whose
@@ -27,13 +25,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from maildiag.lang import LANGS, default_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
 
 if TYPE_CHECKING:
     from maildiag.models import Finding
 
 EXPLAIN_SCHEMA = "maildiag.explain/1"  # == models.EXPLAIN_SCHEMA (a test keeps them equal)
-LANGS = ("en", "ru")
 MAX_INPUT = 1 << 20  # bytes of TEXT or stdin we read
 MAX_LOG_LINE = 4096  # characters of one log line we look at
 MAX_FINDINGS = 5  # an explanation lists at most this many rules
@@ -74,16 +72,6 @@ def _rules_for(dirs: Sequence[str]) -> tuple[tuple[str, ...], RuleBase]:
     if rb is None:
         rb = _RULES[key] = RuleBase.load(dirs)
     return key, rb
-
-
-def default_lang() -> str:
-    """``maildiag.config.default_lang()``, without importing config (and its dataclasses) on the
-    cold path; a test keeps the two identical."""
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        value = os.environ.get(var, "")
-        if value:
-            return "ru" if value.lower().startswith("ru") else "en"
-    return "en"
 
 
 def explain_matches(rules: RuleBase, text: str) -> list[Match]:
@@ -421,58 +409,3 @@ def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
             lines.append(f"  {ui('steps', lang)}")
             lines.extend(f"    {n}. {s}" for n, s in enumerate(f["steps"], 1))
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- fast path
-
-
-def fast_main(argv: list[str]) -> int | None:
-    """``maildiag explain ARGS`` without typer; None means "let typer handle it"."""
-    text: str | None = None
-    file: str | None = None
-    lang: str | None = None
-    as_json = False
-    rules_dirs: list[str] = []
-    args = list(argv)
-    i = 0
-    positional: list[str] = []
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            positional.extend(args[i + 1 :])
-            break
-        if a in ("--help", "-h"):
-            return None
-        if a == "--json":
-            as_json = True
-        elif a in ("--file", "--lang", "--rules") or a.startswith(
-            ("--file=", "--lang=", "--rules=")
-        ):
-            name, eq, value = a.partition("=")
-            if not eq:
-                if i + 1 >= len(args):
-                    return None  # typer says "Option '--file' requires an argument"
-                i += 1
-                value = args[i]
-            if name == "--file":
-                file = value
-            elif name == "--lang":
-                lang = value
-            else:
-                rules_dirs.append(value)
-        elif a.startswith("-") and a != "-" and not _looks_like_text(a):
-            return None  # an option we do not know: typer prints the usage error
-        else:
-            positional.append(a)
-        i += 1
-    if len(positional) > 1:
-        # an unquoted paste: maildiag explain 550 5.1.1 User unknown
-        text = " ".join(positional)
-    elif positional:
-        text = positional[0]
-    return run_explain(text, file, as_json, lang, rules_dirs)
-
-
-def _looks_like_text(arg: str) -> bool:
-    """``-ERR Login failure ...`` is a pasted POP3 reply, not an option."""
-    return " " in arg or arg.upper().startswith("-ERR")

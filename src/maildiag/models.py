@@ -16,10 +16,12 @@ the JSON of docs/reference.md.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
+
+from maildiag.errors import ExitCode
 
 
 class Service(StrEnum):
@@ -83,15 +85,6 @@ class Source(StrEnum):
     AUTOCONFIG = "autoconfig"
     MX = "mx"
     GUESS = "guess"
-
-
-class ExitCode(IntEnum):
-    """Nagios plugin semantics, so CI and monitoring read them alike."""
-
-    OK = 0
-    WARN = 1
-    FAIL = 2
-    ERROR = 3  # the diagnosis could not run: usage error, unreadable rule base
 
 
 _STATUS_RANK = {Status.SKIP: 0, Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
@@ -281,6 +274,7 @@ class Discovery:
 
 
 REPORT_SCHEMA = "maildiag.report/1"
+MULTI_SCHEMA = "maildiag.multi/1"
 EXPLAIN_SCHEMA = "maildiag.explain/1"
 
 
@@ -306,4 +300,31 @@ class Report:
             "servers": [t.to_json() for t in self.servers],
             "checks": [c.to_json(transcript=self.transcript) for c in self.checks],
             "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MultiReport:
+    """The combined result of a ``--config`` run: one ``Report`` per target, in file order."""
+
+    reports: tuple[Report, ...]
+    status: Status
+    exit_code: ExitCode
+    duration_ms: int = 0
+
+    @classmethod
+    def of(cls, reports: Sequence[Report], duration_ms: int = 0) -> MultiReport:
+        """Status: the worst report status; exit code: the worst report exit code."""
+        if not reports:
+            raise ValueError("a MultiReport needs at least one report")
+        status = max((r.status for r in reports), key=status_rank)
+        exit_code = ExitCode(max(int(r.exit_code) for r in reports))
+        return cls(tuple(reports), status, exit_code, duration_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": MULTI_SCHEMA,
+            "status": str(self.status),
+            "exit_code": int(self.exit_code),
+            "reports": [r.to_json() for r in self.reports],
         }

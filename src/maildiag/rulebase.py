@@ -69,6 +69,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from maildiag.lang import LANGS
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -91,7 +93,6 @@ CACHE_FORMAT = 6  # bump when the cached structure or the literal extraction cha
 MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
 MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
 UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
-LANGS = ("en", "ru")
 PROTOCOLS = ("smtp", "imap", "pop3")
 SEVERITIES = ("info", "warn", "fail")
 RE_FLAGS = re.IGNORECASE | re.MULTILINE

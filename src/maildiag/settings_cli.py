@@ -124,9 +124,9 @@ def run_settings(
 ) -> int:
     """Print the settings for ``address``; 0 found, 2 nothing found, 3 bad input."""
     from maildiag.address import AddressError, parse_address
-    from maildiag.config import LANGS, default_lang
     from maildiag.discovery.providers import ProviderError, load_providers
     from maildiag.dnsclient import Dns
+    from maildiag.lang import LANGS, default_lang
 
     out = out or sys.stdout
     err = err or sys.stderr

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from maildiag.lang import LANGS
 from maildiag.models import Security, Service
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 LoginForm = Literal["address", "localpart"]
 LOGIN_FORMS: tuple[str, ...] = ("address", "localpart")
-NOTE_LANGS: tuple[str, ...] = ("en", "ru")
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -339,11 +339,11 @@ def _build(data: Any, source: str) -> Provider:
     notes = data["notes"]
     if not isinstance(notes, dict):
         raise _Invalid(f"{where}: notes must be a mapping with en and ru lists")
-    extra_langs = sorted(set(map(str, notes)) - set(NOTE_LANGS))
+    extra_langs = sorted(set(map(str, notes)) - set(LANGS))
     if extra_langs:
         raise _Invalid(f"{where}: notes: unknown language(s) {', '.join(extra_langs)}")
     parsed_notes: dict[str, tuple[str, ...]] = {}
-    for lang in NOTE_LANGS:
+    for lang in LANGS:
         items = _str_list(notes.get(lang), f"{where}: notes.{lang}")
         if not items:
             raise _Invalid(f"{where}: notes.{lang} must list at least one note")

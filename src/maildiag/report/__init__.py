@@ -31,10 +31,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, TypeVar
 
-from maildiag.models import ExitCode, Report, Status
+from maildiag.errors import ExitCode
+from maildiag.models import Report, Status
 
 if TYPE_CHECKING:
-    from maildiag.multi import MultiReport
+    from maildiag.models import MultiReport
 
 FAIL_ON = ("warn", "fail")
 
@@ -62,7 +63,7 @@ def apply_fail_on(report: R, fail_on: str) -> R:
 
     For a ``MultiReport`` every report is recomputed and the combined exit code is the worst.
     """
-    from maildiag.multi import MultiReport
+    from maildiag.models import MultiReport
 
     if isinstance(report, MultiReport):
         reports = [apply_fail_on(r, fail_on) for r in report.reports]

@@ -48,7 +48,7 @@ from maildiag.models import (
 from maildiag.report import reports_of
 
 if TYPE_CHECKING:
-    from maildiag.multi import MultiReport
+    from maildiag.models import MultiReport
 
 # Characters XML 1.0 cannot carry, even escaped; a hostile server may send any byte.
 _XML_INVALID = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -28,10 +28,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from maildiag.errors import ExitCode
 from maildiag.models import (
     CheckResult,
     ClockFacts,
-    ExitCode,
     Report,
     Severity,
     Status,
@@ -41,7 +41,7 @@ from maildiag.models import (
 from maildiag.report import reports_of
 
 if TYPE_CHECKING:
-    from maildiag.multi import MultiReport
+    from maildiag.models import MultiReport
 
 PREFIX = "MAILDIAG"
 STATE = {

@@ -33,7 +33,7 @@ from maildiag.models import CheckResult, ClockFacts, Report, Status, TlsFacts
 from maildiag.report import reports_of
 
 if TYPE_CHECKING:
-    from maildiag.multi import MultiReport
+    from maildiag.models import MultiReport
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -1,4 +1,4 @@
-"""Config files of many targets: strict validation with file:line messages, and run_many."""
+"""Targets files: strict validation with file:line messages, the command line's part, run_many."""
 
 from __future__ import annotations
 
@@ -7,21 +7,15 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_multi_fixtures import ok_report, sample_report
 
-from maildiag.checking import CheckOptions
-from maildiag.models import ExitCode, Report, Service, Status
-from maildiag.multi import (
-    MULTI_SCHEMA,
-    ConfigError,
-    MultiReport,
-    TargetSpec,
-    load_config,
-    load_targets,
-    run_many,
-)
+from maildiag.engine import run_many
+from maildiag.errors import ExitCode
+from maildiag.models import MULTI_SCHEMA, MultiReport, Report, Service, Status
+from maildiag.targets import ConfigError, TargetSpec, load_targets
 
 
 def write(tmp_path: Path, text: str, name: str = "targets.yaml") -> str:
@@ -44,7 +38,9 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 
 def test_full_config_with_defaults(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("dummy", encoding="utf-8")
+    from peers import make_certs
+
+    make_certs(tmp_path)  # a real CA bundle: the file is checked as --ca-file is
     path = write(
         tmp_path,
         """
@@ -72,25 +68,33 @@ def test_full_config_with_defaults(tmp_path: Path) -> None:
             crit_days: 3
     """,
     )
-    config = load_config(path)
+    config = load_targets(path)
     assert config.max_parallel == 3
     alice, bob = config.targets
+    a, b = alice.values, bob.values
     assert (alice.address, alice.index, alice.line) == ("alice@example.test", 1, 9)
-    assert alice.timeout == 5.0 and alice.warn_days == 30 and alice.clock is False
-    assert alice.only == frozenset({Service.SMTP, Service.IMAP})
-    assert alice.smtp is None and alice.login is None and alice.password_env is None
+    assert a["timeout"] == 5.0 and a["warn_days"] == 30 and a["clock"] is False
+    assert a["only"] == frozenset({Service.SMTP, Service.IMAP})
+    assert "smtp" not in a and "login" not in a and "password_env" not in a
     assert (bob.index, bob.line) == (2, 10)
-    assert bob.smtp == "127.0.0.1:2525/plain"
-    assert bob.only == frozenset({Service.SMTP})
-    assert (bob.login, bob.sender, bob.password_env) == (
+    assert (b["smtp"].host, b["smtp"].port, str(b["smtp"].security)) == (
+        "127.0.0.1",
+        2525,
+        "plain",
+    )
+    assert b["only"] == frozenset({Service.SMTP})
+    assert (b["login"], b["sender"], b["password_env"]) == (
         "bob",
         "noreply@example.test",
         "BOB_PASSWORD",
     )
-    assert bob.ca_file == str(tmp_path / "ca.pem")  # relative to the config file
-    assert (bob.resolver, bob.time_server, bob.clock) == ("127.0.0.1:5353", "127.0.0.1:1123", True)
-    assert (bob.timeout, bob.warn_days, bob.crit_days) == (2.5, 14, 3)
-    assert load_targets(path) == list(config.targets)
+    assert b["ca_file"] == str(tmp_path / "ca.pem")  # relative to the config file
+    assert (b["resolver"], b["time_server"], b["clock"]) == (
+        "127.0.0.1:5353",
+        "127.0.0.1:1123",
+        True,
+    )
+    assert (b["timeout"], b["warn_days"], b["crit_days"]) == (2.5, 14, 3)
 
 
 def test_minimal_config_and_merge_keys(tmp_path: Path) -> None:
@@ -105,13 +109,13 @@ def test_minimal_config_and_merge_keys(tmp_path: Path) -> None:
             address: b@example.test
     """,
     )
-    a, b = load_targets(path)
-    assert a.timeout == b.timeout == 3.0
+    a, b = load_targets(path).targets
+    assert a.values["timeout"] == b.values["timeout"] == 3.0
     assert b.address == "b@example.test"  # a key overriding a merged one is not a duplicate
-    assert load_config(path).max_parallel == 4
+    assert load_targets(path).max_parallel == 4
 
 
-def test_to_options_overlays_the_command_line(tmp_path: Path) -> None:
+def test_check_values_overlay_the_command_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """
@@ -125,65 +129,60 @@ def test_to_options_overlays_the_command_line(tmp_path: Path) -> None:
           - b@example.test
     """,
     )
-    a, b = load_targets(path)
-    base = CheckOptions(
-        address="ignored@example.test",
-        login="cli-login",
-        sender="x@example.test",
-        password_env="CLI_PW",
-        smtp="cli.example.test",
-        fmt="junit",
-        warn_days=30,
-        crit_days=5,
-        lang="ru",
-        fail_on="warn",
-        config_file=path,
-    )
-    opts = a.to_options(base)
-    assert opts.address == "a@example.test"
-    assert (opts.smtp, opts.only, opts.no_clock, opts.timeout) == (
-        "127.0.0.1:2525/plain",
-        "smtp",
-        True,
+    a, b = load_targets(path).targets
+    command_line = {
+        "address": "ignored@example.test",
+        "login": "cli-login",
+        "sender": "x@example.test",
+        "password_env": "CLI_PW",
+        "smtp": "cli.example.test",
+        "format": "junit",
+        "warn_days": 30,
+        "crit_days": 5,
+        "lang": "ru",
+        "fail_on": "warn",
+        "config": path,
+    }
+    va = a.check_values(command_line)
+    assert va["address"] == "a@example.test"
+    assert (str(va["smtp"].port), va["only"], va["clock"], va["timeout"]) == (
+        "2525",
+        frozenset({Service.SMTP}),
+        False,
         4.0,
     )
     # per-mailbox settings never leak from the command line into a target
-    assert (opts.login, opts.sender, opts.password_env) == (None, None, None)
-    assert opts.config_file is None and not opts.ask_password
+    assert (va.get("login"), va.get("sender"), va.get("password_env")) == (None, None, None)
     # run-wide and unset ones come from the command line
-    assert (opts.fmt, opts.lang, opts.fail_on, opts.warn_days, opts.crit_days) == (
+    assert (va["format"], va["lang"], va["fail_on"], va["warn_days"], va["crit_days"]) == (
         "junit",
         "ru",
         "warn",
         30,
         5,
     )
-    opts_b = b.to_options(base)
-    assert opts_b.smtp is None and opts_b.only is None and opts_b.no_clock is False
+    vb = b.check_values(command_line)
+    assert vb.get("smtp") is None and vb.get("only") is None and vb.get("clock") is None
 
 
-def test_password_from_environment_only(tmp_path: Path) -> None:
+def test_password_from_environment_only(tmp_path: Path, cli: Any) -> None:
     path = write(
         tmp_path,
         """
         targets:
           - address: a@example.test
-            password_env: A_PW
+            password_env: MAILDIAG_TEST_A_PW
           - b@example.test
     """,
     )
-    a, b = load_targets(path)
-    assert a.password({"A_PW": "s3cret"}) == "s3cret"
-    assert "s3cret" not in repr(a)
-    assert b.password({"A_PW": "s3cret"}) is None
-    with pytest.raises(
-        ConfigError,
-        match=r"targets\.yaml:2: target 1: environment variable "
-        r"A_PW \(password_env\) is not set",
-    ):
-        a.password({})
-    with pytest.raises(ConfigError, match="is empty"):
-        a.password({"A_PW": ""})
+    a, b = load_targets(path).targets
+    assert a.values["password_env"] == "MAILDIAG_TEST_A_PW" and "password_env" not in b.values
+    result = cli("check", "--config", path)
+    assert result.code == 3
+    assert result.err.strip() == (
+        f"maildiag: {path}:2: target 1: --password-env MAILDIAG_TEST_A_PW: that environment "
+        "variable is not set"
+    )
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -207,19 +206,19 @@ def test_unknown_key_names_line_target_and_suggestion(tmp_path: Path) -> None:
     [
         (
             "targets:\n  - address: a@example.test\n    timeout: ten\n",
-            ":3: 'timeout' in target 1 must be a number, not 'ten'",
+            ":3: 'timeout' in target 1: must be a number of seconds, not 'ten'",
         ),
         (
             "targets:\n  - address: a@example.test\n    timeout: true\n",
-            ":3: 'timeout' in target 1 must be a number, not True",
+            ":3: 'timeout' in target 1: must be a number of seconds, not True",
         ),
         (
             "targets:\n  - address: a@example.test\n    warn_days: 2.5\n",
-            ":3: 'warn_days' in target 1 must be a whole number of days from 0 to 3650, not 2.5",
+            ":3: 'warn_days' in target 1: must be a whole number of days from 0 to 3650, not 2.5",
         ),
         (
             "targets:\n  - address: a@example.test\n    clock: 'no'\n",
-            ":3: 'clock' in target 1 must be true or false, not 'no'",
+            ":3: 'clock' in target 1: must be true or false, not 'no'",
         ),
         (
             "targets:\n  - address: a@example.test\n    login: [a, b]\n",
@@ -227,48 +226,45 @@ def test_unknown_key_names_line_target_and_suggestion(tmp_path: Path) -> None:
         ),
         (
             "targets:\n  - address: a@example.test\n    only: smtp,imap4\n",
-            ":3: 'only' in target 1 names an unknown service 'imap4' (expected smtp, imap, pop3)",
+            ":3: 'only' in target 1: unknown service 'imap4' (use smtp, imap, pop3)",
         ),
         (
             "targets:\n  - address: a@example.test\n    smtp: 'host:99999'\n",
-            ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
-            "port must be a number from 1 to 65535",
+            ":3: 'smtp' in target 1: port must be a number from 1 to 65535",
         ),
         (
             "targets:\n  - address: a@example.test\n    smtp: host/tls\n",
-            ":3: 'smtp' in target 1 must be HOST[:PORT][/ssl|starttls|plain]: "
-            "mode must be ssl, starttls or plain, not 'tls'",
+            ":3: 'smtp' in target 1: mode must be ssl, starttls or plain, not 'tls'",
         ),
         (
             "targets:\n  - address: a@example.test\n    resolver: dns.example.test\n",
-            ":3: 'resolver' in target 1 must be IP[:PORT] of a DNS server, not 'dns.example.test'",
+            ":3: 'resolver' in target 1: expected an IP address, optionally with :PORT, "
+            "not 'dns.example.test'",
         ),
         (
             "targets:\n  - address: a@example.test\n    password_env: my password\n",
-            ":3: 'password_env' in target 1 must be the name of an environment variable "
+            ":3: 'password_env' in target 1: must be the name of an environment variable "
             "(like MAIL_PASSWORD), not 'my password'",
         ),
         (
             "targets:\n  - address: a@example.test\n    from: nobody\n",
-            ":3: 'from' in target 1 must be a mail address: 'nobody' is not a mail address "
-            "(expected name@domain)",
+            ":3: 'from' in target 1: 'nobody' is not a mail address (expected name@domain)",
         ),
         (
             "targets:\n  - address: a@example.test\n    ca_file: missing.pem\n",
-            ":3: 'ca_file' in target 1 names 'missing.pem', which is not a readable file",
+            ":3: 'ca_file' in target 1: no such file",
         ),
         (
             "targets:\n  - address: a@example.test\n    time_server: 'ntp.example.test:0'\n",
-            ":3: 'time_server' in target 1 must be HOST[:PORT], not 'ntp.example.test:0'",
+            ":3: 'time_server' in target 1: port must be a number from 1 to 65535",
         ),
         (
             "max_parallel: 0\ntargets: [a@example.test]\n",
-            ":1: 'max_parallel' in the top level must be a whole number from 1 to 64, not 0",
+            ":1: 'max_parallel' must be a whole number from 1 to 64",
         ),
         (
             "defaults:\n  timeout: -1\ntargets: [a@example.test]\n",
-            ":2: 'timeout' in defaults must be a number of seconds above 0 and at most 3600, "
-            "not -1",
+            ":2: 'timeout' in defaults: must be above 0 and at most 3600 seconds, not -1",
         ),
     ],
 )
@@ -282,9 +278,9 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
         ("targets:\n  - smtp: 127.0.0.1:25\n", ":2: target 1 has no 'address'"),
         (
             "targets:\n  - address: alice\n",
-            ":2: target 1: 'alice' is not a mail address (expected name@domain)",
+            ":2: 'address' in target 1: 'alice' is not a mail address (expected name@domain)",
         ),
-        ("targets:\n  - 42\n", ":2: target 1 must be an address or a mapping of options"),
+        ("targets:\n  - 42\n", ":2: 'address' in target 1: must be a non-empty text, not 42"),
         (
             "targets:\n  - [a@example.test]\n",
             ":2: target 1 must be an address or a mapping of options",
@@ -317,11 +313,11 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
         ),
         (
             "targets:\n  - address: a@example.test\n    only: smtp\n    imap: 127.0.0.1:143\n",
-            ":4: target 1 names a imap server but 'only' leaves imap out",
+            ":2: target 1: 'imap' names a imap server but 'only' leaves imap out",
         ),
         (
             "targets:\n  - address: a@example.test\n    warn_days: 5\n    crit_days: 7\n",
-            ":3: target 1: warn_days (5) is below crit_days (7)",
+            ":2: target 1: 'crit_days' (7) cannot exceed 'warn_days' (5)",
         ),
     ],
 )
@@ -374,7 +370,10 @@ def test_alias_bomb_is_bounded(tmp_path: Path) -> None:
 
 
 def specs(n: int) -> list[TargetSpec]:
-    return [TargetSpec(f"user{i}@example.test", i, i + 1, "t.yaml") for i in range(1, n + 1)]
+    return [
+        TargetSpec(i, i + 1, "t.yaml", {"address": f"user{i}@example.test"})
+        for i in range(1, n + 1)
+    ]
 
 
 def test_run_many_keeps_order_respects_cap_and_takes_the_worst() -> None:

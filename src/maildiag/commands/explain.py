@@ -1,0 +1,21 @@
+"""``maildiag explain``: the diagnosis of an error text, stdin, or each error line of a log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from maildiag.options import Command
+
+
+def main(command: Command, raw: Mapping[str, Any]) -> int:
+    values = command.checked(raw)
+    from maildiag.explaining import run_explain
+
+    return run_explain(
+        values.get("text"),
+        values.get("file"),
+        bool(values.get("json")),
+        values.get("lang"),
+        tuple(values.get("rules") or ()),
+    )
