@@ -34,34 +34,13 @@ class SrvRecord:
     target: str  # "" when the target is "." (RFC 2782: service not offered)
 
 
-def parse_server(spec: str, default_port: int = 53) -> tuple[str, int]:
-    """``IP[:PORT]`` or ``[IPv6]:PORT`` -> (ip, port); ValueError with a one-line message."""
-    import ipaddress
+def parse_server(spec: str) -> tuple[str, int]:
+    """``IP[:PORT]`` or ``[IPv6]:PORT`` of a DNS server -> (ip, port); ValueError says why."""
+    from maildiag.options import DNS_PORT, parse_resolver, split_host_port
 
-    spec = spec.strip()
-    host, port = spec, default_port
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"resolver {spec!r}: expected [IPv6]:PORT")
-            port = _port(rest[1:], spec)
-    elif spec.count(":") == 1:
-        host, port_text = spec.split(":")
-        port = _port(port_text, spec)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"resolver {spec!r}: expected an IP address, optionally with :PORT"
-        ) from None
+    host, port = split_host_port(parse_resolver(spec), DNS_PORT)
+    assert port is not None
     return host, port
-
-
-def _port(text: str, spec: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"{spec!r}: port must be a number from 1 to 65535")
-    return int(text)
 
 
 class Dns:

@@ -78,17 +78,14 @@ class ClockReading:
 
 def parse_time_server(spec: str | None) -> tuple[str, int]:
     """``HOST[:PORT]``, ``[v6]:PORT`` or a bare IPv6 literal → (host, port); default: the pool."""
-    spec = (spec or DEFAULT_TIME_SERVER).strip()
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif spec.count(":") == 1:
-        host, _, port = spec.partition(":")
-    else:
-        host, port = spec, ""
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise ClockError(f"--time-server {spec}: expected HOST[:PORT]")
-    return host, int(port) if port else NTP_PORT
+    from maildiag.options import OptionError, split_host_port
+
+    try:
+        host, port = split_host_port(spec or DEFAULT_TIME_SERVER, NTP_PORT)
+    except OptionError as exc:
+        raise ClockError(f"--time-server {spec}: {exc}") from exc
+    assert port is not None
+    return host, port
 
 
 def _to_ntp(unix: float) -> bytes:
