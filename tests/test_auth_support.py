@@ -194,7 +194,7 @@ def drive(
     out: list[Observation] = []
     stage = auth.make_login_stage(cfg, parse_address(cfg.address), provider)
     for t in targets:
-        Session(t, Env(cfg, out.append, login_stage=stage)).run()
+        Session(t, Env(cfg, out.append, login_stage=stage)).probe()
     return auth.cross_check(out) if cross else out
 
 

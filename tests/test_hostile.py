@@ -387,7 +387,7 @@ class SessionRun:
 def _run_session(target: Target) -> SessionRun:
     seen: list[Observation] = []
     started = time.monotonic()
-    Session(target, Env(RunConfig("a@example.test", timeout=TIMEOUT), seen.append)).run()
+    Session(target, Env(RunConfig("a@example.test", timeout=TIMEOUT), seen.append)).probe()
     elapsed = time.monotonic() - started
     return SessionRun({o.check: o for o in seen}, elapsed, len(seen))
 

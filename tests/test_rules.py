@@ -18,8 +18,6 @@ from maildiag.rulebase import (
     RuleBaseError,
     builtin_rules_dir,
     extract_codes,
-    interception_product,
-    load_interception_products,
     normalize_text,
     regex_problem,
     rule_dirs,
@@ -347,7 +345,9 @@ def test_matcher_handles_adversarial_input(text: str) -> None:
 
 
 def test_interception_products() -> None:
-    products = load_interception_products()
+    from maildiag.probes.tls import match_product
+
+    products = RuleBase.load().interception
     names = {p for _, p in products}
     for expected in (
         "Kaspersky",
@@ -363,13 +363,13 @@ def test_interception_products() -> None:
     ):
         assert expected in names
     assert (
-        interception_product("CN=Kaspersky Anti-Virus Personal Root Certificate", products)
+        match_product(["CN=Kaspersky Anti-Virus Personal Root Certificate"], products)
         == "Kaspersky"
     )
-    assert interception_product("CN=R3, O=Let's Encrypt", products) is None
+    assert match_product(["CN=R3, O=Let's Encrypt"], products) is None
 
 
-def test_params_with_a_language_twin_read_in_that_language() -> None:
+def test_clock_params_read_in_the_language_of_the_finding() -> None:
     from maildiag.probes.clock import skew_params
     from maildiag.rulebase import RuleBase
 

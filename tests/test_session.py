@@ -13,14 +13,14 @@ from peers import Certs, LineServer, PeerConn
 from maildiag.config import RunConfig
 from maildiag.models import Observation, Security, Service, Status, Target
 from maildiag.probes.session import Env, Session
-from maildiag.runner import Job, run_jobs
+from maildiag.scheduler import Job, Scheduler
 
 
 def run_session(target: Target, ca: str, timeout: float = 3.0) -> dict[str, Observation]:
     seen: list[Observation] = []
     Session(
         target, Env(RunConfig("a@example.test", ca_file=ca, timeout=timeout), seen.append)
-    ).run()
+    ).probe()
     by_id = {o.check: o for o in seen}
     assert len(by_id) == len(seen), "every check id is emitted exactly once"
     return by_id
@@ -238,7 +238,9 @@ def test_runner_reports_a_crashing_job_and_a_stuck_job() -> None:
         Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h", target=target),
     ]
     start = time.monotonic()
-    seen = run_jobs(jobs, deadline=0.5)
+    scheduler = Scheduler()
+    scheduler.start(jobs)
+    seen = scheduler.collect(0.5)
     assert time.monotonic() - start < 2
     by = {o.check: o for o in seen}
     assert by["clock"].status is Status.FAIL and "boom" in english(by["clock"])

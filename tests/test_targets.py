@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from test_multi_fixtures import ok_report, sample_report
 
-from maildiag.engine import run_many
 from maildiag.errors import ExitCode
 from maildiag.models import MULTI_SCHEMA, MultiReport, Report, Service, Status
+from maildiag.pipeline import check_targets
 from maildiag.targets import ConfigError, TargetSpec, load_targets
 
 
@@ -392,7 +392,7 @@ def test_run_many_keeps_order_respects_cap_and_takes_the_worst() -> None:
             return sample_report(spec.address)
         return ok_report(spec.address)
 
-    multi = run_many(specs(6), run_one, max_parallel=2)
+    multi = check_targets(specs(6), run_one, max_parallel=2)
     assert peak == 2
     assert [r.address for r in multi.reports] == [f"user{i}@example.test" for i in range(1, 7)]
     assert multi.status is Status.FAIL
@@ -457,7 +457,7 @@ def test_run_many_propagates_a_crash() -> None:
         return ok_report(spec.address)
 
     with pytest.raises(RuntimeError, match="engine bug"):
-        run_many(specs(4), run_one, max_parallel=1)
+        check_targets(specs(4), run_one, max_parallel=1)
 
 
 def test_multi_json_shape() -> None:

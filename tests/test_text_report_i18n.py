@@ -27,7 +27,7 @@ from maildiag.probes.auth import make_login_stage
 from maildiag.probes.clock import ClockReading, judge_clock
 from maildiag.probes.session import Env, Session
 from maildiag.rulebase import RuleBase, plural_form
-from maildiag.runner import Job, run_jobs
+from maildiag.scheduler import Job, Scheduler
 
 PASSWORD = "s3cret"
 ALICE = "alice@example.test"
@@ -344,7 +344,7 @@ def _session(
     seen: list[Observation] = []
     config = RunConfig(ALICE, ca_file=str(certs.ca_pem), timeout=timeout, password=password)
     stage = make_login_stage(config, parse_address(ALICE), None) if login else None
-    Session(target, Env(config, seen.append, login_stage=stage)).run()
+    Session(target, Env(config, seen.append, login_stage=stage)).probe()
     return seen
 
 
@@ -445,13 +445,14 @@ def test_every_path_renders_in_both_languages(
         time.sleep(3)
 
     t = Target(Service.SMTP, "127.0.0.1", 1, Security.SSL)
-    observations += run_jobs(
+    scheduler = Scheduler()
+    scheduler.start(
         [
             Job("crash", ("clock",), crash),
             Job("stuck", ("smtp.connect", "smtp.greeting"), stuck, host="h", target=t),
-        ],
-        deadline=0.3,
+        ]
     )
+    observations += scheduler.collect(0.3)
 
     used: set[str] = set()
     for obs in observations:

@@ -41,7 +41,10 @@ def run_session(
         warn_days=warn_days,
         crit_days=crit_days,
     )
-    Session(target, Env(config, seen.append)).run()
+    from maildiag.rulebase import RuleBase
+
+    interception = tuple(RuleBase.load(rules_dirs).interception)
+    Session(target, Env(config, seen.append, interception=interception)).probe()
     return {o.check: o for o in seen}
 
 

@@ -55,7 +55,7 @@ def to_ascii_host(host: str) -> str:
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as exc:
-        raise AddressError(f"{_show(host)} is not a valid domain name: {exc}") from None
+        raise AddressError(f"{_show(host)} is not a valid domain name: {exc}") from exc
 
 
 def to_unicode_host(ascii_host: str) -> str:
@@ -67,7 +67,7 @@ def to_unicode_host(ascii_host: str) -> str:
     try:
         return idna.decode(ascii_host)
     except idna.IDNAError as exc:
-        raise AddressError(f"{_show(ascii_host)} is not a valid domain name: {exc}") from None
+        raise AddressError(f"{_show(ascii_host)} is not a valid domain name: {exc}") from exc
 
 
 def _map_dots(text: str) -> str:

@@ -1,8 +1,9 @@
-"""The frozen configuration of one run, built by the CLI from its options.
+"""The frozen configuration of one run (one mailbox checked), built from the options
+(``maildiag.options.check_config``).
 
-The password lives here with ``repr=False`` and is handed only to the login step of a probe; it is
-never formatted into any string. Limits (timeouts, read bounds, caps) live here too, so a test can
-shrink them.
+The password lives here with ``repr=False``: the login stage is the only code that reads it, and
+no string is ever formatted from it. Limits (timeouts, read bounds, caps) live here too, so a test
+can shrink them.
 """
 
 from __future__ import annotations
@@ -15,15 +16,6 @@ from maildiag.models import Security, Service, Target
 MAX_LINE = 8192  # one protocol line; RFC 5321 allows 512 for replies, IMAP lines can be longer
 MAX_REPLY_LINES = 256  # one multi-line reply (EHLO, CAPA)
 MAX_REPLY_BYTES = 64 * 1024  # one whole reply
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    login: str
-    password: str = field(repr=False)
-
-    def __repr__(self) -> str:  # belt and braces: never show the password
-        return f"Credentials(login={self.login!r}, password='********')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +40,7 @@ class RunConfig:
     max_per_host: int = 2
 
     @property
-    def has_password(self) -> bool:
-        return self.password is not None
-
-    @property
-    def run_deadline(self) -> float:
+    def deadline(self) -> float:
         # discovery + the slowest dependent chain (connect, greeting, TLS, STARTTLS,
         # capabilities, auth, sender) can each take one timeout
         return self.timeout * 12 + 5

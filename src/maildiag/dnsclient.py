@@ -83,23 +83,23 @@ class Dns:
         try:
             wire_name = to_ascii_host(name)
         except AddressError as exc:
-            raise DnsError("error", name, self.label, str(exc)) from None
+            raise DnsError("error", name, self.label, str(exc)) from exc
         try:
             return self._resolver.resolve(
                 wire_name, rdtype, search=False, lifetime=self._lifetime(lifetime)
             )
-        except dns.resolver.NXDOMAIN:
-            raise DnsError("nxdomain", name, self.label) from None
-        except dns.resolver.NoAnswer:
-            raise DnsError("no_answer", name, self.label, f"no {rdtype} record") from None
-        except dns.resolver.LifetimeTimeout:
+        except dns.resolver.NXDOMAIN as exc:
+            raise DnsError("nxdomain", name, self.label) from exc
+        except dns.resolver.NoAnswer as exc:
+            raise DnsError("no_answer", name, self.label, f"no {rdtype} record") from exc
+        except dns.resolver.LifetimeTimeout as exc:
             raise DnsError(
                 "timeout", name, self.label, f"no answer within {self.timeout:g}s"
-            ) from None
+            ) from exc
         except dns.resolver.NoNameservers as exc:
-            raise DnsError("error", name, self.label, _first_line(exc)) from None
+            raise DnsError("error", name, self.label, _first_line(exc)) from exc
         except dns.exception.DNSException as exc:
-            raise DnsError("error", name, self.label, _first_line(exc)) from None
+            raise DnsError("error", name, self.label, _first_line(exc)) from exc
 
     def known(self, host: str) -> list[str] | DnsError | None:
         """What an earlier ``addresses(host)`` of this run found (addresses or the error)."""
@@ -168,10 +168,6 @@ class Dns:
         answer = self._query(name, "SRV", lifetime)
         records = [SrvRecord(r.priority, r.weight, r.port, _host_text(r.target)) for r in answer]
         return sorted(records, key=lambda r: (r.priority, -r.weight))
-
-    def txt(self, name: str, lifetime: float | None = None) -> list[str]:
-        answer = self._query(name, "TXT", lifetime)
-        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
 
 
 def _host_text(name: Any) -> str:

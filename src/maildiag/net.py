@@ -74,7 +74,7 @@ def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple
                 raise known
         except DnsError as exc:
             signal = "dns.timeout" if exc.kind == "timeout" else "dns.host_unresolved"
-            raise ConnectFailed(f"cannot resolve {host}: {exc}", signal=signal) from None
+            raise ConnectFailed(f"cannot resolve {host}: {exc}", signal=signal) from exc
         if known is not None:
             return [(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in known]
     return _getaddrinfo(host, port, timeout)
@@ -105,8 +105,8 @@ def _getaddrinfo(host: str, port: int, timeout: float) -> list[tuple[int, str]]:
         if isinstance(result, socket.gaierror):
             raise ConnectFailed(
                 f"cannot resolve {host}: {result.strerror}", signal="dns.host_unresolved"
-            ) from None
-        raise classify(result, phase="connect", address=host) from None
+            ) from result
+        raise classify(result, phase="connect", address=host) from result
     seen: list[tuple[int, str]] = []
     for family, _, _, _, sockaddr in result:  # type: ignore[attr-defined]
         pair = (int(family), str(sockaddr[0]))
@@ -182,14 +182,14 @@ class Conn:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(4096)
-        except TimeoutError:
+        except TimeoutError as exc:
             raise StepTimeout(
                 f"no complete answer within {self.timeout:g}s from {self.peer}"
-            ) from None
+            ) from exc
         except ssl.SSLError as exc:
-            raise classify(exc, phase="read", address=self.peer) from None
+            raise classify(exc, phase="read", address=self.peer) from exc
         except OSError as exc:
-            raise classify(exc, phase="read", address=self.peer) from None
+            raise classify(exc, phase="read", address=self.peer) from exc
         if not chunk:
             raise Closed(f"{self.peer} closed the connection")
         self._buf += chunk
@@ -239,13 +239,17 @@ class Conn:
         try:
             self.sock.sendall(line.encode("utf-8") + b"\r\n")
         except OSError as exc:
-            raise classify(exc, phase="write", address=self.peer) from None
+            raise classify(exc, phase="write", address=self.peer) from exc
 
     # -- TLS -----------------------------------------------------------------------------
     def start_tls(self, ctx: ssl.SSLContext, server_hostname: str) -> TlsSession:
-        """Wrap the socket in TLS (implicit or after STARTTLS); bytes left over are a violation."""
+        """Wrap the socket in TLS (implicit or after STARTTLS).
+
+        Plaintext bytes the server sent after its STARTTLS reply are dropped unread: nothing may
+        follow that reply in the clear (RFC 3207 4.2, RFC 2595), and taking them as answers after
+        the upgrade would let a man in the middle inject them.
+        """
         if self._buf:
-            # RFC 3207 s.4.2 / RFC 2595: nothing may follow the STARTTLS reply in plaintext
             self._buf = b""
         self.transcript.append("-- TLS handshake --")
         self.sock.settimeout(self.timeout)
@@ -254,7 +258,7 @@ class Conn:
         except (OSError, ssl.SSLError) as exc:
             err = classify(exc, phase="tls", address=self.peer)
             self.transcript.append(f"-- TLS failed: {err} --")
-            raise err from None
+            raise err from exc
         tls = self.sock
         assert isinstance(tls, ssl.SSLSocket)
         cipher = tls.cipher()

@@ -178,10 +178,10 @@ def parse_server(name: str) -> Callable[[Any], Target]:
             text, _, mode_text = text.rpartition("/")
             try:
                 mode = Security(mode_text.lower())
-            except ValueError:
+            except ValueError as exc:
                 raise OptionError(
                     f"mode must be ssl, starttls or plain, not {mode_text!r}"
-                ) from None
+                ) from exc
             if mode is Security.AUTO:
                 raise OptionError("mode must be ssl, starttls or plain")
         host, port = split_host_port(text)
@@ -197,8 +197,8 @@ def parse_seconds(value: Any) -> float:
     if isinstance(value, str):
         try:
             value = float(value)
-        except ValueError:
-            raise OptionError(f"must be a number of seconds, not {value!r}") from None
+        except ValueError as exc:
+            raise OptionError(f"must be a number of seconds, not {value!r}") from exc
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OptionError(f"must be a number of seconds, not {value!r}")
     if not 0 < value <= MAX_TIMEOUT:
@@ -228,8 +228,8 @@ def parse_services(value: Any) -> frozenset[Service]:
     for name in names:
         try:
             services.add(Service(str(name).strip().lower()))
-        except ValueError:
-            raise OptionError(f"unknown service {name!r} (use smtp, imap, pop3)") from None
+        except ValueError as exc:
+            raise OptionError(f"unknown service {name!r} (use smtp, imap, pop3)") from exc
     if not services:
         raise OptionError("needs at least one of smtp, imap, pop3")
     return frozenset(services)
@@ -255,8 +255,8 @@ def parse_resolver(value: Any) -> str:
     host, _ = split_host_port(text, DNS_PORT)
     try:
         ipaddress.ip_address(host)
-    except ValueError:
-        raise OptionError(f"expected an IP address, optionally with :PORT, not {text!r}") from None
+    except ValueError as exc:
+        raise OptionError(f"expected an IP address, optionally with :PORT, not {text!r}") from exc
     return text
 
 

@@ -84,7 +84,6 @@ __all__ = [
     "RuleBaseError",
     "builtin_rules_dir",
     "extract_codes",
-    "load_interception_products",
     "normalize_text",
     "rule_dirs",
 ]
@@ -1522,26 +1521,3 @@ def _non_word_class(av: Any, c: Any) -> bool:
             continue
         return False
     return True
-
-
-# --------------------------------------------------------------------------- interception
-
-
-def load_interception_products(
-    extra_dirs: Sequence[str | Path] = (),
-) -> list[tuple[str, str]]:
-    """(issuer substring, product name) pairs of TLS-inspection products, from rules/*.yaml.
-
-    A certificate issuer (its full text, e.g. ``CN=Kaspersky Anti-Virus Personal Root``)
-    containing the substring (case-insensitively) names the product.
-    """
-    return list(RuleBase.load(extra_dirs).interception)
-
-
-def interception_product(issuer: str, products: Sequence[tuple[str, str]]) -> str | None:
-    """The product whose issuer substring the issuer text contains, if any."""
-    low = issuer.lower()
-    for needle, product in products:
-        if needle.lower() in low:
-            return product
-    return None

@@ -85,7 +85,7 @@ def load_rules(dirs: tuple[str, ...]) -> RuleBase:
 
 
 def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
-    from maildiag.engine import run_check
+    from maildiag.pipeline import check_mailbox
 
     progress = None
     if fmt == "text" and sys.stderr.isatty():
@@ -93,7 +93,7 @@ def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
 
         progress = Progress(config.lang, rules)
     try:
-        return run_check(
+        return check_mailbox(
             config, rules=rules, on_observation=progress.update if progress else _ignore
         )
     finally:
@@ -107,7 +107,7 @@ def _ignore(_: Observation) -> None:
 
 def _check_many(values: Mapping[str, Any], fmt: str) -> int:
     """``--config FILE``: every target validated first, then checked concurrently."""
-    from maildiag.engine import run_many
+    from maildiag.pipeline import check_targets
     from maildiag.targets import load_targets
 
     targets = load_targets(values["config"])
@@ -121,7 +121,7 @@ def _check_many(values: Mapping[str, Any], fmt: str) -> int:
         except UsageError as exc:
             raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
     rules = load_rules(tuple(values.get("rules") or ()))
-    multi = run_many(
+    multi = check_targets(
         targets.targets,
         lambda spec: _check_one(configs[spec.index], rules, "json"),
         max_parallel=targets.max_parallel,

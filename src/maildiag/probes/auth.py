@@ -111,8 +111,8 @@ def cram_md5_response(login: str, password: str, challenge_b64: str) -> str:
     """RFC 2195: base64(login SP hex(HMAC-MD5(password, challenge)))."""
     try:
         challenge = base64.b64decode(challenge_b64.strip(), validate=True)
-    except ValueError:
-        raise ProtocolViolation("the CRAM-MD5 challenge is not base64") from None
+    except ValueError as exc:
+        raise ProtocolViolation("the CRAM-MD5 challenge is not base64") from exc
     digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
     return _b64(f"{login} {digest}")
 
@@ -198,7 +198,7 @@ def make_login_stage(
             login.goodbye()
             login.skip_all(Summary("skip.login_already_tried", {"where": tried[service]}))
             return
-        _Login(state, plan).run()
+        _Login(state, plan).check()
 
     return stage
 
@@ -285,7 +285,7 @@ class _Login:
         )
 
     # -- the sequence ----------------------------------------------------------------------
-    def run(self) -> None:
+    def check(self) -> None:
         try:
             if self.service is Service.SMTP:
                 if self.plan.password is None:

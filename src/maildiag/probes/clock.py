@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.config import RunConfig
 from maildiag.models import ClockFacts, Observation, Problem, Status, Summary, Target, TlsFacts
-from maildiag.runner import Job
+from maildiag.scheduler import Job
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -149,7 +149,7 @@ def sntp_query(
     try:
         addresses = resolve(host, port, dns, timeout)[:2]
     except NetError as exc:
-        raise ClockError(str(exc)) from None
+        raise ClockError(str(exc)) from exc
     if not addresses:
         raise ClockError(f"cannot resolve {host}")
     deadline = time.monotonic() + timeout
@@ -258,8 +258,8 @@ def _reading(
 def _utc(unix: float) -> dt.datetime:
     try:
         return dt.datetime.fromtimestamp(unix, dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        raise ClockError("the reference time is out of range") from None
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ClockError("the reference time is out of range") from exc
 
 
 # -- HTTPS Date fallback ------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def https_date(
     try:
         conn = connect(host, port, timeout=timeout, dns=dns, transcript=log)
     except NetError as exc:
-        raise ClockError(f"{source}: {exc}") from None
+        raise ClockError(f"{source}: {exc}") from exc
     try:
         conn.start_tls(ctx, host)
         mono1, t1 = time.monotonic(), now().timestamp()
@@ -318,15 +318,15 @@ def https_date(
                 date = value.strip()
                 break
     except NetError as exc:
-        raise ClockError(f"{source}: {exc}") from None
+        raise ClockError(f"{source}: {exc}") from exc
     finally:
         conn.close()
     if not date:
         raise ClockError(f"{source}: the response has no Date header")
     try:
         when = email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError):
-        raise ClockError(f"{source}: unreadable Date header {date[:60]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ClockError(f"{source}: unreadable Date header {date[:60]!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     # The header is truncated to the second and was written about half a round trip after we
@@ -537,13 +537,13 @@ def clock_job(
     targets: Sequence[Target] = (),
     dns: Dns | None = None,
 ) -> Job:
-    def run(emit: Callable[[Observation], None]) -> None:
+    def work(emit: Callable[[Observation], None]) -> None:
         if not config.check_clock:
             emit(Observation("clock", Status.SKIP, Summary("clock.disabled")))
             return
         emit(measure(config, now=now, provider=provider, targets=targets, dns=dns))
 
-    return Job("clock", ("clock",), run)
+    return Job("clock", ("clock",), work)
 
 
 # -- certificates judged by both clocks ---------------------------------------------------------

@@ -31,7 +31,6 @@ from maildiag.models import (
     Observation,
     Problem,
     Security,
-    Service,
     Status,
     Summary,
     Target,
@@ -39,9 +38,7 @@ from maildiag.models import (
 from maildiag.net import Conn, TlsSession, connect
 from maildiag.probes import check_ids
 from maildiag.probes.base import Capabilities, Dialect, Reply, identify
-from maildiag.probes.imap import Imap
-from maildiag.probes.pop3 import Pop3
-from maildiag.probes.smtp import Smtp
+from maildiag.probes.dialects import make_dialect
 from maildiag.probes.tls import assess, judge
 
 if TYPE_CHECKING:
@@ -50,12 +47,6 @@ if TYPE_CHECKING:
 # How long a plaintext greeting may keep us waiting before we also try implicit TLS. A silent
 # port is often an implicit-TLS port waiting for our ClientHello (SPEC: try the other mode first).
 SILENCE_WAIT = 3.0
-
-
-def make_dialect(service: Service) -> Dialect:
-    if service is Service.SMTP:
-        return Smtp()
-    return Imap() if service is Service.IMAP else Pop3()
 
 
 @dataclass
@@ -67,6 +58,8 @@ class Env:
     dns: Dns | None = None
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     login_stage: Callable[[LoginState], None] | None = None
+    # (issuer substring, product) pairs of TLS-inspection products, from the rule base
+    interception: tuple[tuple[str, str], ...] = ()
     verify_ctx: ssl.SSLContext | None = None
     noverify_ctx: ssl.SSLContext | None = None
 
@@ -183,7 +176,8 @@ class Session:
         return Problem(signal, text, self.params(**extra))
 
     # -- the sequence --------------------------------------------------------------------
-    def run(self) -> None:
+    def probe(self) -> None:
+        """Every check of the target, each emitted once, whatever the server does."""
         conn: Conn | None = None
         try:
             conn = self._run()
@@ -266,7 +260,7 @@ class Session:
             data={"address": conn.peer},
         )
         if self.target.security is Security.SSL:
-            return self._implicit(conn, expected_ssl=True)
+            return self._implicit(conn)
         return self._plaintext_first(conn)
 
     def _reconnect(self) -> Conn | None:
@@ -304,7 +298,7 @@ class Session:
                 return None, None, exc
             return again, again.start_tls(env.noverify_ctx, self.target.host), exc
 
-    def _implicit(self, conn: Conn, *, expected_ssl: bool) -> Conn | None:
+    def _implicit(self, conn: Conn) -> Conn | None:
         started = time.monotonic()
         try:
             conn2, session, failure = self._handshake(conn)
@@ -353,7 +347,18 @@ class Session:
         mode: Security = Security.SSL,
     ) -> None:
         cfg = self.env.config
-        facts = assess(self, conn, session, failure, mode)  # the chain; interception evidence
+        # the chain; for an untrusted one, the interception evidence
+        facts = assess(
+            self.target,
+            conn,
+            session,
+            failure,
+            mode,
+            timeout=cfg.timeout,
+            dns=self.env.dns,
+            transcript=self.transcript,
+            products=self.env.interception,
+        )
         obs = judge(
             self.target,
             session,

@@ -37,8 +37,8 @@ from maildiag.models import Observation, Problem, Security, Status, Summary, Tar
 from maildiag.net import TlsSession
 
 if TYPE_CHECKING:
+    from maildiag.dnsclient import Dns
     from maildiag.net import Conn
-    from maildiag.probes.session import Session
 
 OLD_PROTOCOLS = {"TLSv1", "TLSv1.1", "SSLv3"}
 # OpenSSL X509_V_ERR_*: unable to get issuer (2), self-signed in chain (19), unable to get local
@@ -131,32 +131,30 @@ def os_store_context() -> ssl.SSLContext:
     return ctx
 
 
-def check_os_store(sess: Session, mode: Security) -> OsStoreCheck:
+def check_os_store(
+    target: Target, mode: Security, *, timeout: float, dns: Dns | None, transcript: list[str]
+) -> OsStoreCheck:
     """Handshake once more, in the mode the port really speaks, against the OS trust store."""
     from maildiag.net import connect
-    from maildiag.probes.session import make_dialect
+    from maildiag.probes.dialects import make_dialect
 
-    t = sess.target
-    cfg = sess.env.config
-    sess.transcript.append("-- again, verifying against the operating system's trust store --")
+    transcript.append("-- again, verifying against the operating system's trust store --")
     try:
         ctx = os_store_context()
     except (ssl.SSLError, OSError) as exc:
         return OsStoreCheck(False, None, f"the system trust store could not be loaded: {exc}")
     try:
-        conn = connect(
-            t.host, t.port, timeout=cfg.timeout, dns=sess.env.dns, transcript=sess.transcript
-        )
+        conn = connect(target.host, target.port, timeout=timeout, dns=dns, transcript=transcript)
     except NetError as exc:
         return OsStoreCheck(False, None, f"could not connect again: {exc}")
     try:
         if mode is Security.STARTTLS:
-            dialect = make_dialect(t.service)
+            dialect = make_dialect(target.service)
             greeting = dialect.greeting(conn)
             dialect.capabilities(conn, greeting)
             if not dialect.starttls(conn).ok:
                 return OsStoreCheck(False, None, "STARTTLS refused on the second connection")
-        conn.start_tls(ctx, t.host)
+        conn.start_tls(ctx, target.host)
         return OsStoreCheck(True)
     except TlsFailed as exc:
         return OsStoreCheck(False, exc.verify_code, exc.verify_message or str(exc))
@@ -166,19 +164,9 @@ def check_os_store(sess: Session, mode: Security) -> OsStoreCheck:
         conn.close()
 
 
-def interception_products(rules_dirs: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
-    """(issuer substring, product) pairs from the rule base; () when it cannot be read."""
-    try:
-        from maildiag.rulebase import RuleBaseError, load_interception_products
-    except ImportError:  # pragma: no cover - the rule base is part of the package
-        return ()
-    try:
-        return tuple((str(a), str(b)) for a, b in load_interception_products(rules_dirs))
-    except (RuleBaseError, OSError):
-        return ()  # the engine reports a broken rule base itself
-
-
 def match_product(issuers: Sequence[str], products: Sequence[tuple[str, str]]) -> str | None:
+    """The inspection product an issuer in the chain names, if any (``interception:`` in
+    rules/*.yaml: an issuer containing the substring, case-insensitively)."""
     for issuer in issuers:
         low = issuer.lower()
         for needle, product in products:
@@ -188,19 +176,29 @@ def match_product(issuers: Sequence[str], products: Sequence[tuple[str, str]]) -
 
 
 def assess(
-    sess: Session, conn: Conn | None, session: TlsSession, failure: TlsFailed | None, mode: Security
+    target: Target,
+    conn: Conn | None,
+    session: TlsSession,
+    failure: TlsFailed | None,
+    mode: Security,
+    *,
+    timeout: float,
+    dns: Dns | None,
+    transcript: list[str],
+    products: Sequence[tuple[str, str]],
 ) -> ChainFacts:
     """The chain, and for an untrusted one the interception evidence (may handshake again)."""
     chain, note = peer_chain(conn)
     if failure is None or failure.verify_code not in UNTRUSTED_CODES:
         return ChainFacts(chain, note)
-    products = interception_products(sess.env.config.rules_dirs)
     issuers = [
         describe_certificate(d)["issuer_dn"] for d in chain or (session.cert_der or b"",) if d
     ]
-    if match_product(issuers, products):
-        return ChainFacts(chain, note, None, products)  # the issuer says it: no second handshake
-    return ChainFacts(chain, note, check_os_store(sess, mode), products)
+    known = tuple(products)
+    if match_product(issuers, known):
+        return ChainFacts(chain, note, None, known)  # the issuer says it: no second handshake
+    os_store = check_os_store(target, mode, timeout=timeout, dns=dns, transcript=transcript)
+    return ChainFacts(chain, note, os_store, known)
 
 
 def _chain_entries(chain: Sequence[bytes], now: dt.datetime) -> list[dict[str, Any]]:

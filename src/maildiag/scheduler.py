@@ -28,21 +28,21 @@ class Job:
 
     name: str
     expected: tuple[str, ...]  # the check ids it will emit
-    run: Callable[[Callable[[Observation], None]], None]
+    work: Callable[[Callable[[Observation], None]], None]
     host: str | None = None
     target: Target | None = None
 
 
 def session_job(target: Target, make_env: Callable[[Callable[[Observation], None]], Env]) -> Job:
     def run(emit: Callable[[Observation], None]) -> None:
-        Session(target, make_env(emit)).run()
+        Session(target, make_env(emit)).probe()
 
     return Job(
         target.label, check_ids(target.service), run, host=target.host.lower(), target=target
     )
 
 
-class Runner:
+class Scheduler:
     """Starts jobs on daemon threads as they become known; ``collect`` ends on a deadline.
 
     Jobs may be started in several batches (the clock before discovery, the sessions after it);
@@ -76,7 +76,7 @@ class Runner:
             if lock is not None:
                 lock.acquire()
             try:
-                job.run(results.put)
+                job.work(results.put)
             finally:
                 if lock is not None:
                     lock.release()
@@ -147,19 +147,6 @@ class Runner:
                 if on_observation is not None:
                     on_observation(obs)
         return seen
-
-
-def run_jobs(
-    jobs: Sequence[Job],
-    *,
-    deadline: float,
-    max_per_host: int = 2,
-    on_observation: Callable[[Observation], None] | None = None,
-) -> list[Observation]:
-    """Start ``jobs`` and collect their observations within ``deadline`` seconds."""
-    runner = Runner(max_per_host=max_per_host, on_observation=on_observation)
-    runner.start(jobs)
-    return runner.collect(deadline)
 
 
 def _lock_key(job: Job) -> tuple[str, str]:

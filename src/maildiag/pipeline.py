@@ -18,7 +18,7 @@ from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
-from maildiag.runner import Runner, session_job
+from maildiag.scheduler import Scheduler, session_job
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from maildiag.rulebase import RuleBase
 
 
-def run_check(
+def check_mailbox(
     config: RunConfig,
     *,
     rules: RuleBase,
@@ -47,14 +47,14 @@ def run_check(
     try:
         providers = load_providers(config.rules_dirs)
     except ProviderError as exc:
-        raise UsageError(f"cannot load the provider database: {exc}") from None
+        raise UsageError(f"cannot load the provider database: {exc}") from exc
 
     from maildiag.probes import auth, clock
 
-    runner = Runner(max_per_host=config.max_per_host, on_observation=on_observation)
+    scheduler = Scheduler(max_per_host=config.max_per_host, on_observation=on_observation)
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
-    runner.start(
+    scheduler.start(
         [
             clock.clock_job(
                 config,
@@ -85,10 +85,13 @@ def run_check(
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)
 
+    interception = tuple(rules.interception)
+
     def make_env(emit: Callable[[Observation], None]) -> Env:
         return Env(
             config,
             emit,
+            interception=interception,
             dns=dns,
             now=now,
             login_stage=login_stage,
@@ -96,10 +99,10 @@ def run_check(
             noverify_ctx=noverify_ctx,
         )
 
-    runner.start([session_job(t, make_env) for t in targets])
+    scheduler.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.
-    remaining = max(config.run_deadline - (time.monotonic() - started), config.timeout)
-    observations = runner.collect(remaining)
+    remaining = max(config.deadline - (time.monotonic() - started), config.timeout)
+    observations = scheduler.collect(remaining)
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
@@ -147,7 +150,7 @@ def blame_resolver(dns_obs: Observation, observations: list[Observation]) -> lis
     return out
 
 
-def run_many(
+def check_targets(
     specs: Sequence[T],
     check_one: Callable[[T], Report],
     max_parallel: int,
@@ -161,7 +164,7 @@ def run_many(
     from concurrent.futures import ThreadPoolExecutor
 
     if not specs:
-        raise ValueError("run_many needs at least one target")
+        raise ValueError("check_targets needs at least one target")
     workers = max(1, min(int(max_parallel), len(specs)))
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maildiag-target")
