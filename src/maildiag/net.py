@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from maildiag.config import MAX_LINE
 from maildiag.errors import Closed, ConnectFailed, NetError, StepTimeout, TooLong, classify
+from maildiag.terminal import printable
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -275,6 +276,4 @@ class Conn:
 
 def _printable(text: str) -> str:
     """Control characters shown escaped so a hostile peer cannot drive the user's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return printable(text)
