@@ -18,6 +18,7 @@ from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
+from maildiag.redact import Redactor
 from maildiag.runner import Runner, session_job
 
 T = TypeVar("T")
@@ -81,7 +82,8 @@ def run_check(
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
-    login_stage = auth.make_login_stage(config, address, found.provider)
+    redact = Redactor(config.password)
+    login_stage = auth.make_login_stage(config, address, found.provider, redact)
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)
 
@@ -94,6 +96,7 @@ def run_check(
             login_stage=login_stage,
             verify_ctx=verify_ctx,
             noverify_ctx=noverify_ctx,
+            redact=redact,
         )
 
     runner.start([session_job(t, make_env) for t in targets])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import UsageError
 from maildiag.models import MultiReport, Observation, Report
-from maildiag.options import Command, check_config, secret_from_env
+from maildiag.options import Command, check_config, password_problem, secret_from_env
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
@@ -71,6 +71,9 @@ def read_password(values: Mapping[str, Any]) -> str | None:
             value = getpass.getpass("Password (not shown): ")
         except (EOFError, KeyboardInterrupt) as exc:
             raise UsageError("no password entered") from exc
+        problem = password_problem(value) if value else None
+        if problem:
+            raise UsageError(f"--ask-password: the password {problem}")
         return value or None
     return None
 

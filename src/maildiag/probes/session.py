@@ -43,6 +43,7 @@ from maildiag.probes.imap import Imap
 from maildiag.probes.pop3 import Pop3
 from maildiag.probes.smtp import Smtp
 from maildiag.probes.tls import assess, judge
+from maildiag.redact import Redactor
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -69,9 +70,14 @@ class Env:
     login_stage: Callable[[LoginState], None] | None = None
     verify_ctx: ssl.SSLContext | None = None
     noverify_ctx: ssl.SSLContext | None = None
+    # the run's redactor, shared with the login stage: masks what a server echoes of the secret
+    redact: Redactor | None = None
 
     def __post_init__(self) -> None:
         from maildiag.net import make_tls_context
+
+        if self.redact is None:
+            self.redact = Redactor(self.config.password)
 
         if self.verify_ctx is None:
             self.verify_ctx = make_tls_context(self.config.ca_file)
@@ -199,8 +205,9 @@ class Session:
 
             pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
             check = pending[0] if pending else f"{self.target.service}.connect"
-            self.transcript.append(traceback.format_exc(limit=8).rstrip())
-            error = f"{type(exc).__name__}: {exc}"
+            redact = self.env.redact or str
+            self.transcript.append(redact(traceback.format_exc(limit=8).rstrip()))
+            error = redact(f"{type(exc).__name__}: {exc}")
             self.emit_observation(
                 Observation(
                     check,
@@ -237,6 +244,7 @@ class Session:
                 timeout=self.env.config.timeout,
                 dns=self.env.dns,
                 transcript=self.transcript,
+                redact=self.env.redact,
             )
         except NetError as exc:
             self.emit_error(
@@ -278,6 +286,7 @@ class Session:
                 timeout=self.env.config.timeout,
                 dns=self.env.dns,
                 transcript=self.transcript,
+                redact=self.env.redact,
             )
         except NetError as exc:
             self.skip(

@@ -9,7 +9,6 @@ stdout. The advice itself comes from the findings (rules/).
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING, Any
 
