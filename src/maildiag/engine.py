@@ -161,13 +161,13 @@ def run_many(
     remaining targets are cancelled and the exception propagates (the CLI's error shell turns it
     into one line and exit 3).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from maildiag.threads import DaemonPool
 
     if not specs:
         raise ValueError("run_many needs at least one target")
     workers = max(1, min(int(max_parallel), len(specs)))
     started = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maildiag-target")
+    pool = DaemonPool(workers, "maildiag-target")  # never keeps the process alive at exit
     try:
         futures = [pool.submit(check_one, spec) for spec in specs]
         reports = [future.result() for future in futures]
