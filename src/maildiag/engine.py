@@ -19,7 +19,7 @@ from maildiag.models import Discovery, MultiReport, Observation, Problem, Report
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
-from maildiag.runner import Runner, session_job
+from maildiag.runner import HostLimiter, Runner, session_job
 
 T = TypeVar("T")
 
@@ -35,7 +35,10 @@ def run_check(
     dns: Dns | None = None,
     on_observation: Callable[[Observation], None] | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    limiter: HostLimiter | None = None,
 ) -> Report:
+    """Check one address. ``limiter``: the per-host connection cap shared with the other runs
+    of a ``--config`` run (else this run has its own)."""
     from maildiag.discovery import discover
     from maildiag.discovery.providers import ProviderError, load_providers
     from maildiag.dnsclient import Dns
@@ -52,7 +55,9 @@ def run_check(
 
     from maildiag.probes import auth, clock
 
-    runner = Runner(max_per_host=config.max_per_host, on_observation=on_observation)
+    runner = Runner(
+        max_per_host=config.max_per_host, on_observation=on_observation, limiter=limiter
+    )
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
     runner.start(

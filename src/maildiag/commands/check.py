@@ -17,6 +17,7 @@ from maildiag.options import Command, check_config, password_problem, secret_fro
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
     from maildiag.rulebase import RuleBase
+    from maildiag.runner import HostLimiter
 
 
 def main(command: Command, raw: Mapping[str, Any]) -> int:
@@ -87,7 +88,9 @@ def load_rules(dirs: tuple[str, ...]) -> RuleBase:
         raise UsageError(f"cannot load the rule base: {exc}") from exc
 
 
-def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
+def _check_one(
+    config: RunConfig, rules: RuleBase, fmt: str, limiter: HostLimiter | None = None
+) -> Report:
     from maildiag.engine import run_check
 
     progress = None
@@ -97,7 +100,10 @@ def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
         progress = Progress(config.lang, rules)
     try:
         return run_check(
-            config, rules=rules, on_observation=progress.update if progress else _ignore
+            config,
+            rules=rules,
+            on_observation=progress.update if progress else _ignore,
+            limiter=limiter,
         )
     finally:
         if progress is not None:
@@ -124,9 +130,14 @@ def _check_many(values: Mapping[str, Any], fmt: str) -> int:
         except UsageError as exc:
             raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
     rules = load_rules(tuple(values.get("rules") or ()))
+    from maildiag.runner import HostLimiter
+
+    # one cap per host and service for the whole run: 64 targets on one provider must not
+    # open 64 connections to it at once
+    limiter = HostLimiter(min(c.max_per_host for c in configs.values()))
     multi = run_many(
         targets.targets,
-        lambda spec: _check_one(configs[spec.index], rules, "json"),
+        lambda spec: _check_one(configs[spec.index], rules, "json", limiter),
         max_parallel=targets.max_parallel,
     )
     return emit(multi, fmt, values["fail_on"] or "fail", lang=values["lang"], rules=rules)
