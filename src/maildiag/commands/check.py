@@ -150,6 +150,19 @@ def emit(
     from maildiag.report import apply_fail_on
 
     report = apply_fail_on(report, fail_on)  # type: ignore[type-var]  # R is either, not both
+    try:
+        _render(report, fmt, lang, rules)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `maildiag check ... | head -1`: the reader has what it wanted; the exit code is still
+        # the run's (the error shell's 3, or 1, would misreport it)
+        from maildiag.terminal import quiet_stdout
+
+        quiet_stdout()
+    return int(report.exit_code)
+
+
+def _render(report: Report | MultiReport, fmt: str, lang: str, rules: RuleBase) -> None:
     if fmt == "json":
         import json
 
@@ -170,7 +183,6 @@ def emit(
         from maildiag.report.text import render_text
 
         render_text(report, lang=lang, rules=rules)
-    return int(report.exit_code)
 
 
 def _write(text: str) -> None:

@@ -45,9 +45,15 @@ _SEVERITY_STYLE = {
 def _console(file: Any = None) -> Any:
     from rich.console import Console
 
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with 1 here; the caller keeps the run's own exit code instead
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = file or sys.stdout
     # A terminal wraps to its width; a pipe or a log file gets whole lines.
-    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
+    return PipeConsole(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
 def render_text(report: Any, *, lang: str = "en", console: Any = None, rules: RuleBase) -> None:
