@@ -302,9 +302,7 @@ def test_a_closed_pipe_keeps_the_runs_exit_code(tmp_path: Path) -> None:
         assert err == ""
 
 
-def test_explain_fast_path_has_the_cli_error_shell(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_explain_has_the_cli_error_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = {**_env(tmp_path), "PYTHONIOENCODING": "ascii"}
     text = "535 5.7.8 Error: authentication failed"
     proc = subprocess.run(
@@ -312,7 +310,7 @@ def test_explain_fast_path_has_the_cli_error_shell(
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 3
-    assert proc.stderr.startswith("maildiag explain: the output cannot be written in this ")
+    assert proc.stderr.startswith("maildiag: the output cannot be written in this ")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
     import maildiag.explaining as explaining
@@ -324,7 +322,7 @@ def test_explain_fast_path_has_the_cli_error_shell(
     result = run_cli("explain", text)
     assert result.code == 3
     assert result.err == (
-        "maildiag explain: internal error: RuntimeError: something we did not foresee "
+        "maildiag: internal error: RuntimeError: something we did not foresee "
         "(run with --traceback for details, and please report it)\n"
     )
 
