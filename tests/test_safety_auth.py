@@ -385,9 +385,10 @@ def test_no_leak_when_a_pop3_server_echoes_the_password(
     pop3_server: Any, certs: Any, form: str, password: str
 ) -> None:
     pop3 = pop3_server(implicit_tls=True, users={ALICE: "x"}, fail_text=_pop3_echo(password, form))
-    run_leak(
-        certs, forms=leak_forms(password), pop3=pop3.port, env_pw={"MAILDIAG_TEST_PW": password}
-    )
+    forms = leak_forms(password)
+    if form == "cut":  # the part before the 200th character, which a cut-then-mask let through
+        forms.append(password[:7])
+    run_leak(certs, forms=forms, pop3=pop3.port, env_pw={"MAILDIAG_TEST_PW": password})
     assert any(f"PASS {password}" == line for line in pop3.received)
 
 
