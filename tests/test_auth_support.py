@@ -192,9 +192,10 @@ def drive(
     if isinstance(targets, Target):
         targets = [targets]
     out: list[Observation] = []
-    stage = auth.make_login_stage(cfg, parse_address(cfg.address), provider)
+    redact = auth.Redactor(cfg.password)
+    stage = auth.make_login_stage(cfg, parse_address(cfg.address), provider, redact)
     for t in targets:
-        Session(t, Env(cfg, out.append, login_stage=stage)).probe()
+        Session(t, Env(cfg, out.append, login_stage=stage, redact=redact)).probe()
     return auth.cross_check(out) if cross else out
 
 

@@ -225,7 +225,7 @@ def test_session_never_sends_mailbox_commands(
         assert verb not in sent
 
 
-def test_runner_reports_a_crashing_job_and_a_stuck_job() -> None:
+def test_scheduler_reports_a_crashing_job_and_a_stuck_job() -> None:
     def crash(emit: Callable[[Observation], None]) -> None:
         raise RuntimeError("boom")
 

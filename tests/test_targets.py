@@ -1,4 +1,5 @@
-"""Targets files: strict validation with file:line messages, the command line's part, run_many."""
+"""Targets files: strict validation with file:line messages, the command line's part, and
+check_targets."""
 
 from __future__ import annotations
 
@@ -366,7 +367,7 @@ def test_alias_bomb_is_bounded(tmp_path: Path) -> None:
     assert time.monotonic() - started < 2
 
 
-# --- run_many and MultiReport -------------------------------------------------------------------
+# --- check_targets and MultiReport----------------------------------------------------------------
 
 
 def specs(n: int) -> list[TargetSpec]:
@@ -376,7 +377,7 @@ def specs(n: int) -> list[TargetSpec]:
     ]
 
 
-def test_run_many_keeps_order_respects_cap_and_takes_the_worst() -> None:
+def test_check_targets_keeps_order_respects_cap_and_takes_the_worst() -> None:
     lock = threading.Lock()
     running = peak = 0
 
@@ -450,7 +451,7 @@ def test_fail_on_changes_exit_code_only() -> None:
     assert apply_fail_on(multi_promoted, "fail").exit_code is ExitCode.WARN
 
 
-def test_run_many_propagates_a_crash() -> None:
+def test_check_targets_propagates_a_crash() -> None:
     def run_one(spec: TargetSpec) -> Report:
         if spec.index == 2:
             raise RuntimeError("engine bug")

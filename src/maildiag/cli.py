@@ -197,6 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return ExitCode.ERROR
+    except UnicodeEncodeError as exc:  # an ASCII-only terminal (PYTHONIOENCODING=ascii)
+        if os.environ.get("MAILDIAG_TRACEBACK"):
+            raise
+        from maildiag.terminal import encoding_problem
+
+        _error(encoding_problem(exc))
+        return ExitCode.ERROR
     except UsageError as exc:
         _error(str(exc))
         return ExitCode.ERROR

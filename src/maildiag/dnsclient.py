@@ -134,9 +134,9 @@ class Dns:
         return list(found)
 
     def _lookup_addresses(self, host: str, lifetime: float | None) -> list[str]:
-        from concurrent.futures import ThreadPoolExecutor
+        from maildiag.threads import DaemonPool
 
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns-addr") as pool:
+        with DaemonPool(2, "dns-addr") as pool:
             futures = [pool.submit(self._addresses_of, host, t, lifetime) for t in ("A", "AAAA")]
             results = [f.result() for f in futures]
         found = [ip for ips, _ in results for ip in ips]

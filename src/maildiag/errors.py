@@ -10,6 +10,8 @@
     │   └── TlsFailed             handshake failure; .verify_code/.verify_message when the
     │                             certificate was the reason
     └── ProtocolViolation         the peer's bytes are not the protocol we expected
+        └── UnsafeLine            a line we were about to send holds CR, LF or NUL: refused,
+                                  since the server would read it as more than one command
 
 ``classify(exc)`` turns socket, ssl and dns exceptions into a ``NetError`` with the original
 words kept verbatim, so probes never write ten ``except`` clauses of their own.
@@ -81,6 +83,15 @@ class TlsFailed(NetError):
 
 class ProtocolViolation(MaildiagError):
     """The peer does not speak the protocol we expected; message says what it sent."""
+
+
+class UnsafeLine(ProtocolViolation):
+    """We refused to send a line: a CR, LF or NUL in it would smuggle a second command.
+
+    Input is validated before any connection (``checking.validate_login``), so reaching this is
+    a bug or data from a hostile source (an autoconfig file, a provider entry); the message never
+    quotes the line, which may hold the secret.
+    """
 
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.lang import LANGS, default_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
+from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.models import Finding
@@ -161,7 +162,7 @@ def run_explain(
             report_json = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
             out.write(json.dumps(report_json, ensure_ascii=False, indent=2) + "\n")
         else:
-            out.write(render_log_text(rules, report, lang))
+            out.write(safe(render_log_text(rules, report, lang)))
         return EXIT_OK
     if text == "-":
         try:
@@ -179,7 +180,7 @@ def run_explain(
         }
         out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
     else:
-        out.write(render_text(rules, text, matches, lang))
+        out.write(safe(render_text(rules, text, matches, lang)))
     return EXIT_OK
 
 

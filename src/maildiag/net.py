@@ -4,7 +4,11 @@
 A ``Conn`` reads protocol lines against a per-step deadline — a peer that sends one byte per
 second still hits the step's timeout — and never buffers more than ``max_line`` bytes of one line.
 Every line read or written is recorded in ``transcript`` (``S:``/``C:``); callers pass the
-redacted form of anything secret, and the raw bytes never reach the transcript.
+redacted form of anything secret (``shown=``), and the raw bytes never reach the transcript. Once
+a secret went out on a connection, every line the server sends back is masked by the run's
+``Redactor`` before anyone sees it — the transcript, the reply parsers, an error message — and
+only then escaped for the terminal (``maildiag.redact``). ``send_line`` refuses a line with CR,
+LF or NUL in it: the server would read it as several commands.
 """
 
 from __future__ import annotations
@@ -16,10 +20,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from maildiag.config import MAX_LINE
-from maildiag.errors import Closed, ConnectFailed, NetError, StepTimeout, TooLong, classify
+from maildiag.errors import (
+    Closed,
+    ConnectFailed,
+    NetError,
+    StepTimeout,
+    TooLong,
+    UnsafeLine,
+    classify,
+)
+from maildiag.terminal import printable
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
+    from maildiag.redact import Redactor
 
 # A TLS record starts with content type 0x14..0x17 and version 0x03: a server that "greets" with
 # these bytes speaks TLS where we expected plaintext.
@@ -123,6 +137,7 @@ def connect(
     dns: Dns | None = None,
     transcript: list[str] | None = None,
     max_line: int = MAX_LINE,
+    redact: Redactor | None = None,
 ) -> Conn:
     """TCP connect to the first address that answers; refused and timed out are told apart."""
     addresses = resolve(host, port, dns, timeout)
@@ -142,7 +157,12 @@ def connect(
             continue
         sock.settimeout(timeout)
         return Conn(
-            sock, timeout=timeout, peer=f"{ip}:{port}", transcript=transcript, max_line=max_line
+            sock,
+            timeout=timeout,
+            peer=f"{ip}:{port}",
+            transcript=transcript,
+            max_line=max_line,
+            redact=redact,
         )
     raise last or ConnectFailed(f"connect to {host}:{port} timed out", signal="connect.timeout")
 
@@ -165,6 +185,7 @@ class Conn:
         peer: str,
         transcript: list[str] | None = None,
         max_line: int = MAX_LINE,
+        redact: Redactor | None = None,
     ) -> None:
         self.sock: socket.socket = sock
         self.timeout = timeout
@@ -173,6 +194,8 @@ class Conn:
         self.max_line = max_line
         self._buf = b""
         self.tls: TlsSession | None = None
+        self.redact = redact
+        self.secret_sent = False  # from then on the server's lines are masked (module doc)
 
     # -- reading -----------------------------------------------------------------------
     def _fill(self, deadline: float) -> None:
@@ -202,14 +225,38 @@ class Conn:
             idx = self._buf.find(b"\n", 0, self.max_line + 1)
             if idx >= 0:
                 raw, self._buf = self._buf[:idx], self._buf[idx + 1 :]
-                line = raw.rstrip(b"\r").decode("utf-8", "replace")
+                line = self.masked(raw.rstrip(b"\r").decode("utf-8", "replace"))
                 self.transcript.append("S: " + _printable(line))
                 return line
             if len(self._buf) > self.max_line:
-                head = self._buf[:60].decode("utf-8", "replace")
+                # masked before the cut: an echo across the cut is masked whole
+                head = self.masked(self._buf[: self.max_line].decode("utf-8", "replace"))[:60]
                 self.transcript.append(f"S: {_printable(head)}... [over {self.max_line} bytes]")
                 raise TooLong(f"{self.peer} sent a line longer than {self.max_line} bytes")
             self._fill(deadline)
+
+    def masked(self, text: str) -> str:
+        """A server's text with the secret masked, once one went out on this connection."""
+        if self.secret_sent and self.redact is not None:
+            return self.redact.reply(text)
+        return text
+
+    def masked_reply(self, lines: list[str]) -> list[str]:
+        """The lines of one multi-line reply, just read, with an echo of the secret that a
+        continuation line split in two masked as well (the transcript's copies too)."""
+        if not (self.secret_sent and self.redact is not None and len(lines) > 1):
+            return lines
+        clean = self.redact.reply_lines(lines)
+        t = self.transcript
+        for old, new in zip(lines, clean, strict=True):
+            if old == new:
+                continue
+            entry = "S: " + _printable(old)
+            for i in range(len(t) - 1, -1, -1):  # the reply's lines are the latest ones
+                if t[i] == entry:
+                    t[i] = "S: " + _printable(new)
+                    break
+        return clean
 
     def read_exact(self, size: int, *, deadline: float) -> bytes:
         while len(self._buf) < size:
@@ -233,8 +280,19 @@ class Conn:
 
     # -- writing -----------------------------------------------------------------------
     def send_line(self, line: str, *, shown: str | None = None) -> None:
-        """Send ``line`` + CRLF; the transcript gets ``shown`` instead when it is secret."""
+        """Send ``line`` + CRLF; the transcript gets ``shown`` instead when it is secret.
+
+        A CR, LF or NUL inside ``line`` is refused (``UnsafeLine``): whatever follows it would
+        reach the server as a command of its own (``DELE 1`` smuggled in a login).
+        """
+        if "\r" in line or "\n" in line or "\0" in line:
+            raise UnsafeLine(
+                "refused to send a command with a line break or NUL in it: the server would "
+                "read the rest as another command"
+            )
         self.transcript.append("C: " + (shown if shown is not None else _printable(line)))
+        if shown is not None:
+            self.secret_sent = True
         self.sock.settimeout(self.timeout)
         try:
             self.sock.sendall(line.encode("utf-8") + b"\r\n")
@@ -279,6 +337,4 @@ class Conn:
 
 def _printable(text: str) -> str:
     """Control characters shown escaped so a hostile peer cannot drive the user's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return printable(text)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from maildiag.errors import UsageError
 from maildiag.lang import LANGS
+from maildiag.terminal import printable
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
@@ -80,7 +81,8 @@ class Option(NamedTuple):
             return self.parse(raw)
         except OptionError as exc:
             shown = raw[-1] if self.repeat else raw
-            raise UsageError(f"{self.label} {shown}: {exc}") from exc
+            # a value with a line break or another control character is shown escaped
+            raise UsageError(f"{self.label} {printable(str(shown))}: {exc}") from exc
 
     @property
     def label(self) -> str:
@@ -117,9 +119,49 @@ def parse_text(value: Any) -> str:
 def parse_login(value: Any) -> str:
     """A login name: text a protocol line can carry (no line breaks, no NUL)."""
     text = parse_text(value)
-    if any(c in text for c in "\r\n\0"):
-        raise OptionError("must not contain a line break or a NUL character")
+    problem = login_problem(text)
+    if problem:
+        raise OptionError(f"{problem}: a login is one line of text")
     return text
+
+
+def login_problem(login: str) -> str | None:
+    """Why a login cannot be sent as one protocol line, or None when it can.
+
+    A line break would end the command and start another (``alice\\r\\nDELE 1``); NUL and the
+    other control characters have no place in a login either.
+    """
+    if any(c in login for c in "\r\n"):
+        return "contains a line break (CR or LF)"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in login):
+        return "contains a control character"
+    if not _utf8(login):
+        return "is not valid UTF-8 text"
+    return None
+
+
+def password_problem(password: str) -> str | None:
+    """Why a password cannot be sent, or None when it can (it is never quoted back).
+
+    CR, LF and NUL cannot travel inside a POP3 ``PASS`` or IMAP ``LOGIN`` line, nor in a SASL
+    PLAIN response, whose fields NUL separates; a tab, an ESC or a no-break space can.
+    """
+    if any(c in password for c in "\r\n"):
+        return "contains a line break (CR or LF), which no mail protocol can carry in a password"
+    if "\0" in password:
+        return "contains a NUL character, which no mail protocol can carry in a password"
+    if not _utf8(password):
+        return "is not valid UTF-8 text (check the variable's encoding)"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    """False for text with undecodable bytes (os.environ keeps them as surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_mail_address(value: Any) -> str:
@@ -623,4 +665,7 @@ def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str:
         raise UsageError(f"--password-env {var}: that environment variable is not set")
     if not value:
         raise UsageError(f"--password-env {var}: the variable is empty")
+    problem = password_problem(value)
+    if problem:
+        raise UsageError(f"--password-env {var}: the password {problem}")
     return value

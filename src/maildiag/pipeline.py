@@ -18,7 +18,8 @@ from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
-from maildiag.scheduler import Scheduler, session_job
+from maildiag.redact import Redactor
+from maildiag.scheduler import HostLimiter, Scheduler, session_job
 
 T = TypeVar("T")
 
@@ -34,7 +35,10 @@ def check_mailbox(
     dns: Dns | None = None,
     on_observation: Callable[[Observation], None] | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    limiter: HostLimiter | None = None,
 ) -> Report:
+    """Check one address. ``limiter``: the per-host connection cap shared with the other runs
+    of a ``--config`` run (else this run has its own)."""
     from maildiag.discovery import discover
     from maildiag.discovery.providers import ProviderError, load_providers
     from maildiag.dnsclient import Dns
@@ -51,7 +55,9 @@ def check_mailbox(
 
     from maildiag.probes import auth, clock
 
-    scheduler = Scheduler(max_per_host=config.max_per_host, on_observation=on_observation)
+    scheduler = Scheduler(
+        max_per_host=config.max_per_host, on_observation=on_observation, limiter=limiter
+    )
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
     scheduler.start(
@@ -81,7 +87,8 @@ def check_mailbox(
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
-    login_stage = auth.make_login_stage(config, address, found.provider)
+    redact = Redactor(config.password)
+    login_stage = auth.make_login_stage(config, address, found.provider, redact)
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)
 
@@ -97,6 +104,7 @@ def check_mailbox(
             login_stage=login_stage,
             verify_ctx=verify_ctx,
             noverify_ctx=noverify_ctx,
+            redact=redact,
         )
 
     scheduler.start([session_job(t, make_env) for t in targets])
@@ -161,13 +169,13 @@ def check_targets(
     remaining targets are cancelled and the exception propagates (the CLI's error shell turns it
     into one line and exit 3).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from maildiag.threads import DaemonPool
 
     if not specs:
         raise ValueError("check_targets needs at least one target")
     workers = max(1, min(int(max_parallel), len(specs)))
     started = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maildiag-target")
+    pool = DaemonPool(workers, "maildiag-target")  # never keeps the process alive at exit
     try:
         futures = [pool.submit(check_one, spec) for spec in specs]
         reports = [future.result() for future in futures]

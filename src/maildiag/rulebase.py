@@ -66,8 +66,9 @@ import marshal
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from maildiag.lang import LANGS
 
@@ -88,15 +89,21 @@ __all__ = [
     "rule_dirs",
 ]
 
-CACHE_FORMAT = 6  # bump when the cached structure or the literal extraction changes
+CACHE_FORMAT = 7  # bump when the cached structure or the literal extraction changes
 MAX_TEXT = 16384  # characters of a text the matcher looks at: the head and the tail
 MAX_REPEAT_BOUND = 1000  # the largest {m,n} a rule regex may use
+# ways quantifiers in a row may split a text between them (regex_problem); the built-ins need 1708
+MAX_BACKTRACK = 10_000
+# seconds the regexes of user rules may take on one text, and in timeouts over a whole process
+USER_REGEX_BUDGET = 0.5
+USER_REGEX_TOTAL = 2.0
 UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
 PROTOCOLS = ("smtp", "imap", "pop3")
 SEVERITIES = ("info", "warn", "fail")
 RE_FLAGS = re.IGNORECASE | re.MULTILINE
 
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+_NEVER = re.compile(r"(?!)")  # matches nothing
 _CODE_RE = re.compile(r"[2-5][0-9x][0-9x]\Z")
 _ENH_RE = re.compile(r"([245*])\.([0-9]{1,3}|\*)\.([0-9]{1,3}|\*)\Z")
 _PARAM_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -440,6 +447,12 @@ class RuleBase:
         # patterns: one list for text and unless regexes, compiled on first use
         self._sources: list[str] = data["patterns"]
         self._compiled: list[re.Pattern[str] | None] = [None] * len(self._sources)
+        # patterns only user rules use (--rules, MAILDIAG_RULES): matched with a time budget
+        self._guarded: frozenset[int] = frozenset(data.get("guarded", ()))
+        self._user_compiled: dict[int, Any] = {}
+        self._cache_file: str | None = None  # where this rule base was read from, if cached
+        self.timed_out: dict[int, str] = {}  # user regexes that ran out of time: index -> source
+        self._spent = 0.0  # seconds those timeouts cost
         keys: list[list[list[str]] | None] = data["keys"]
         pattern_index = {src: i for i, src in enumerate(self._sources)}
         for r in self.rules:
@@ -521,7 +534,13 @@ class RuleBase:
             data = _read_cache(path, stamp)
             if data is not None:
                 data["from_cache"] = True
-                return cls(data)
+                try:
+                    rb = cls(data)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                    _drop_cache(path)  # not what we write: rebuilt below, rewritten
+                else:
+                    rb._cache_file = path
+                    return rb
         data = _load_fresh(listing)
         data["dirs"] = dirs
         if path is not None:
@@ -536,8 +555,52 @@ class RuleBase:
     def _pattern(self, i: int) -> re.Pattern[str]:
         p = self._compiled[i]
         if p is None:
-            p = self._compiled[i] = re.compile(self._sources[i], RE_FLAGS)
+            src = self._sources[i]
+            if self.from_cache and regex_problem(src) is not None:
+                # the lint refuses what the cache holds: we never write that, so the file was
+                # changed behind our back. This regex runs with a time budget from now on, and
+                # the cache is rebuilt next time.
+                self._guarded = self._guarded | {i}
+                _drop_cache(self._cache_file)
+                p = _NEVER
+            else:
+                p = re.compile(src, RE_FLAGS)
+            self._compiled[i] = p
         return p
+
+    def _search(self, i: int, text: str, budget: list[float]) -> Any:
+        """Pattern ``i`` searched in ``text``; a user's regex within the text's time budget."""
+        if i in self._guarded:
+            return self._guarded_search(i, text, budget)
+        return self._pattern(i).search(text)
+
+    def _guarded_search(self, i: int, text: str, budget: list[float]) -> Any:
+        """A regex from a user's rules directory, run by the ``regex`` engine with a timeout:
+        what is left of ``USER_REGEX_BUDGET`` for this text (``budget`` holds its deadline once
+        the first such regex ran). A regex that times out counts as not matching, and is not
+        run again in this process; once ``USER_REGEX_TOTAL`` seconds went to timeouts, no user
+        regex runs any more. A hostile rule costs a run at most those seconds."""
+        if i in self.timed_out or self._spent >= USER_REGEX_TOTAL:
+            return None
+        now = time.monotonic()
+        if not budget:
+            budget.append(now + USER_REGEX_BUDGET)
+        left = budget[0] - now
+        if left <= 0:
+            return None
+        pattern = self._user_compiled.get(i)
+        if pattern is None:
+            import regex
+
+            pattern = self._user_compiled[i] = regex.compile(
+                self._sources[i], regex.IGNORECASE | regex.MULTILINE
+            )
+        try:
+            return pattern.search(text, timeout=left)
+        except TimeoutError:
+            self.timed_out[i] = self._sources[i]
+            self._spent += time.monotonic() - now
+            return None
 
     def candidates(self, lowered: str) -> set[int]:
         """Ids of the patterns whose required literal occurs in the (lower-cased) text."""
@@ -601,15 +664,17 @@ class RuleBase:
         lowered = norm.lower()
         found = self.candidates(lowered)
         known: set[str] = {provider} if provider else set()
+        budget: list[float] = []  # the deadline of the user regexes on this text, once set
         if not provider and not self._hint_set.isdisjoint(found):
             for i in self._hint_set & found:
                 pid = self._hint_ids[i]
-                if pid not in known and self._pattern(i).search(norm):
+                if pid not in known and self._search(i, norm, budget):
                     known.add(pid)
         filtered = bool(protocol or provider)
         code = enhanced or basic
         vetoes: dict[int, bool] = {}  # "unless" patterns are shared: each runs once per text
         compiled = self._compiled
+        guarded = self._guarded
         # the other literal sets say the same as the regex only where lower-casing is exact
         check_sets = norm.isascii()
         ascii_lower = lowered if check_sets else None
@@ -634,7 +699,10 @@ class RuleBase:
                         sets = ()
                     if sets:
                         continue
-                m = (compiled[i] or self._pattern(i)).search(norm)
+                if i in guarded:
+                    m = self._guarded_search(i, norm, budget)
+                else:
+                    m = (compiled[i] or self._pattern(i)).search(norm)
                 if m is None:
                     continue
                 start, end = m.span()
@@ -647,7 +715,9 @@ class RuleBase:
                     if filtered and not applies(r):
                         continue
                     level = _code_level(r, basic, enhanced) if r.has_codes else 0
-                    if level < 0 or (r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)):
+                    if level < 0 or (
+                        r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
+                    ):
                         continue
                     rank = (
                         0,
@@ -671,7 +741,7 @@ class RuleBase:
                 if r.id in results or not applies(r):
                     continue
                 if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) or (
-                    r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower)
+                    r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
                 ):
                     continue
                 code = enhanced if level == 2 else basic
@@ -682,14 +752,20 @@ class RuleBase:
         return _sorted(results)
 
     def _vetoed(
-        self, r: Rule, norm: str, memo: dict[int, bool] | None = None, lowered: str | None = None
+        self,
+        r: Rule,
+        norm: str,
+        memo: dict[int, bool] | None = None,
+        lowered: str | None = None,
+        budget: list[float] | None = None,
     ) -> bool:
         """Whether an ``unless`` regex of ``r`` matches; ``memo`` shares results within a text,
         ``lowered`` (ASCII text only) lets a missing literal answer without the regex."""
         if not r.unless_ids:
             return False
+        budget = [] if budget is None else budget
         if memo is None:
-            return any(self._pattern(i).search(norm) for i in r.unless_ids)
+            return any(self._search(i, norm, budget) for i in r.unless_ids)
         for i in r.unless_ids:
             hit = memo.get(i)
             if hit is None:
@@ -698,7 +774,7 @@ class RuleBase:
                 ):
                     hit = False
                 else:
-                    hit = self._pattern(i).search(norm) is not None
+                    hit = self._search(i, norm, budget) is not None
                 memo[i] = hit
             if hit:
                 return True
@@ -985,6 +1061,33 @@ def _cache_path(dirs: Sequence[str]) -> str | None:
     return os.path.join(base, f"rules-{tag}.marshal")
 
 
+def _own_directory(path: str, *, create: bool) -> bool:
+    """Whether ``path`` is a directory only this user can change (created 0700 if missing).
+
+    A cache directory another user owns or may write into (``/tmp``, a shared group directory)
+    is refused: whoever can write there could plant a file for maildiag to read or a link for it
+    to write through. Without such a directory maildiag runs without a cache.
+    """
+    import stat
+
+    if create:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except (OSError, ValueError):
+            return False
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    getuid = getattr(os, "geteuid", None)
+    if getuid is not None and st.st_uid != getuid():
+        return False
+    return stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+_MAX_CACHE = 64 * 1024 * 1024  # bytes: the built-in rules take about 0.5 MB
+
+
 def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[Any]:
     try:
         st = os.stat(__file__)
@@ -995,24 +1098,58 @@ def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[An
 
 
 def _read_cache(path: str, stamp: list[Any]) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
-        cached = marshal.loads(blob)
-    except (OSError, ValueError, EOFError, TypeError):
+    """The cached data, or None on any doubt: a link, a FIFO or another non-regular file, a file
+    of another user, too large, unreadable, another version, or a structure that is not the one
+    ``_load_fresh`` writes. (The regexes are linted again as they are first compiled.)"""
+    import stat
+
+    if not _own_directory(os.path.dirname(path), create=False):
         return None
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        getuid = getattr(os, "geteuid", None)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_size > _MAX_CACHE
+            or (getuid is not None and st.st_uid != getuid())
+        ):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            blob = fh.read(_MAX_CACHE + 1)
+        cached = marshal.loads(blob)
+    except (OSError, ValueError, EOFError, TypeError, MemoryError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
     if not isinstance(cached, dict) or cached.get("stamp") != stamp:
         return None
     data = cached.get("data")
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, dict) and _valid_data(data) else None
 
 
 def _write_cache(path: str, stamp: list[Any], data: dict[str, Any]) -> None:
-    """Best effort: a read-only or missing cache directory just means no cache."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    """Best effort: a read-only, missing or shared cache directory just means no cache.
+
+    The file is written under a fresh name (``mkstemp``: O_EXCL, mode 0600, in the cache
+    directory itself) and renamed over the old one, so a reader never sees half a file and no
+    planted link can redirect the write.
+    """
+    import tempfile
+
+    directory = os.path.dirname(path)
+    if not _own_directory(directory, create=True):
+        return
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=".rules-", suffix=".tmp", dir=directory)
+    except (OSError, ValueError):
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
             fh.write(marshal.dumps({"stamp": stamp, "data": data}))
         os.replace(tmp, path)
     except (OSError, ValueError):
@@ -1020,6 +1157,110 @@ def _write_cache(path: str, stamp: list[Any], data: dict[str, Any]) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def _drop_cache(path: str | None) -> None:
+    """Remove a cache file found wanting, so the next run rebuilds it."""
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _is_list(value: Any, item: type) -> TypeGuard[list[Any]]:
+    """A list whose items are all of type ``item`` (exactly: checked in C, it runs on every
+    cached load)."""
+    return type(value) is list and set(map(type, value)) <= {item}
+
+
+def _is_texts(value: Any) -> bool:
+    """A mapping of names to {en: text, ru: text}."""
+    if type(value) is not dict or not set(map(type, value)) <= {str}:
+        return False
+    inner = list(value.values())
+    if not set(map(type, inner)) <= {dict}:
+        return False
+    return all(set(map(type, v)) | set(map(type, v.values())) <= {str} for v in inner)
+
+
+_RULE_FIELDS: dict[str, type] = {
+    "id": str,
+    "category": str,
+    "severity": str,
+    "file": str,
+    "priority": int,
+    "fallback": bool,
+}
+_RULE_LISTS = ("text", "unless", "code", "enhanced", "protocol", "provider", "signal", "links")
+
+
+def _valid_rule_data(r: Any, patterns: frozenset[str]) -> bool:
+    if type(r) is not dict:
+        return False
+    if not all(type(r.get(k)) is t for k, t in _RULE_FIELDS.items()):
+        return False
+    if r["severity"] not in SEVERITIES or not _ID_RE.match(r["id"]):
+        return False
+    if not all(_is_list(r.get(k), str) for k in _RULE_LISTS):
+        return False
+    if not patterns.issuperset(r["text"]) or not patterns.issuperset(r["unless"]):
+        return False
+    title, steps = r.get("title"), r.get("steps")
+    if type(title) is not dict or not all(type(title.get(x)) is str for x in LANGS):
+        return False
+    if type(steps) is not dict or not all(_is_list(steps.get(x), str) for x in LANGS):
+        return False
+    for k in ("examples", "counterexamples"):
+        examples = r.get(k)
+        if not _is_list(examples, dict):
+            return False
+        if not set(map(type, map(dict.get, examples, ["text"] * len(examples)))) <= {str}:
+            return False
+    return True
+
+
+def _valid_data(data: dict[str, Any]) -> bool:
+    """Whether cached data has the structure ``_load_fresh`` builds (else it is rebuilt)."""
+    patterns = data.get("patterns")
+    if not _is_list(patterns, str):
+        return False
+    n = len(patterns)
+    keys, extra, guarded = data.get("keys"), data.get("extra"), data.get("guarded")
+    if not (type(keys) is list and type(extra) is list and len(keys) == len(extra) == n):
+        return False
+    pairs = [pair for k in keys if k is not None for pair in (k if type(k) is list else [None])]
+    if not set(map(type, keys)) <= {list, type(None)} or not _is_list(pairs, list):
+        return False
+    if not set(map(len, pairs)) <= {2} or not set(map(type, (x for p in pairs for x in p))) <= {
+        str
+    }:
+        return False
+    if not _is_list(extra, list) or not all(_is_list(e, list) for e in extra):
+        return False
+    if not set(map(type, (x for e in extra for sets in e for x in sets))) <= {str}:
+        return False
+    if not (_is_list(guarded, int) and all(0 <= i < n for i in guarded)):
+        return False
+    hints = data.get("hints")
+    if type(hints) is not dict or not all(
+        type(k) is str and _is_list(v, str) for k, v in hints.items()
+    ):
+        return False
+    known = frozenset(patterns)
+    if not all(known.issuperset(v) for v in hints.values()):
+        return False
+    if not (_is_texts(data.get("params")) and _is_texts(data.get("ui"))):
+        return False
+    interception = data.get("interception")
+    if not (_is_list(interception, list) and all(_is_list(x, str) for x in interception)):
+        return False
+    rules = data.get("rules")
+    return (
+        type(rules) is list
+        and _is_list(data.get("dirs"), str)
+        and all(_valid_rule_data(r, known) for r in rules)
+    )
 
 
 # --------------------------------------------------------------------------- validation
@@ -1056,6 +1297,8 @@ def _yaml_load(path: str) -> Any:
         raise RuleBaseError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise RuleBaseError(f"{path}: not UTF-8 text") from None
+    except RecursionError:  # the pure-Python loader (no libyaml) on a file nested thousands deep
+        raise RuleBaseError(f"{path}: YAML error: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -1069,7 +1312,11 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
     ui: dict[str, dict[str, str]] = {}
     interception: list[list[str]] = []
     hints: dict[str, list[str]] = {}
-    for _directory, files in listing:
+    memo: dict[Any, int] = {}  # regex_problem's character sets, worked out once per load
+    vetted: set[str] = set()  # the regexes of the built-in rules: they ship tested
+    builtin = os.path.abspath(_builtin_dir())
+    for directory, files in listing:
+        ours = os.path.abspath(directory) == builtin
         seen_here: dict[str, str] = {}
         for path, _size, _mtime in files:
             doc = _yaml_load(path)
@@ -1089,17 +1336,19 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
             for pid, pats in (doc.get("provider_hints") or {}).items():
                 pats = _str_list(pats, path, f"provider_hints.{pid}", "patterns")
                 for src in pats:
-                    problem = regex_problem(src)
+                    problem = regex_problem(src, memo)
                     if problem:
                         raise RuleBaseError(
                             f"{path}: provider_hints.{pid}: regex {src!r}: {problem}"
                         )
                 hints.setdefault(str(pid).lower(), []).extend(pats)
+                if ours:
+                    vetted.update(pats)
             raw_rules = doc.get("rules") or []
             if not isinstance(raw_rules, list):
                 raise RuleBaseError(f"{path}: 'rules' must be a list")
             for n, raw in enumerate(raw_rules, 1):
-                rule = _validate_rule(raw, path, n)
+                rule = _validate_rule(raw, path, n, memo)
                 if rule["id"] in seen_here:
                     raise RuleBaseError(
                         f"{path}: rule {rule['id']}: duplicate id (also in {seen_here[rule['id']]})"
@@ -1107,6 +1356,9 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
                 seen_here[rule["id"]] = path
                 rules.pop(rule["id"], None)  # a later directory replaces: keep the newer order
                 rules[rule["id"]] = rule
+                if ours:
+                    vetted.update(rule["text"])
+                    vetted.update(rule["unless"])
     patterns: list[str] = []
     index: dict[str, int] = {}
     literals: list[list[tuple[str, bool]] | None] = []
@@ -1145,6 +1397,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
         "patterns": patterns,
         "keys": keys,
         "extra": extra,
+        "guarded": [i for i, src in enumerate(patterns) if src not in vetted],
     }
 
 
@@ -1188,7 +1441,9 @@ def _str_list(value: Any, path: str, rid: str, what: str) -> list[str]:
     return [str(v) for v in value]
 
 
-def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
+def _validate_rule(
+    raw: Any, path: str, n: int, memo: dict[Any, int] | None = None
+) -> dict[str, Any]:
     from maildiag.models import Category
     from maildiag.signals import SIGNALS
 
@@ -1228,7 +1483,7 @@ def _validate_rule(raw: Any, path: str, n: int) -> dict[str, Any]:
     m["text"] = [_fold_yo(src) for src in m["text"]]  # as normalize_text does to the input
     m["unless"] = [_fold_yo(src) for src in m["unless"]]
     for src in (*m["text"], *m["unless"]):
-        problem = regex_problem(src)
+        problem = regex_problem(src, memo)
         if problem:
             raise fail(f"regex {src!r}: {problem}")
     for code in m["code"]:
@@ -1329,8 +1584,17 @@ def _examples(value: Any, fail: Any, what: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- regex analysis
 
 
-def regex_problem(src: str) -> str | None:
-    """Why a rule regex is unsafe or invalid, or None when it is fine."""
+def regex_problem(src: str, memo: dict[Any, int] | None = None) -> str | None:
+    """Why a rule regex is unsafe or invalid, or None when it is fine.
+
+    Refused, because a backtracking engine can spend minutes on one line with them: unbounded
+    repeats; a repeat (that can run more than once) of anything that is not one fixed-width
+    piece — a nested quantifier, an optional part or an alternation (``(?:a|a){1,60}``); and
+    quantifiers in a row that can take turns on the same characters with more than
+    ``MAX_BACKTRACK`` ways of splitting a text between them (``\\w{0,1000}\\w{0,1000}``).
+    Matching is bounded in time besides (``USER_REGEX_BUDGET``), whatever slips through.
+    ``memo``: character sets already worked out, shared by the regexes of one load.
+    """
     try:
         re.compile(src, RE_FLAGS)
     except re.error as exc:
@@ -1339,36 +1603,55 @@ def regex_problem(src: str) -> str | None:
     import re._parser as p  # type: ignore[import-not-found]
 
     tree = p.parse(src, RE_FLAGS)
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None))
 
-    def walk(items: Any, inside_repeat: bool) -> str | None:
+    def walk(items: Any) -> str | None:
         for op, av in items:
-            if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            if op in repeats:
                 lo, hi, body = av
                 if hi == c.MAXREPEAT or hi > MAX_REPEAT_BOUND:
                     return "unbounded repeat (*, + or {n,}): write a bound such as {0,80}"
-                if hi > 1 and _has_repeat(body, c):
-                    return "nested quantifiers (catastrophic backtracking)"
-                problem = walk(body, inside_repeat or hi > 1)
-                if problem:
-                    return problem
+                if hi > 1:
+                    if _has_repeat(body, c):
+                        return "nested quantifiers (catastrophic backtracking)"
+                    if _has_branch(body, c):
+                        return (
+                            "alternation inside a repeat (catastrophic backtracking): "
+                            "use a character class, or repeat the whole alternation once"
+                        )
+                    if _variable(body, c):
+                        return (
+                            "a repeat of a part with optional pieces (catastrophic "
+                            "backtracking): repeat one fixed-width piece"
+                        )
+                problem = walk(body)
             elif op == c.SUBPATTERN:
-                problem = walk(av[3], inside_repeat)
-                if problem:
-                    return problem
+                problem = walk(av[3])
             elif op == c.BRANCH:
-                for branch in av[1]:
-                    problem = walk(branch, inside_repeat)
-                    if problem:
-                        return problem
+                problem = next((x for x in map(walk, av[1]) if x), None)
             elif op in (c.ASSERT, c.ASSERT_NOT):
-                problem = walk(av[1], inside_repeat)
-                if problem:
-                    return problem
+                problem = walk(av[1])
             elif op == c.GROUPREF:
-                return "back-references are not allowed"
+                problem = "back-references are not allowed"
+            else:
+                problem = None
+            if problem:
+                return problem
         return None
 
-    return walk(tree, False)
+    problem = walk(tree)
+    if problem:
+        return problem
+    if _ranges(tree, c) < 2:
+        return None  # one quantifier alone is bounded by MAX_REPEAT_BOUND
+    ways = _chain_ways(tree, c, memo)
+    if ways > MAX_BACKTRACK:
+        return (
+            f"quantifiers in a row that can match the same characters may try {ways} ways "
+            f"of splitting a text between them (at most {MAX_BACKTRACK}): lower their bounds "
+            "or put a character between them that they cannot match"
+        )
+    return None
 
 
 def _has_repeat(items: Any, c: Any) -> bool:
@@ -1380,6 +1663,162 @@ def _has_repeat(items: Any, c: Any) -> bool:
         if op == c.BRANCH and any(_has_repeat(b, c) for b in av[1]):
             return True
     return False
+
+
+def _has_branch(items: Any, c: Any) -> bool:
+    for op, av in items:
+        if op == c.BRANCH:
+            return True
+        if op == c.SUBPATTERN and _has_branch(av[3], c):
+            return True
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and _has_branch(av[2], c):
+            return True
+        if op in (c.ASSERT, c.ASSERT_NOT) and _has_branch(av[1], c):
+            return True
+    return False
+
+
+def _variable(items: Any, c: Any) -> bool:
+    """Whether ``items`` can match texts of different lengths (or look ahead a variable
+    distance): a repeat of them would have several ways to cover the same text."""
+    for op, av in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and (av[0] != av[1] or _variable(av[2], c)):
+            return True
+        if op == c.SUBPATTERN and _variable(av[3], c):
+            return True
+        if op == c.BRANCH:
+            return True
+        if op in (c.ASSERT, c.ASSERT_NOT) and _variable(av[1], c):
+            return True
+    return False
+
+
+# Characters to tell whether two pieces of a regex can match the same character: ASCII, Latin-1
+# letters, Cyrillic, and a few spaces; a set of them is a bit mask over this list. (Enough for
+# the question "could these two quantifiers take turns on one run of text"; a pair that only
+# shares exotic characters is let through, and the time budget covers it.)
+_SAMPLE = "".join(
+    [chr(i) for i in range(0x80)]
+    + [chr(i) for i in range(0xA0, 0x180)]
+    + [chr(i) for i in range(0x400, 0x460)]
+    + ["\u2028", "\u3000"]
+)
+_ALL = (1 << len(_SAMPLE)) - 1
+
+
+def _mask_of(pattern: str) -> int:
+    """The sample characters a one-character pattern matches: where it matches in the sample."""
+    return sum(1 << m.start() for m in re.finditer(pattern, _SAMPLE, RE_FLAGS))
+
+
+def _chars(op: Any, av: Any, c: Any, memo: dict[Any, int]) -> int | None:
+    """The sample characters one single-character piece matches (a mask); None for others."""
+    if op not in (c.LITERAL, c.NOT_LITERAL, c.ANY, c.IN):
+        return None
+    key = (str(op), repr(av))
+    mask = memo.get(key)
+    if mask is None:
+        if op == c.ANY:
+            mask = _mask_of(".")
+        elif op in (c.LITERAL, c.NOT_LITERAL):
+            mask = _mask_of(re.escape(chr(av)))
+            if op == c.NOT_LITERAL:
+                mask = _ALL & ~mask
+        else:
+            mask = 0
+            negate = False
+            for o, a in av:
+                if o == c.NEGATE:
+                    negate = True
+                elif o == c.LITERAL:
+                    mask |= _mask_of(re.escape(chr(a)))
+                elif o == c.RANGE:
+                    mask |= _mask_of(f"[{re.escape(chr(a[0]))}-{re.escape(chr(a[1]))}]")
+                elif o == c.CATEGORY:
+                    mask |= _mask_of(_CATEGORY.get(str(a), r"[^\s\S]"))
+            if negate:
+                mask = _ALL & ~mask
+        memo[key] = mask
+    return mask
+
+
+_CATEGORY = {
+    "CATEGORY_DIGIT": r"\d",
+    "CATEGORY_NOT_DIGIT": r"\D",
+    "CATEGORY_SPACE": r"\s",
+    "CATEGORY_NOT_SPACE": r"\S",
+    "CATEGORY_WORD": r"\w",
+    "CATEGORY_NOT_WORD": r"\W",
+}
+
+
+def _first_chars(items: Any, c: Any, memo: dict[Any, int]) -> int:
+    """Every sample character any single-character piece inside ``items`` matches (a mask)."""
+    out = 0
+    for op, av in items:
+        chars = _chars(op, av, c, memo)
+        if chars is not None:
+            out |= chars
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            out |= _first_chars(av[2], c, memo)
+        elif op == c.SUBPATTERN:
+            out |= _first_chars(av[3], c, memo)
+        elif op == c.BRANCH:
+            for branch in av[1]:
+                out |= _first_chars(branch, c, memo)
+    return out
+
+
+def _ranges(items: Any, c: Any) -> int:
+    """How many quantifiers with a range (``{0,80}``, ``?``) ``items`` holds, at any depth."""
+    n = 0
+    for op, av in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            n += (av[0] != av[1]) + _ranges(av[2], c)
+        elif op == c.SUBPATTERN:
+            n += _ranges(av[3], c)
+        elif op == c.BRANCH:
+            n += sum(_ranges(b, c) for b in av[1])
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            n += _ranges(av[1], c)
+    return n
+
+
+def _chain_ways(items: Any, c: Any, memo: dict[Any, int] | None = None) -> int:
+    """The most ways quantifiers in a row may split one text between them: the product of
+    their ranges, for neighbours whose characters overlap (so the engine can hand characters
+    from one to the next when what follows fails)."""
+    memo = {} if memo is None else memo  # masks of the pieces seen, for this regex
+    best = 1
+    ways = 1
+    reach = 0  # the characters the current chain can take (a mask)
+    for op, av in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            lo, hi, body = av
+            best = max(best, _chain_ways(body, c, memo))
+            chars = _first_chars(body, c, memo)
+            if hi > lo:
+                ways = ways * (hi - lo + 1) if reach & chars else hi - lo + 1
+                reach = chars
+            elif not reach & chars:
+                ways, reach = 1, 0
+        elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            if op != c.AT:
+                best = max(best, _chain_ways(av[1], c, memo))
+            continue  # zero-width: the neighbours still touch
+        else:
+            if op == c.SUBPATTERN:
+                best = max(best, _chain_ways(av[3], c, memo))
+                chars = _first_chars(av[3], c, memo)
+            elif op == c.BRANCH:
+                best = max(best, *(_chain_ways(b, c, memo) for b in av[1]))
+                chars = _first_chars([(op, av)], c, memo)
+            else:
+                chars = _chars(op, av, c, memo) or 0
+            if not reach & chars:
+                ways, reach = 1, 0
+        best = max(best, ways)
+    return best
 
 
 def required_literals(src: str) -> list[tuple[str, bool]] | None:

@@ -2,8 +2,10 @@
 
 The protocol clients block, so each target gets a daemon thread; a semaphore per host and service
 keeps us to ``max_per_host`` connections at once to one server daemon (mail servers ban eager
-clients). The SMTP, IMAP and POP3 daemons of one host keep separate limits, so they are probed
-side by side: three services take as long as the slowest, three filtered ports one timeout.
+clients). The semaphores live in a ``HostLimiter``, which a ``--config`` run shares between the
+schedulers of all its targets, so the cap holds for the whole run, not per target. The SMTP, IMAP
+and POP3 daemons of one host keep separate limits, so they are probed side by side: three
+services take as long as the slowest, three filtered ports one timeout.
 Observations stream out through ``on_observation`` as they happen, so the text renderer can show
 progress. When the run's deadline passes, every check still missing is reported as ``fail`` with a
 timeout problem — the run ends on time even if some thread is stuck in a library call.
@@ -42,6 +44,23 @@ def session_job(target: Target, make_env: Callable[[Callable[[Observation], None
     )
 
 
+class HostLimiter:
+    """At most ``per_host`` connections at once to one host and service, for every scheduler that
+    shares this object (all targets of a run); thread-safe."""
+
+    def __init__(self, per_host: int = 2) -> None:
+        self.per_host = per_host
+        self._lock = threading.Lock()
+        self._semaphores: dict[tuple[str, str], threading.Semaphore] = {}
+
+    def semaphore(self, key: tuple[str, str]) -> threading.Semaphore:
+        with self._lock:
+            sem = self._semaphores.get(key)
+            if sem is None:
+                sem = self._semaphores[key] = threading.Semaphore(self.per_host)
+            return sem
+
+
 class Scheduler:
     """Starts jobs on daemon threads as they become known; ``collect`` ends on a deadline.
 
@@ -50,21 +69,24 @@ class Scheduler:
     """
 
     def __init__(
-        self, *, max_per_host: int = 2, on_observation: Callable[[Observation], None] | None = None
+        self,
+        *,
+        max_per_host: int = 2,
+        on_observation: Callable[[Observation], None] | None = None,
+        limiter: HostLimiter | None = None,
     ) -> None:
         self.max_per_host = max_per_host
         self.on_observation = on_observation
         self._results: queue.Queue[Observation | tuple[str, BaseException] | str] = queue.Queue()
-        self._host_locks: dict[tuple[str, str], threading.Semaphore] = {}
+        # shared with the other targets' schedulers of a --config run; else this run's own
+        self._limiter = limiter if limiter is not None else HostLimiter(max_per_host)
         self._jobs: list[Job] = []
 
     def start(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             lock = None
             if job.host is not None:
-                lock = self._host_locks.setdefault(
-                    _lock_key(job), threading.Semaphore(self.max_per_host)
-                )
+                lock = self._limiter.semaphore(_lock_key(job))
             self._jobs.append(job)
             threading.Thread(
                 target=self._work, args=(job, lock), name=f"maildiag:{job.name}", daemon=True

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from maildiag.models import Discovery, Finding, Security, Service, Source
+from maildiag.terminal import safe
 
 SETTINGS_SCHEMA = "maildiag.settings/1"
 TABLE_ORDER: tuple[Service, ...] = (Service.IMAP, Service.POP3, Service.SMTP)
@@ -323,7 +324,7 @@ def _render_text(
         for finding in findings:  # why nothing was found, in the rule base's words
             lines.append(f"- {finding.title}")
             lines.extend(f"  {n}. {step}" for n, step in enumerate(finding.steps, 1))
-        out.write("\n".join(dict.fromkeys(lines)) + "\n")
+        out.write(safe("\n".join(dict.fromkeys(lines)) + "\n"))
         return
     if provider_name:
         lines.append(t["provider"].format(name=provider_name))
@@ -363,4 +364,5 @@ def _render_text(
     if links:
         lines.append("")
         lines.append(f"{t['links']}: " + "  ".join(links))
-    out.write("\n".join(lines) + "\n")
+    # a login from an autoconfig file is a stranger's text: shown, never obeyed
+    out.write(safe("\n".join(lines) + "\n"))

@@ -142,6 +142,9 @@ class _Loader:
             raise ConfigError(f"{self.path}:{line}: bad YAML: {problem}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{self.path}: bad YAML: {' '.join(str(exc).split())}") from exc
+        except RecursionError:
+            # lists or mappings nested thousands deep: no config needs more than a few levels
+            raise ConfigError(f"{self.path}: the config file is nested too deeply") from None
         finally:
             loader.dispose()
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import UsageError
 from maildiag.models import MultiReport, Observation, Report
-from maildiag.options import Command, check_config, secret_from_env
+from maildiag.options import Command, check_config, password_problem, secret_from_env
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
     from maildiag.rulebase import RuleBase
+    from maildiag.scheduler import HostLimiter
 
 
 def main(command: Command, raw: Mapping[str, Any]) -> int:
@@ -71,6 +72,9 @@ def read_password(values: Mapping[str, Any]) -> str | None:
             value = getpass.getpass("Password (not shown): ")
         except (EOFError, KeyboardInterrupt) as exc:
             raise UsageError("no password entered") from exc
+        problem = password_problem(value) if value else None
+        if problem:
+            raise UsageError(f"--ask-password: the password {problem}")
         return value or None
     return None
 
@@ -84,7 +88,9 @@ def load_rules(dirs: tuple[str, ...]) -> RuleBase:
         raise UsageError(f"cannot load the rule base: {exc}") from exc
 
 
-def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
+def _check_one(
+    config: RunConfig, rules: RuleBase, fmt: str, limiter: HostLimiter | None = None
+) -> Report:
     from maildiag.pipeline import check_mailbox
 
     progress = None
@@ -94,7 +100,10 @@ def _check_one(config: RunConfig, rules: RuleBase, fmt: str) -> Report:
         progress = Progress(config.lang, rules)
     try:
         return check_mailbox(
-            config, rules=rules, on_observation=progress.update if progress else _ignore
+            config,
+            rules=rules,
+            on_observation=progress.update if progress else _ignore,
+            limiter=limiter,
         )
     finally:
         if progress is not None:
@@ -121,9 +130,14 @@ def _check_many(values: Mapping[str, Any], fmt: str) -> int:
         except UsageError as exc:
             raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
     rules = load_rules(tuple(values.get("rules") or ()))
+    from maildiag.scheduler import HostLimiter
+
+    # one cap per host and service for the whole run: 64 targets on one provider must not
+    # open 64 connections to it at once
+    limiter = HostLimiter(min(c.max_per_host for c in configs.values()))
     multi = check_targets(
         targets.targets,
-        lambda spec: _check_one(configs[spec.index], rules, "json"),
+        lambda spec: _check_one(configs[spec.index], rules, "json", limiter),
         max_parallel=targets.max_parallel,
     )
     return emit(multi, fmt, values["fail_on"] or "fail", lang=values["lang"], rules=rules)
@@ -136,6 +150,19 @@ def emit(
     from maildiag.report import apply_fail_on
 
     report = apply_fail_on(report, fail_on)  # type: ignore[type-var]  # R is either, not both
+    try:
+        _render(report, fmt, lang, rules)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `maildiag check ... | head -1`: the reader has what it wanted; the exit code is still
+        # the run's (the error shell's 3, or 1, would misreport it)
+        from maildiag.terminal import quiet_stdout
+
+        quiet_stdout()
+    return int(report.exit_code)
+
+
+def _render(report: Report | MultiReport, fmt: str, lang: str, rules: RuleBase) -> None:
     if fmt == "json":
         import json
 
@@ -156,7 +183,6 @@ def emit(
         from maildiag.report.text import render_text
 
         render_text(report, lang=lang, rules=rules)
-    return int(report.exit_code)
 
 
 def _write(text: str) -> None:

@@ -12,10 +12,16 @@ def main(command: Command, raw: Mapping[str, Any]) -> int:
     values = command.checked(raw)
     from maildiag.explaining import run_explain
 
-    return run_explain(
-        values.get("text"),
-        values.get("file"),
-        bool(values.get("json")),
-        values.get("lang"),
-        tuple(values.get("rules") or ()),
-    )
+    try:
+        return run_explain(
+            values.get("text"),
+            values.get("file"),
+            bool(values.get("json")),
+            values.get("lang"),
+            tuple(values.get("rules") or ()),
+        )
+    except BrokenPipeError:  # `| head`: the answer was being printed, as exit 0 says
+        from maildiag.terminal import quiet_stdout
+
+        quiet_stdout()
+        return 0

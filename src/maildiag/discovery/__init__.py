@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,6 +47,7 @@ from maildiag.models import (
     Summary,
     Target,
 )
+from maildiag.threads import DaemonPool
 
 if TYPE_CHECKING:
     from maildiag.address import Address
@@ -159,7 +160,7 @@ class _Lookups:
         unique = list(dict.fromkeys(hosts))
         if len(unique) <= 1:
             return {h: self.resolve(h) for h in unique}
-        with ThreadPoolExecutor(max_workers=len(unique), thread_name_prefix="dns-host") as pool:
+        with DaemonPool(len(unique), "dns-host") as pool:
             futures = {h: pool.submit(self.resolve, h) for h in unique}
             return {h: f.result() for h, f in futures.items()}
 
@@ -335,7 +336,9 @@ def discover(
     home = db.by_domain(address.domain)
     all_explicit = bool(given) and not needed
 
-    pool = ThreadPoolExecutor(max_workers=24, thread_name_prefix="discover")
+    # daemon workers: a lookup or fetch still running at the deadline is abandoned, and it does
+    # not keep the process alive after the report (maildiag.threads)
+    pool = DaemonPool(24, "discover")
     futures: dict[str, Future[Any]] = {}
     try:
         for service, target in given.items():

@@ -7,9 +7,12 @@ Two places are tried (https only, as Thunderbird does for the domain's own files
 
 The host name goes through our ``Dns`` (so ``--resolver`` applies and tests can map
 ``autoconfig.example.test`` to 127.0.0.1); ``port`` overrides 443 for tests. The certificate is
-verified against certifi plus an optional ``ca_file``. Every step is bounded: connect and each read
-by the timeout, the whole fetch by a deadline, the body by ``MAX_BYTES``. The XML is parsed with
-the standard library after refusing any DOCTYPE or ENTITY declaration, so no entity can expand.
+verified against certifi plus an optional ``ca_file``. Every step is bounded: connect by the
+timeout, the TLS handshake and every read by the fetch's deadline (``_DeadlineSSLSocket``: each
+read waits only for what is left of it, so a server that sends its headers or body one byte at a
+time is cut off at the deadline, not after each byte's timeout), the body by ``MAX_BYTES``. The
+XML is parsed with the standard library after refusing any DOCTYPE or ENTITY declaration, so no
+entity can expand.
 
 Format: https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat
 Placeholders %EMAILADDRESS%, %EMAILLOCALPART%, %EMAILDOMAIN% are filled from the address.
@@ -18,12 +21,13 @@ Placeholders %EMAILADDRESS%, %EMAILLOCALPART%, %EMAILDOMAIN% are filled from the
 from __future__ import annotations
 
 import http.client
+import math
 import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from maildiag.models import Security, Service
@@ -92,7 +96,42 @@ def make_context(ca_file: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=certifi.where())
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
+    ctx.sslsocket_class = _DeadlineSSLSocket
     return ctx
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """A TLS socket whose every read and write ends by one ``deadline`` (monotonic seconds).
+
+    http.client's timeout applies to each read: a server dripping one byte just inside it
+    would keep a fetch alive for as long as it likes. Here each call may wait only for what is
+    left of the deadline, then TimeoutError.
+    """
+
+    deadline = math.inf
+
+    def _left(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the whole response did not arrive in time")
+        if left != math.inf:
+            self.settimeout(left)
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        self._left()
+        return super().recv_into(*args, **kwargs)
+
+    def recv(self, *args: Any, **kwargs: Any) -> bytes:
+        self._left()
+        return super().recv(*args, **kwargs)
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        self._left()
+        return super().read(*args, **kwargs)
+
+    def sendall(self, *args: Any, **kwargs: Any) -> None:
+        self._left()
+        super().sendall(*args, **kwargs)
 
 
 def fetch(
@@ -113,7 +152,7 @@ def fetch(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise last or AutoconfigError("timeout", f"no time left to connect to {host}")
-        conn = _PinnedHTTPSConnection(host, ip, port, context, min(timeout, remaining))
+        conn = _PinnedHTTPSConnection(host, ip, port, context, min(timeout, remaining), deadline)
         try:
             conn.request(
                 "GET",
@@ -163,19 +202,29 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a name at an address we resolved ourselves (``--resolver``); SNI and Host = name."""
 
     def __init__(
-        self, host: str, ip: str, port: int, context: ssl.SSLContext, timeout: float
+        self,
+        host: str,
+        ip: str,
+        port: int,
+        context: ssl.SSLContext,
+        timeout: float,
+        deadline: float = math.inf,
     ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._ip = ip
         self._tls = context
+        self._deadline = deadline
 
     def connect(self) -> None:
         sock = socket.create_connection((self._ip, self.port), self.timeout)
         try:
+            # the handshake is bounded by the socket's timeout as a whole (CPython's _ssl)
             self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
+        if isinstance(self.sock, _DeadlineSSLSocket):
+            self.sock.deadline = self._deadline
 
 
 def parse(data: bytes, address: Address, url: str) -> AutoconfigResult:

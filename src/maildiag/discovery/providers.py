@@ -287,6 +287,8 @@ def _yaml_load(text: str) -> Any:
     )
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # lists or mappings nested hundreds deep
+        raise _YamlProblem("invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

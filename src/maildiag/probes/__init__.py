@@ -6,10 +6,11 @@ its problems may carry (``maildiag.signals``) and the summary keys it may be des
 (``summary.<key>`` in rules/ui-report.yaml). Their order in ``CHECKS`` is the order a session runs
 them and the order every report lists them.
 
-Who reads it: the session (which checks a server gets, and which are left to ``skip``), the runner
-(what a job owes when it did not finish), the login stage (its checks), ``diagnose`` (the order of
-results, and that every observation speaks only of what its check declared), the docs' table of
-checks (a test holds docs/ to it) and the test that every summary key has its words in rules/.
+Who reads it: the session (which checks a server gets, and which are left to ``skip``), the
+scheduler (what a job owes when it did not finish), the login stage (its checks), ``diagnose``
+(the order of results, and that every observation speaks only of what its check declared), the
+docs' table of checks (a test holds docs/ to it) and the test that every summary key has its
+words in rules/.
 
 Adding a per-server check: a ``CheckSpec`` here, its summary templates in rules/ui-report.yaml,
 the code that emits it (a session step or the login stage), and its signals' rules in rules/.

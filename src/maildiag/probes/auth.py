@@ -16,7 +16,10 @@ Safety (SPEC "what never happens"):
 * A password goes out only over TLS with a verified certificate, or in clear text when the user
   asked for ``/plain`` (then ``auth.plain_connection`` says so).
 * The password and every encoding of it we send are redacted from the transcript lines we
-  write (``shown=``) and from every text we put into an observation (``Redactor``).
+  write (``shown=``); what the server says after it is masked on arrival, and every text we put
+  into an observation once more (``maildiag.redact``, which lists what is masked where).
+* A 3xx reply to MAIL or RCPT (354 "start mail input") is a protocol violation: nothing more is
+  sent on that connection, since the server would take it for a message.
 """
 
 from __future__ import annotations
@@ -25,21 +28,22 @@ import base64
 import hmac
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maildiag.address import Address, AddressError, parse_address
 from maildiag.config import RunConfig
-from maildiag.errors import NetError, ProtocolViolation, StepTimeout
+from maildiag.errors import NetError, ProtocolViolation, StepTimeout, UnsafeLine
 from maildiag.models import LoginFacts, Observation, Problem, Security, Service, Status, Summary
 from maildiag.probes import login_checks, smtp
 from maildiag.probes.base import Reply
 from maildiag.probes.imap import Imap
 from maildiag.probes.pop3 import Pop3, parse_status
 from maildiag.probes.session import LoginState
+from maildiag.redact import MASK, Redactor
 
-MASK = "********"
+__all__ = ["MASK", "Redactor", "cross_check", "make_login_stage", "make_plan"]
 
 # Mechanisms we can speak, best first. Over TLS PLAIN is simplest and universal; in clear text
 # (only when the user asked for /plain) CRAM-MD5 keeps the password itself off the wire.
@@ -58,43 +62,6 @@ _AUTH_DEMAND = re.compile(
 
 
 # -- secrets -----------------------------------------------------------------------------------
-
-
-class Redactor:
-    """Replaces the password and every encoded form of it we sent with ``********``."""
-
-    __slots__ = ("_lock", "_secrets")
-
-    def __init__(self, password: str | None) -> None:
-        self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()  # replaced whole, so readers need no lock
-        if password:
-            self.add(password, _b64(password))
-
-    def __repr__(self) -> str:
-        return f"Redactor({len(self._secrets)} secrets)"
-
-    def add(self, *secrets: str) -> None:
-        with self._lock:
-            merged = set(self._secrets) | {s for s in secrets if s}
-            # longest first, so a base64 form is masked whole before any shorter secret
-            self._secrets = tuple(sorted(merged, key=len, reverse=True))
-
-    def __call__(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
-                text = text.replace(s, MASK)
-        return text
-
-    def value(self, value: Any) -> Any:
-        """``value`` with every string in it (dicts, lists, tuples) redacted."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, Mapping):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.value(v) for v in value)
-        return value
 
 
 def _b64(text: str | bytes) -> str:
@@ -158,7 +125,9 @@ class LoginPlan:
         return expected or self.address.original
 
 
-def make_plan(config: RunConfig, address: Address, provider: Any) -> LoginPlan:
+def make_plan(
+    config: RunConfig, address: Address, provider: Any, redact: Redactor | None = None
+) -> LoginPlan:
     sender = config.sender or address.original
     custom = False
     if provider is not None:
@@ -173,15 +142,18 @@ def make_plan(config: RunConfig, address: Address, provider: Any) -> LoginPlan:
         given_login=config.login,
         provider=provider,
         custom_domain=custom,
-        redact=Redactor(config.password),
+        redact=redact if redact is not None else Redactor(config.password),
     )
 
 
 def make_login_stage(
-    config: RunConfig, address: Address, provider: Any
+    config: RunConfig, address: Address, provider: Any, redact: Redactor | None = None
 ) -> Callable[[LoginState], None]:
-    """The stage every session of this run calls; one login attempt per service per run."""
-    plan = make_plan(config, address, provider)
+    """The stage every session of this run calls; one login attempt per service per run.
+
+    ``redact``: the run's redactor, shared with the sessions' connections (``Env.redact``).
+    """
+    plan = make_plan(config, address, provider, redact)
     lock = threading.Lock()
     tried: dict[Service, str] = {}
 
@@ -216,11 +188,18 @@ class _Login:
         self.redact = plan.redact
         self.login = plan.login(self.service)
         if plan.password is not None:
-            self.redact.add(
-                plain_response(self.login, plan.password),
-                _b64(f"{self.login}\0{self.login}\0{plan.password}"),
+            pw = plan.password
+            sasl = (
+                f"\0{self.login}\0{pw}",
+                f"{self.login}\0{self.login}\0{pw}",
+                f"{self.login}\0{pw}",
             )
+            forms = [_b64(f) for f in sasl]
+            self.redact.add(*forms, *(f.rstrip("=") for f in forms))
         self.emitted: set[str] = set()
+        # a 3xx came to MAIL/RCPT: the server waits for message text (354) or a continuation,
+        # so whatever we sent now would be read as that; only closing the connection is safe
+        self.in_message = False
 
     # -- emitting --------------------------------------------------------------------------
     def emit(
@@ -267,8 +246,13 @@ class _Login:
         signal = exc.signal if isinstance(exc, NetError) else "greeting.wrong_protocol"
         if isinstance(exc, StepTimeout):
             signal = "connect.timeout"
+        elif isinstance(exc, UnsafeLine):
+            signal = "check.internal_error"  # our refusal, not the server's doing
         check = f"{self.service}.{name}"
-        self.session.skip(Summary("skip.broke_off", {"check": check}))
+        if isinstance(exc, UnsafeLine):
+            self.session.skip(Summary("skip.internal_error"))
+        else:
+            self.session.skip(Summary("skip.broke_off", {"check": check}))
         self.emit(
             name,
             Status.FAIL,
@@ -312,6 +296,8 @@ class _Login:
 
     def goodbye(self) -> None:
         """RSET (SMTP) and QUIT/LOGOUT, best effort: the session closes the socket anyway."""
+        if self.in_message:
+            return  # after a 354 even RSET would be message text
         try:
             if self.service is Service.SMTP:
                 smtp.command(self.conn, "RSET")
@@ -379,11 +365,22 @@ class _Login:
 
     def envelope(self, sender: str) -> tuple[str, Reply]:
         """MAIL FROM then, if accepted, RCPT TO the user's own address: where it stopped."""
-        reply = smtp.command(self.conn, f"MAIL FROM:{self.mail_path(sender)}")
+        reply = self.envelope_reply("MAIL", f"MAIL FROM:{self.mail_path(sender)}")
         if not reply.ok:
             return "MAIL", reply
-        rcpt = smtp.command(self.conn, f"RCPT TO:{self.mail_path(self.plan.address.original)}")
+        rcpt = self.envelope_reply("RCPT", f"RCPT TO:{self.mail_path(self.plan.address.original)}")
         return "RCPT", rcpt
+
+    def envelope_reply(self, stage: str, line: str) -> Reply:
+        """MAIL or RCPT: 2xx accepts, 4xx/5xx refuses; 3xx (354) is no answer to either."""
+        reply = smtp.command(self.conn, line)
+        if reply.code is not None and 300 <= reply.code < 400:
+            self.in_message = True
+            raise ProtocolViolation(
+                f"the server answered {stage} with {reply.code}, a reply that belongs to other "
+                f"commands: {_first(reply)}"
+            )
+        return reply
 
     def smtp_unauthenticated(self) -> None:
         stage, reply = self.envelope(self.plan.address.original)

@@ -78,10 +78,11 @@ class Imap:
                 literal = conn.read_exact(n, deadline=deadline)
                 rest = conn.read_line(deadline=deadline)
                 line += literal.decode("utf-8", "replace").replace("\r\n", " ") + rest
+                line = conn.masked(line)  # the literal's octets bypassed read_line's mask
             lines.append(line)
             size += len(line)
             if line.startswith(tag + " "):
-                return parse_tagged(tag, lines)
+                return parse_tagged(tag, conn.masked_reply(lines))
             if not line.startswith(("*", "+")):
                 raise ProtocolViolation(f"not an IMAP response line: {line[:80]!r}")
             if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:

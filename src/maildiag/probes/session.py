@@ -40,6 +40,7 @@ from maildiag.probes import check_ids
 from maildiag.probes.base import Capabilities, Dialect, Reply, identify
 from maildiag.probes.dialects import make_dialect
 from maildiag.probes.tls import assess, judge
+from maildiag.redact import Redactor
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -62,9 +63,14 @@ class Env:
     interception: tuple[tuple[str, str], ...] = ()
     verify_ctx: ssl.SSLContext | None = None
     noverify_ctx: ssl.SSLContext | None = None
+    # the run's redactor, shared with the login stage: masks what a server echoes of the secret
+    redact: Redactor | None = None
 
     def __post_init__(self) -> None:
         from maildiag.net import make_tls_context
+
+        if self.redact is None:
+            self.redact = Redactor(self.config.password)
 
         if self.verify_ctx is None:
             self.verify_ctx = make_tls_context(self.config.ca_file)
@@ -193,8 +199,9 @@ class Session:
 
             pending = [c for c in check_ids(self.target.service) if c not in self.emitted]
             check = pending[0] if pending else f"{self.target.service}.connect"
-            self.transcript.append(traceback.format_exc(limit=8).rstrip())
-            error = f"{type(exc).__name__}: {exc}"
+            redact = self.env.redact or str
+            self.transcript.append(redact(traceback.format_exc(limit=8).rstrip()))
+            error = redact(f"{type(exc).__name__}: {exc}")
             self.emit_observation(
                 Observation(
                     check,
@@ -231,6 +238,7 @@ class Session:
                 timeout=self.env.config.timeout,
                 dns=self.env.dns,
                 transcript=self.transcript,
+                redact=self.env.redact,
             )
         except NetError as exc:
             self.emit_error(
@@ -272,6 +280,7 @@ class Session:
                 timeout=self.env.config.timeout,
                 dns=self.env.dns,
                 transcript=self.transcript,
+                redact=self.env.redact,
             )
         except NetError as exc:
             self.skip(

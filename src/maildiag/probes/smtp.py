@@ -52,9 +52,10 @@ def read_reply(conn: Conn) -> Reply:
         size += len(line)
         m = _LINE.match(line)
         if not m:
-            raise ProtocolViolation(f"not an SMTP reply line: {line[:80]!r}")
+            lines = conn.masked_reply(lines)  # an echo split across lines: masked before quoted
+            raise ProtocolViolation(f"not an SMTP reply line: {lines[-1][:80]!r}")
         if m.group(2) != "-":
-            return parse_reply_lines(lines)
+            return parse_reply_lines(conn.masked_reply(lines))
         if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
             raise TooLong(
                 f"a reply of more than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"

@@ -46,6 +46,7 @@ from maildiag.models import (
     severity_rank,
 )
 from maildiag.report import reports_of
+from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.models import MultiReport
@@ -187,4 +188,6 @@ def _seconds(ms: int) -> str:
 
 
 def _clean(text: str) -> str:
-    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Text XML can carry, with what a terminal or a browser would obey or hide (ESC, bidi
+    overrides, zero-width characters) written as an escape: CI systems show it on both."""
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", safe(text))

@@ -20,12 +20,13 @@ Follows the Monitoring Plugins development guidelines::
   A label with a space, ``=`` or ``'`` is quoted, ``'`` doubled.
 
 ``|`` cannot appear in plugin text (it starts the performance data), so it is replaced by ``/``
-in titles and evidence; control characters become spaces.
+in titles and evidence; line breaks and tabs become spaces, and what a terminal or a web page
+would obey or hide (ESC, BEL, bidi overrides, zero-width characters) is written as an escape
+(``maildiag.terminal.safe``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from maildiag.errors import ExitCode
@@ -39,6 +40,7 @@ from maildiag.models import (
     severity_rank,
 )
 from maildiag.report import reports_of
+from maildiag.terminal import one_line
 
 if TYPE_CHECKING:
     from maildiag.models import MultiReport
@@ -51,7 +53,6 @@ STATE = {
     ExitCode.ERROR: "UNKNOWN",
 }
 _STATUS_ORDER = {Status.FAIL: 0, Status.WARN: 1, Status.SKIP: 2, Status.OK: 3}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 MAX_STATUS_TEXT = 400  # keep the status line readable in the dashboards
 
 
@@ -165,7 +166,7 @@ def _perfdata(reports: tuple[Report, ...], duration_ms: int, multi: bool) -> lis
 
 def perf_label(label: str) -> str:
     """A performance-data label, quoted when it holds a space, ``=`` or ``'``."""
-    label = _CONTROL.sub(" ", label).replace("|", "/")
+    label = one_line(label).replace("|", "/")
     if any(c in label for c in " ='"):
         return "'" + label.replace("'", "''") + "'"
     return label
@@ -187,7 +188,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _text(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text).replace("|", "/").split())
+    return one_line(text).replace("|", "/")
 
 
 def _clip(text: str) -> str:

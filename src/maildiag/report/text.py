@@ -9,11 +9,11 @@ stdout. The advice itself comes from the findings (rules/).
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 from maildiag.models import CheckResult, Observation, Report, Severity, Status
+from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.rulebase import RuleBase
@@ -45,9 +45,15 @@ _SEVERITY_STYLE = {
 def _console(file: Any = None) -> Any:
     from rich.console import Console
 
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with 1 here; the caller keeps the run's own exit code instead
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = file or sys.stdout
     # A terminal wraps to its width; a pipe or a log file gets whole lines.
-    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
+    return PipeConsole(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
 def render_text(report: Any, *, lang: str = "en", console: Any = None, rules: RuleBase) -> None:
@@ -126,16 +132,12 @@ def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
             console.print(f"   [dim]{escape(link)}[/]")
 
 
-# C0 and C1 control characters except tab and newline (ESC, BEL, CSI ...): a server's words are
-# shown, never obeyed by the user's terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _escape(text: str) -> str:
-    """Text for the console: control characters as ``\\xNN``, then rich markup escaped."""
+    """Text for the console: what a terminal would obey or hide escaped (ESC, BEL, bidi
+    overrides, zero-width characters: ``maildiag.terminal.safe``), then rich markup escaped."""
     from rich.markup import escape
 
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    return escape(safe(text))
 
 
 def _grouped(findings: Any) -> list[list[Any]]:
