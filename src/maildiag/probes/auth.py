@@ -485,30 +485,23 @@ class _Login:
         mech = next((m for m in order if m in offered), None)
         extra = self.clear_text_problems()
         if mech is None:
-            if offered or self.state.tls:
-                self.no_mechanism(
-                    offered, self.state.caps.reply.text if self.state.caps.reply else ""
+            ehlo = self.state.caps.reply.text if self.state.caps.reply else ""
+            # AUTH that was not offered is never sent (RFC 4954 4: the server answers 503, and
+            # its words then say nothing about why). A plaintext connection that lists
+            # STARTTLS but no AUTH keeps the login for inside TLS, as Exim and Postfix do.
+            if not offered and not self.state.tls and self.state.caps.has("STARTTLS"):
+                self.emit(
+                    "auth",
+                    Status.FAIL,
+                    Summary("auth.offered_after_tls"),
+                    data=self.base_data(),
+                    facts=LoginFacts(self.login, None),
+                    problems=(self.problem("auth.plaintext_refused", ehlo),),
                 )
-                return False
-            # Plain connection without AUTH listed: ask without credentials so the server
-            # says why in its own words (538 5.7.11 Encryption required ...).
-            reply = smtp.command(self.conn, "AUTH PLAIN")
-            if reply.code != 334:
-                if _TLS_DEMAND.search(reply.text):
-                    self.emit(
-                        "auth",
-                        Status.FAIL,
-                        Summary("auth.refused", {"mechanism": "AUTH", "reply": _first(reply)}),
-                        data=self.base_data(reply=reply.text),
-                        facts=LoginFacts(self.login, False),
-                        problems=(self.problem("reply", reply.text),),
-                    )
-                else:
-                    self.no_mechanism(offered, reply.text)
-                return False
-            reply = self.smtp_send_secret(plain_response(self.login, self.password))
-            mech = "PLAIN"
-        elif mech == "PLAIN":
+            else:
+                self.no_mechanism(offered, ehlo)
+            return False
+        if mech == "PLAIN":
             secret = plain_response(self.login, self.password)
             reply = smtp.command(self.conn, f"AUTH PLAIN {secret}", shown=f"AUTH PLAIN {MASK}")
             if reply.code == 334:  # a server that wants the response on its own line
