@@ -658,6 +658,8 @@ class _Login:
             reply = dialect.command(self.conn, f"USER {self.login}")
             if reply.ok:
                 reply = dialect.command(self.conn, f"PASS {self.password}", shown=f"PASS {MASK}")
+            else:
+                extra = []  # refused at USER: the password never went out
         else:
             mech = "AUTH PLAIN"
             self.conn.send_line(
