@@ -37,7 +37,12 @@ CYRUS_IMAP_DENIED = "NO Login failed: authorization failure"
 # -- scripted peers ---------------------------------------------------------------------------
 
 
-def smtp_auth_after_tls(auth_reply: str, *, starttls: bool = True) -> Callable[[PeerConn], None]:
+def smtp_auth_after_tls(
+    auth_reply: str,
+    *,
+    starttls: bool = True,
+    mail_reply: str = "530 Must issue a STARTTLS command first",
+) -> Callable[[PeerConn], None]:
     """A plaintext port that lists STARTTLS (or nothing) but no AUTH, and refuses AUTH."""
 
     def handle(p: PeerConn) -> None:
@@ -56,7 +61,7 @@ def smtp_auth_after_tls(auth_reply: str, *, starttls: bool = True) -> Callable[[
                 p.send("221 mail.example.test closing connection")
                 return
             elif verb == "MAIL":
-                p.send("530 Must issue a STARTTLS command first")
+                p.send(mail_reply)
             else:
                 p.send("250 Reset OK")
 
@@ -171,6 +176,24 @@ def test_smtp_plain_port_without_auth_or_starttls_sends_no_auth(
     assert auth and "tls_required" not in {f["category"] for f in auth}, auth
     assert not any(line.upper().startswith("AUTH") for line in server.received), server.received
     assert not sent_secret(server.received)
+
+
+def test_smtp_plain_port_without_auth_and_without_password(
+    line_server: Any, certs: Any, cli: Any
+) -> None:
+    """No password: the server demands AUTH at MAIL (Exim: '530 5.7.0 Authentication
+    required') but offers it only inside TLS: a program set to no encryption cannot log in."""
+    server = line_server(
+        smtp_auth_after_tls(EXIM_NOT_ADVERTISED, mail_reply="530 5.7.0 Authentication required")
+    )
+    args = ["check", ALICE, "--smtp", f"127.0.0.1:{server.port}/plain", "--only", "smtp"]
+    result = cli(*args, "--ca-file", str(certs.ca_pem), "--no-clock", "--json", "--lang", "en")
+    report = result.json
+    auth = findings_of(report, "smtp.auth")
+    assert [f["category"] for f in auth] == ["tls_required", "auth_required"], auth
+    assert "STARTTLS" in auth[0]["evidence"] and auth[1]["evidence"].startswith("530"), auth
+    assert report["exit_code"] == 2
+    assert not any(line.upper().startswith("AUTH") for line in server.received)
 
 
 def test_smtp_check_and_explain_agree(line_server: Any, certs: Any, cli: Any) -> None:
@@ -306,4 +329,3 @@ def test_generic_finding_never_outranks_a_specific_one() -> None:
     cats = [f.category for f in results[0].findings]
     assert [str(c) for c in cats] == ["tls_required", "other"], cats
     assert [str(f.category) for f in merged] == ["tls_required", "other"]
-

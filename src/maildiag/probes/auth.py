@@ -404,12 +404,19 @@ class _Login:
             reply.code == 530 or _AUTH_DEMAND.search(reply.text)
         ):
             data.update(auth_required=True, refused_at=stage, reply=reply.text)
+            problems = [self.problem("auth.required", reply.text, refused_at=stage)]
+            if self.auth_only_after_starttls():
+                # the login it demands cannot happen on this connection (Exim's usual setup)
+                caps = self.state.caps.reply
+                problems.insert(
+                    0, self.problem("auth.plaintext_refused", caps.text if caps else "")
+                )
             self.emit(
                 "auth",
-                Status.OK,
+                Status.FAIL if len(problems) > 1 else Status.OK,
                 Summary("auth.required", {"stage": stage, "reply": _first(reply)}),
                 data=data,
-                problems=(self.problem("auth.required", reply.text, refused_at=stage),),
+                problems=problems,
             )
         else:
             data.update(auth_required=None, refused_at=stage, reply=reply.text)
@@ -489,7 +496,7 @@ class _Login:
             # AUTH that was not offered is never sent (RFC 4954 4: the server answers 503, and
             # its words then say nothing about why). A plaintext connection that lists
             # STARTTLS but no AUTH keeps the login for inside TLS, as Exim and Postfix do.
-            if not offered and not self.state.tls and self.state.caps.has("STARTTLS"):
+            if self.auth_only_after_starttls():
                 self.emit(
                     "auth",
                     Status.FAIL,
@@ -540,6 +547,12 @@ class _Login:
             problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra],
         )
         return False
+
+    def auth_only_after_starttls(self) -> bool:
+        """A plaintext connection whose EHLO lists STARTTLS but no AUTH: the login is kept for
+        inside TLS (RFC 3207 lets a server offer extensions only after STARTTLS)."""
+        caps = self.state.caps
+        return not self.state.tls and not caps.auth_mechanisms() and caps.has("STARTTLS")
 
     def smtp_send_secret(self, line: str) -> Reply:
         return smtp.command(self.conn, line, shown=MASK)
