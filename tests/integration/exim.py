@@ -103,7 +103,10 @@ log_file_path = {root}/logs/exim-%slog
 pid_file_path = {root}/exim.pid
 log_selector = +smtp_connection +incoming_port +smtp_no_mail +smtp_protocol_error \\
   +smtp_syntax_error +tls_cipher +received_recipients
-keep_environment =
+# the daemon re-executes itself (to remove its pid file on SIGTERM): from the prefix, with the
+# library path that makes it run there
+exim_path = {EXIM}
+keep_environment = LD_LIBRARY_PATH
 local_interfaces = {HOST}
 daemon_smtp_ports = {smtp_ports}
 tls_on_connect_ports = {on_connect}
@@ -170,7 +173,8 @@ class EximServer(Family):
 
     @property
     def logs(self) -> dict[str, Path]:
-        return {"exim": self.root / "logs" / "exim-mainlog"}
+        logs = self.root / "logs"
+        return {"exim": logs / "exim-mainlog", "exim-panic": logs / "exim-paniclog"}
 
     @property
     def rejectlog(self) -> Path:
@@ -191,8 +195,9 @@ class EximServer(Family):
         for f in ("passwd", "deny"):
             os.chown(root / f, 0, gid)
             (root / f).chmod(0o640)
-        (root / "logs" / "exim-mainlog").touch()
-        os.chown(root / "logs" / "exim-mainlog", uid, gid)
+        for log in self.logs.values():
+            log.touch()
+            os.chown(log, uid, gid)
 
     def start(self) -> EximServer:
         self.write_configs()
@@ -216,13 +221,6 @@ class EximServer(Family):
             self.stop()
             raise
         return self
-
-    def log_tails(self, mark: dict[str, int] | None = None, lines: int = 60) -> str:
-        text = super().log_tails(mark, lines)
-        panic = self.root / "logs" / "exim-paniclog"
-        if panic.exists():
-            text += "\n--- exim paniclog ---\n" + panic.read_text(errors="replace")[-3000:]
-        return text
 
     def settle(
         self, mark: dict[str, int], quiet: float = 0.25, limit: float = 3.0

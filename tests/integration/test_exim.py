@@ -29,6 +29,7 @@ def assert_safe(run: CheckRun) -> None:
     assert DATA_MARKER not in log, f"Exim saw DATA from maildiag:\n{log}"
     assert not re.search(r"^\S+ \S+ \S+ <= ", log, re.M), f"Exim received a message:\n{log}"
     assert run.queued == [], f"files in Exim's spool: {run.queued}"
+    assert run.logs["exim-panic"] == "", f"Exim panicked:\n{run.logs['exim-panic']}"
     if run.password:
         login = next((u for u, p in FAMILY_PASSWORDS.items() if p == run.password), ALICE)
         forms = secret_forms(run.password, login)
