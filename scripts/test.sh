@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs maildiag with its test dependencies into
-# .venv, installs Postfix/Dovecot/dnsmasq for the integration suite when it can (as root), and
-# runs every test. Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not integration"`).
+# .venv, installs Postfix/Dovecot/dnsmasq and unpacks Exim/Cyrus for the integration suite when it
+# can (as root), and runs every test. Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not integration"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from maildiag.errors import ExitCode
 from maildiag.models import (
+    Category,
     CheckResult,
     Finding,
     Observation,
@@ -80,12 +81,26 @@ def finding_for(
     )
 
 
+def generic(finding: Finding) -> bool:
+    """A finding that names no specific cause: ``other`` (a catch-all rule, an unexplained reply).
+
+    Within one check it never outranks a specific finding: when the server's refusal is not
+    understood but another problem of the same check is, the understood one leads.
+    """
+    return finding.category == Category.OTHER
+
+
 def diagnose_one(
     obs: Observation, rules: RuleBase, *, lang: str, provider: str | None
 ) -> CheckResult:
     wrong = undeclared(obs)
     assert not wrong, f"observation says what its check did not declare: {wrong}"
-    findings = tuple(finding_for(p, obs, rules, lang=lang, provider=provider) for p in obs.problems)
+    findings = tuple(
+        sorted(
+            (finding_for(p, obs, rules, lang=lang, provider=provider) for p in obs.problems),
+            key=generic,  # stable: specific findings first, each group in the probe's order
+        )
+    )
     status = obs.status
     if status is not Status.SKIP:
         for f in findings:
@@ -124,7 +139,8 @@ def diagnose(
 
 
 def merge_findings(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
-    """Every finding of every check once, most important first (stable: check order within).
+    """Every finding of every check once, most important first: by severity, a specific finding
+    before a generic one (``other``), then in check order.
 
     The same advice from two checks (a wrong password refused by SMTP and by IMAP) stays two
     findings, each naming its check; the text report groups them for reading.
@@ -137,7 +153,7 @@ def merge_findings(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
             if key not in seen:
                 seen.add(key)
                 merged.append(f)
-    merged.sort(key=lambda f: -severity_rank(f.severity))
+    merged.sort(key=lambda f: (-severity_rank(f.severity), generic(f)))
     return tuple(merged)
 
 

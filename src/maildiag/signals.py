@@ -60,7 +60,8 @@ SIGNALS: dict[str, str] = {
     "direction (behind|ahead), offset_seconds, source",
     # logins
     "auth.required": "the server demands SMTP AUTH before MAIL/RCPT; text = its reply",
-    "auth.plaintext_refused": "the server refuses a login before TLS (LOGINDISABLED, 538); text",
+    "auth.plaintext_refused": "the server refuses a login before TLS (LOGINDISABLED, 538, AUTH "
+    "listed only after STARTTLS); text = its words (the capabilities or the refusal)",
     "auth.no_mechanism": "no AUTH mechanism we support is offered. params: offered",
     "auth.protocol_disabled": "the same credentials work on another protocol here. params: "
     "accepted_by; text = the refusal",

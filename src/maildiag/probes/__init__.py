@@ -291,6 +291,7 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.no_mechanism",
             "auth.no_mechanism_offered",
             "auth.login_disabled",
+            "auth.offered_after_tls",
         ),
     ),
     CheckSpec(

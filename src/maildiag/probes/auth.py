@@ -401,12 +401,19 @@ class _Login:
             reply.code == 530 or _AUTH_DEMAND.search(reply.text)
         ):
             data.update(auth_required=True, refused_at=stage, reply=reply.text)
+            problems = [self.problem("auth.required", reply.text, refused_at=stage)]
+            if self.auth_only_after_starttls():
+                # the login it demands cannot happen on this connection (Exim's usual setup)
+                caps = self.state.caps.reply
+                problems.insert(
+                    0, self.problem("auth.plaintext_refused", caps.text if caps else "")
+                )
             self.emit(
                 "auth",
-                Status.OK,
+                Status.FAIL if len(problems) > 1 else Status.OK,
                 Summary("auth.required", {"stage": stage, "reply": _first(reply)}),
                 data=data,
-                problems=(self.problem("auth.required", reply.text, refused_at=stage),),
+                problems=problems,
             )
         else:
             data.update(auth_required=None, refused_at=stage, reply=reply.text)
@@ -482,30 +489,23 @@ class _Login:
         mech = next((m for m in order if m in offered), None)
         extra = self.clear_text_problems()
         if mech is None:
-            if offered or self.state.tls:
-                self.no_mechanism(
-                    offered, self.state.caps.reply.text if self.state.caps.reply else ""
+            ehlo = self.state.caps.reply.text if self.state.caps.reply else ""
+            # AUTH that was not offered is never sent (RFC 4954 4: the server answers 503, and
+            # its words then say nothing about why). A plaintext connection that lists
+            # STARTTLS but no AUTH keeps the login for inside TLS, as Exim and Postfix do.
+            if self.auth_only_after_starttls():
+                self.emit(
+                    "auth",
+                    Status.FAIL,
+                    Summary("auth.offered_after_tls"),
+                    data=self.base_data(),
+                    facts=LoginFacts(self.login, None),
+                    problems=(self.problem("auth.plaintext_refused", ehlo),),
                 )
-                return False
-            # Plain connection without AUTH listed: ask without credentials so the server
-            # says why in its own words (538 5.7.11 Encryption required ...).
-            reply = smtp.command(self.conn, "AUTH PLAIN")
-            if reply.code != 334:
-                if _TLS_DEMAND.search(reply.text):
-                    self.emit(
-                        "auth",
-                        Status.FAIL,
-                        Summary("auth.refused", {"mechanism": "AUTH", "reply": _first(reply)}),
-                        data=self.base_data(reply=reply.text),
-                        facts=LoginFacts(self.login, False),
-                        problems=(self.problem("reply", reply.text),),
-                    )
-                else:
-                    self.no_mechanism(offered, reply.text)
-                return False
-            reply = self.smtp_send_secret(plain_response(self.login, self.password))
-            mech = "PLAIN"
-        elif mech == "PLAIN":
+            else:
+                self.no_mechanism(offered, ehlo)
+            return False
+        if mech == "PLAIN":
             secret = plain_response(self.login, self.password)
             reply = smtp.command(self.conn, f"AUTH PLAIN {secret}", shown=f"AUTH PLAIN {MASK}")
             if reply.code == 334:  # a server that wants the response on its own line
@@ -544,6 +544,12 @@ class _Login:
             problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra],
         )
         return False
+
+    def auth_only_after_starttls(self) -> bool:
+        """A plaintext connection whose EHLO lists STARTTLS but no AUTH: the login is kept for
+        inside TLS (RFC 3207 lets a server offer extensions only after STARTTLS)."""
+        caps = self.state.caps
+        return not self.state.tls and not caps.auth_mechanisms() and caps.has("STARTTLS")
 
     def smtp_send_secret(self, line: str) -> Reply:
         return smtp.command(self.conn, line, shown=MASK)
@@ -662,6 +668,8 @@ class _Login:
             reply = dialect.command(self.conn, f"USER {self.login}")
             if reply.ok:
                 reply = dialect.command(self.conn, f"PASS {self.password}", shown=f"PASS {MASK}")
+            else:
+                extra = []  # refused at USER: the password never went out
         else:
             mech = "AUTH PLAIN"
             self.conn.send_line(
