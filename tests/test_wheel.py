@@ -119,6 +119,7 @@ def test_installed_wheel_answers_an_ispdb_domain_offline(installed: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["discovery"] == {"source": "provider", "provider": "ispdb:126.com"}
+    assert doc["provider_origin"] == "ispdb"
 
 
 def test_installed_wheel_checks_a_local_peer(

@@ -360,6 +360,41 @@ def _yaml_load(text: str) -> Any:
 
 
 def _build(data: Any, source: str) -> Provider:
+    pid = _identity(data)
+    where = f"provider {pid!r}"
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise _Invalid(f"{where}: name must be a non-empty string")
+    domains, mx = _names(data, where)
+    servers = _servers(data["servers"], f"{where}: servers")
+    if not servers:
+        raise _Invalid(f"{where}: servers must name at least one service")
+    custom_servers = (
+        _servers(data["custom_domain_servers"], f"{where}: custom_domain_servers")
+        if "custom_domain_servers" in data
+        else {}
+    )
+    if custom_servers and not mx:
+        raise _Invalid(f"{where}: custom_domain_servers without mx patterns can never be used")
+    return Provider(
+        id=pid,
+        name=name.strip(),
+        domains=domains,
+        mx_patterns=mx,
+        servers=servers,
+        login=_login(data["login"], f"{where}: login"),
+        custom_domain_login=_login(
+            data.get("custom_domain_login", "address"), f"{where}: custom_domain_login"
+        ),
+        notes=_notes(data["notes"], where),
+        links=_links(data["links"], where),
+        custom_domain_servers=custom_servers,
+        source_file=source,
+    )
+
+
+def _identity(data: Any) -> str:
+    """The entry's id, after checking its keys."""
     if not isinstance(data, dict):
         raise _Invalid("expected a mapping with id, name, servers, ... at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_KEYS)
@@ -373,10 +408,11 @@ def _build(data: Any, source: str) -> Provider:
     pid = data["id"]
     if not isinstance(pid, str) or not _ID_RE.match(pid):
         raise _Invalid(f"id {pid!r} must be lower-case letters, digits and '-'")
-    where = f"provider {pid!r}"
-    name = data["name"]
-    if not isinstance(name, str) or not name.strip():
-        raise _Invalid(f"{where}: name must be a non-empty string")
+    return pid
+
+
+def _names(data: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The address domains and the MX patterns: at least one of them, none twice."""
     domains = tuple(
         _domain(d, f"{where}: domains")
         for d in _str_list(data.get("domains", []), f"{where}: domains")
@@ -387,53 +423,34 @@ def _build(data: Any, source: str) -> Provider:
     for label, values in (("domains", domains), ("mx", mx)):
         if len(set(values)) != len(values):
             raise _Invalid(f"{where}: {label} lists a name twice")
-    login = _login(data["login"], f"{where}: login")
-    custom_login = _login(
-        data.get("custom_domain_login", "address"), f"{where}: custom_domain_login"
-    )
-    servers = _servers(data["servers"], f"{where}: servers")
-    if not servers:
-        raise _Invalid(f"{where}: servers must name at least one service")
-    custom_servers = (
-        _servers(data["custom_domain_servers"], f"{where}: custom_domain_servers")
-        if "custom_domain_servers" in data
-        else {}
-    )
-    if custom_servers and not mx:
-        raise _Invalid(f"{where}: custom_domain_servers without mx patterns can never be used")
-    notes = data["notes"]
+    return domains, mx
+
+
+def _notes(notes: Any, where: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(notes, dict):
         raise _Invalid(f"{where}: notes must be a mapping with en and ru lists")
     extra_langs = sorted(set(map(str, notes)) - set(LANGS))
     if extra_langs:
         raise _Invalid(f"{where}: notes: unknown language(s) {', '.join(extra_langs)}")
-    parsed_notes: dict[str, tuple[str, ...]] = {}
+    parsed: dict[str, tuple[str, ...]] = {}
     for lang in LANGS:
         items = _str_list(notes.get(lang), f"{where}: notes.{lang}")
         if not items:
             raise _Invalid(f"{where}: notes.{lang} must list at least one note")
-        parsed_notes[lang] = tuple(i.strip() for i in items)
-    if len(parsed_notes["en"]) != len(parsed_notes["ru"]):
+        parsed[lang] = tuple(i.strip() for i in items)
+    if len(parsed["en"]) != len(parsed["ru"]):
         raise _Invalid(f"{where}: notes.en and notes.ru must have the same number of notes")
-    links = tuple(_str_list(data["links"], f"{where}: links"))
+    return parsed
+
+
+def _links(value: Any, where: str) -> tuple[str, ...]:
+    links = tuple(_str_list(value, f"{where}: links"))
     if not links:
         raise _Invalid(f"{where}: links must cite at least one help page of the provider")
     for link in links:
         if not re.match(r"^https://[^\s/]+\.[^\s/]+(/\S*)?$", link):
             raise _Invalid(f"{where}: link {link!r} is not an https:// URL")
-    return Provider(
-        id=pid,
-        name=name.strip(),
-        domains=domains,
-        mx_patterns=mx,
-        servers=servers,
-        login=login,
-        custom_domain_login=custom_login,
-        notes=parsed_notes,
-        links=links,
-        custom_domain_servers=custom_servers,
-        source_file=source,
-    )
+    return links
 
 
 def _str_list(value: Any, where: str) -> list[str]:
