@@ -596,3 +596,14 @@ def test_settings_names_the_autodiscover_document(
     code, text = settings("carol@example.test", as_json=False, lang="en", **common)
     url = f"https://autodiscover.example.test:{web.port}/autodiscover/autodiscover.xml"
     assert f"published through Microsoft Autodiscover ({url})" in text
+
+
+def test_a_login_name_that_is_not_plain_is_not_proposed() -> None:
+    from maildiag.discovery.autodiscover import parse_pox
+
+    odd = POX.replace(
+        b"<LoginName>carol@example.test</LoginName>",
+        b"<LoginName>carol  rm -rf ~ " + b"x" * 300 + b"</LoginName>",
+    )
+    result = parse_pox(odd, parse_address("carol@example.test"), "https://x.test/")
+    assert result.servers[Service.IMAP][0].login == "carol@example.test"

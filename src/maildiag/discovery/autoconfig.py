@@ -133,6 +133,9 @@ def _server(el: Element, address: Address, skipped: list[str]) -> AutoconfigServ
     port_text = _text(el, "port")
     socket_type = _text(el, "socketType").upper()
     username_template = _text(el, "username")
+    if not usable_login(username_template):
+        skipped.append(f"{service}: the username of {host} is not a plain login name")
+        username_template = ""
     if not valid_hostname(host):
         skipped.append(f"{service}: host {host!r} is not a valid host name")
         return None
@@ -150,6 +153,12 @@ def _server(el: Element, address: Address, skipped: list[str]) -> AutoconfigServ
         login=_fill(username_template, address, for_host=False),
         login_form=_login_form(username_template),
     )
+
+
+def usable_login(login: str) -> bool:
+    """A login name a document may propose: printable, no spaces or control characters, and
+    short (it is shown in ``settings`` and must not carry terminal escapes)."""
+    return len(login) <= 256 and all(c.isprintable() and not c.isspace() for c in login)
 
 
 def local_name(tag: str) -> str:

@@ -34,6 +34,7 @@ from maildiag.discovery.autoconfig import (
     AutoconfigServer,
     local_name,
     safe_root,
+    usable_login,
 )
 from maildiag.models import Security, Service
 
@@ -154,7 +155,9 @@ def _server(protocol: Element, address: Address, skipped: list[str]) -> Autoconf
         skipped.append(f"{service}: port {port_text[:20]!r} for {host} is not valid")
         return None
     port = int(port_text)
-    login = _text(protocol, "LoginName") or f"{address.local}@{address.domain}"
+    login = _text(protocol, "LoginName")
+    if not login or not usable_login(login):
+        login = f"{address.local}@{address.domain}"
     return AutoconfigServer(
         service=service,
         host=host,
