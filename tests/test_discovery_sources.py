@@ -490,7 +490,7 @@ def test_probes_run_at_once_within_one_timeout(
             }
         )
         ports = {**closed, 993: filtered[0].port, 587: filtered[1].port, 995: filtered[2].port}
-        result = run(server, "ann@slow.test", port_map=ports, timeout=1)
+        result = run(server, "ann@slow.test", port_map=ports, timeout=2)
     finally:
         for f in filtered:
             f.close()

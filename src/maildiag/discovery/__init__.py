@@ -193,7 +193,7 @@ def _choose(plan: _Plan, steps: Sequence[Step]) -> _Choice:
             break
         offer = step.offer()
         if offer is not None:
-            _take(plan, choice, offer)
+            _take(plan, choice, offer, step.source)
     if plan.given and not any(s in choice.chosen for s in plan.needed):
         choice.notes.insert(0, "explicit: " + ", ".join(str(s) for s in plan.given))
     if choice.provider is not None:
@@ -207,7 +207,7 @@ def _choose(plan: _Plan, steps: Sequence[Step]) -> _Choice:
     return choice
 
 
-def _take(plan: _Plan, choice: _Choice, offer: Offer) -> None:
+def _take(plan: _Plan, choice: _Choice, offer: Offer, source: Source) -> None:
     used = False
     for service in plan.needed:
         if service in choice.chosen or service in choice.not_offered:
@@ -221,7 +221,9 @@ def _take(plan: _Plan, choice: _Choice, offer: Offer) -> None:
         if service in offer.logins:
             choice.logins[service] = offer.logins[service]
     choice.not_offered |= {s for s in offer.not_offered if s not in choice.chosen}
-    if choice.provider is None and offer.provider is not None:
+    # the provider: of the source that gave servers, else the one the MX names (the domain's
+    # mail is hosted there, so its rules apply whatever source named the servers)
+    if choice.provider is None and offer.provider is not None and (used or source is Source.MX):
         choice.provider, choice.custom_domain = offer.provider, offer.custom_domain
     if (used or offer.provider is not None) and offer.note:
         choice.notes.append(offer.note)

@@ -545,37 +545,35 @@ class _MxMatch:
 
 
 class MxStep(Step):
-    """A custom domain hosted at a known provider, told by its MX records."""
+    """A custom domain hosted at a known provider, told by its MX records. The match needs only
+    the MX lookup (the provider database is local); the task resolves the provider's servers for
+    the ``dns`` check."""
 
     source = Source.MX
 
     def start(self) -> None:
-        self.submit(self._match)
+        self.submit(self._resolve)
 
-    def _match(self) -> _MxMatch | None:
-        records = self.ctx.look.mx(self.ctx.domain)
+    def _resolve(self) -> None:
+        self.ctx.look.mx(self.ctx.domain)  # waits for the shared lookup
+        match = self.matched()
+        if match is not None:
+            servers = match.provider.servers_for(custom_domain=True)
+            self.ctx.look.resolve_all([servers[s][0].host for s in self.ctx.needed if s in servers])
+
+    def settled(self) -> bool:
+        return self.ctx.look.record_done("MX", self.ctx.domain)
+
+    def matched(self) -> _MxMatch | None:
+        """The provider the MX records name, once they are known (never waits)."""
+        records = self.ctx.look.mx_outcome(self.ctx.domain)
         if not isinstance(records, list):
             return None
         for _, host in records:
             provider = self.ctx.db.by_mx(host) if host else None
             if provider is not None:
-                provider = provider.for_domain(self.ctx.domain)
-                servers = provider.servers_for(custom_domain=True)
-                self.ctx.look.resolve_all(
-                    [servers[s][0].host for s in self.ctx.needed if s in servers]
-                )
-                return _MxMatch(provider, host)
+                return _MxMatch(provider.for_domain(self.ctx.domain), host)
         return None
-
-    def matched(self) -> _MxMatch | None:
-        return self.result(0)  # type: ignore[no-any-return]
-
-    def wait(self) -> _MxMatch | None:
-        """The match, waiting for it (within the budget); None when there is none."""
-        try:
-            return self.futures[0].result(timeout=self.ctx.budget.left())  # type: ignore[no-any-return]
-        except (TimeoutError, IndexError):
-            return None
 
     def offer(self) -> Offer | None:
         match = self.matched()
@@ -629,9 +627,9 @@ class GuessStep(Step):
     def _guess(self) -> _Guessed:
         from maildiag.discovery import guess
 
-        records = self.ctx.look.mx(self.ctx.domain)
+        records = self.ctx.look.mx(self.ctx.domain)  # waits for the shared lookup
         published = self.srv is not None and self.srv.found_any()
-        if published or (self.mx is not None and self.mx.wait() is not None):
+        if published or (self.mx is not None and self.mx.matched() is not None):
             return _Guessed(skipped="published")
         mx_hosts = [h for _, h in records if h] if isinstance(records, list) else []
         cands = guess.candidates(self.ctx.needed, self.ctx.domain, mx_hosts)
