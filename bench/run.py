@@ -10,6 +10,8 @@ counts. Benchmarks:
   on the same interpreter (the venv's), median of N interleaved runs — target <= 3;
 - check: three slow services against the slowest alone — target <= 1.2; every port filtered —
   the whole run within --timeout + 1 s (bench/bench_check.py);
+- discovery: the provider database's load time with the ISPDB, every ISPDB domain answered
+  offline and agreeing with the ISPDB, and a silent network's cost (bench/bench_discovery.py);
 - rules: every rule's regexes on adversarial text (no catastrophic backtracking) — the
   slowest rule under tests/test_properties.py's RULE_LIMIT;
 - explain throughput in-process and ``explain --file`` on a 100,000-line Postfix log
@@ -32,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_check import Result, bench_filtered, bench_slow  # noqa: E402
+from bench_discovery import bench_ispdb, bench_providers, bench_silent  # noqa: E402
 
 EXPLAIN_TEXT = "553 5.7.1 Sender address rejected: not owned by auth user."
 
@@ -171,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         all_ok &= _show(r)
     print("== check on loopback peers")
     for bench in (bench_slow, bench_filtered):
+        try:
+            all_ok &= _show(bench())
+        except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run is a failure
+            print(f"OVER {bench.__name__}: could not run: {exc}")
+            all_ok = False
+    print("== discovery (bench/bench_discovery.py)")
+    for bench in (bench_providers, bench_ispdb, bench_silent):
         try:
             all_ok &= _show(bench())
         except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run is a failure

@@ -257,7 +257,8 @@ def test_explicit_server_on_a_domain_that_does_not_exist(
     smtp_server: Callable[..., Any], certs: Certs
 ) -> None:
     """SPEC: with explicit servers the dns check only establishes that their names resolve; the
-    other services are still looked for, and finding none is not a failure of the server named."""
+    other services, when --only asks for them too, are looked for, and finding none is not a
+    failure of the server named."""
     from dnsserver import DnsServer
 
     server = smtp_server("ssl")
@@ -265,6 +266,8 @@ def test_explicit_server_on_a_domain_that_does_not_exist(
         result = check(
             "--smtp",
             f"127.0.0.1:{server.port}/ssl",
+            "--only",
+            "smtp,imap,pop3",
             "--ca-file",
             str(certs.ca_pem),
             "--resolver",
@@ -279,3 +282,28 @@ def test_explicit_server_on_a_domain_that_does_not_exist(
         "dns.nxdomain"
     ]
     assert report["findings"] == [] or all(f["severity"] == "info" for f in report["findings"])
+    assert ("example.test", "MX") in dns.queries  # asked for: the other services were looked for
+
+
+def test_explicit_servers_alone_cause_no_lookup_of_the_domain(
+    smtp_server: Callable[..., Any], certs: Certs
+) -> None:
+    """Issue 15 item 8: with every wanted service given, nothing about the address's domain
+    leaves the machine; only the named servers' own names are resolved."""
+    from dnsserver import DnsServer
+
+    server = smtp_server("ssl")
+    with DnsServer({"relay.test": {"A": ["127.0.0.1"]}}) as dns:
+        result = check(
+            "--smtp",
+            f"relay.test:{server.port}/ssl",
+            "--ca-file",
+            str(certs.ca_pem),
+            "--resolver",
+            dns.address,
+            "--json",
+        )
+        asked = {name for name, _ in dns.queries}
+    assert [s["service"] for s in result.json["servers"]] == ["smtp"]
+    assert result.json["discovery"]["source"] == "explicit"
+    assert asked == {"relay.test"}, asked  # no example.test, no SRV, no autoconfig, no guesses

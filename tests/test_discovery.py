@@ -9,11 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import dnsserver
 import pytest
 import trustme
 from dnsserver import DnsServer, SilentResolver
+from peers import free_port
 
 from maildiag.address import parse_address
 from maildiag.discovery import DiscoveryResult, discover
@@ -25,10 +27,16 @@ dns_zone = dnsserver.dns_zone  # the fixture: a loopback DNS server per test
 LOOP = ["127.0.0.1"]
 
 
-def run(server: DnsServer, address: str, timeout: float = 2.0, **kwargs: object) -> DiscoveryResult:
+# guesses probe the standard mail ports: send them to a loopback port nobody listens on, so
+# that whatever this machine runs on 993 or 587 cannot change an answer
+CLOSED = dict.fromkeys((465, 587, 993, 143, 995, 110), free_port())
+
+
+def run(server: DnsServer, address: str, timeout: float = 2.0, **kwargs: Any) -> DiscoveryResult:
+    kwargs["port_map"] = {**CLOSED, **kwargs.get("port_map", {})}
     return discover(
         parse_address(address), dns=Dns(server.address, timeout=timeout), timeout=timeout, **kwargs
-    )  # type: ignore[arg-type]
+    )
 
 
 def signals(result: DiscoveryResult) -> list[str]:
@@ -219,7 +227,7 @@ def test_autoconfig_from_autoconfig_subdomain(
 ) -> None:
     web = https({"/mail/config-v1.1.xml": (200, CONFIG)})
     server = dns_zone(AUTOCONFIG_ZONE)
-    result = run(server, "carol@example.test", ca_file=ca[1], autoconfig_port=web.port)
+    result = run(server, "carol@example.test", ca_file=ca[1], port_map={443: web.port})
     assert result.discovery.source is Source.AUTOCONFIG
     assert result.discovery.provider is None
     assert by_service(result) == {
@@ -250,7 +258,7 @@ def test_autoconfig_well_known_when_subdomain_missing(
 ) -> None:
     web = https({"/.well-known/autoconfig/mail/config-v1.1.xml": (200, CONFIG)})
     zone = {k: v for k, v in AUTOCONFIG_ZONE.items() if k != "autoconfig.example.test"}
-    result = run(dns_zone(zone), "dave@example.test", ca_file=ca[1], autoconfig_port=web.port)
+    result = run(dns_zone(zone), "dave@example.test", ca_file=ca[1], port_map={443: web.port})
     assert result.discovery.source is Source.AUTOCONFIG
     assert "well-known" in result.dns.data["autoconfig"]["used"]
 
@@ -260,7 +268,7 @@ def test_autoconfig_untrusted_certificate_is_not_used(
 ) -> None:
     web = https({"/mail/config-v1.1.xml": (200, CONFIG)})
     zone = dict(AUTOCONFIG_ZONE, **{"smtp.example.test": {"A": LOOP}})
-    result = run(dns_zone(zone), "erin@example.test", autoconfig_port=web.port)  # no ca_file
+    result = run(dns_zone(zone), "erin@example.test", port_map={443: web.port})  # no ca_file
     assert result.discovery.source is Source.GUESS
     tried = result.dns.data["autoconfig"]["tried"]
     assert any(v.startswith("tls:") for v in tried.values())
@@ -288,7 +296,7 @@ def test_autoconfig_refuses_hostile_or_broken_files(
         }
     )
     result = run(
-        dns_zone(AUTOCONFIG_ZONE), "frank@example.test", ca_file=ca[1], autoconfig_port=web.port
+        dns_zone(AUTOCONFIG_ZONE), "frank@example.test", ca_file=ca[1], port_map={443: web.port}
     )
     assert result.discovery.source is not Source.AUTOCONFIG
     reasons = list(result.dns.data["autoconfig"]["tried"].values())

@@ -102,6 +102,7 @@ def test_gmail_lists_the_starttls_alternative() -> None:
             "login": "x@gmail.com",
             "login_form": "address",
             "source": "provider",
+            "certainty": "certain",
         }
     ]
 

@@ -40,6 +40,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("maildiag/rules/") and n.endswith(".yaml") for n in names)
     assert any(n.startswith("maildiag/rules/providers/") for n in names)
+    for shipped in ("ispdb.json", "LICENSE", "README.md"):  # the ISPDB, its licence and source
+        assert f"maildiag/rules/providers/ispdb/{shipped}" in names, shipped
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -107,6 +109,17 @@ def test_installed_wheel_explains_with_its_rules(installed: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr
     findings = json.loads(result.stdout)["findings"]
     assert findings and findings[0]["category"] == "auth_failed"
+
+
+def test_installed_wheel_answers_an_ispdb_domain_offline(installed: Path, tmp_path: Path) -> None:
+    # 126.com is in Thunderbird's ISPDB only; a resolver nobody listens on: no network needed
+    result = run(
+        installed, "settings", "x@126.com", "--json", "--resolver", "127.0.0.1:9", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["discovery"] == {"source": "provider", "provider": "ispdb:126.com"}
+    assert doc["provider_origin"] == "ispdb"
 
 
 def test_installed_wheel_checks_a_local_peer(

@@ -83,6 +83,8 @@ class Source(StrEnum):
     PROVIDER = "provider"
     SRV = "srv"
     AUTOCONFIG = "autoconfig"
+    ISPDB = "ispdb"  # Thunderbird's ISPDB online (the shipped copy is part of "provider")
+    AUTODISCOVER = "autodiscover"  # Microsoft Autodiscover (POX, Exchange Online JSON)
     MX = "mx"
     GUESS = "guess"
 

@@ -415,7 +415,8 @@ CHECK = Command(
         Option(
             "only",
             ("--only",),
-            "check only these services",
+            "check only these services (default: all, or with servers given only those; "
+            "name more to have them found as well)",
             metavar="smtp,imap,pop3",
             parse=parse_services,
             config="only",
@@ -635,8 +636,10 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
     problem = conflict(v)
     if problem:
         raise UsageError(problem)
-    only = v["only"] or frozenset(Service)
     explicit = tuple(v[s] for s in SERVICES if v[s] is not None)
+    # With servers given and no `only`, those servers are all that is checked: nothing about the
+    # address's domain is looked up. Naming more services in `only` has them discovered too.
+    only = v["only"] or frozenset(t.service for t in explicit) or frozenset(Service)
     return RunConfig(
         address=v["address"],
         explicit=explicit,

@@ -1,14 +1,19 @@
 """``maildiag settings ADDRESS``: the table a person copies into their mail program.
 
 For IMAP, POP3 and SMTP: server, port, security and login, then the provider's notes (from
-rules/providers, in the chosen language). A domain in the provider database is answered from it
-without touching the network ("certain"); any other domain goes through discovery and the answer
-says how sure it is: published by the domain (SRV, autoconfig), via its MX records, or an
-unverified guess.
+rules/providers, in the chosen language). A domain in the provider database (hand-written
+entries, then Thunderbird's ISPDB shipped with maildiag) is answered from it without touching the
+network ("certain"); any other domain goes through discovery and the answer says, per server,
+where it came from and how sure it is: published by the domain (SRV, autoconfig, Autodiscover),
+Thunderbird's ISPDB online, via its MX records, or a guess (one whose probe got the server's
+greeting, or an unverified name). The words live in rules/ui-settings.yaml.
 
 Exit codes: 0 servers found, 2 nothing found, 3 bad input (one line on stderr).
 JSON: ``{"schema": "maildiag.settings/1", "address", "discovery", "certainty", "servers",
-"notes", ...}`` where each server is ``{service, host, port, security, login, login_form, source}``.
+"alternatives", "notes", "links", ...}`` where each server is ``{service, host, port, security,
+login, login_form, source, certainty}``; with a provider entry also ``provider_name``,
+``provider_origin`` (``maildiag`` or ``ispdb``) and, for a hand-written entry that differs from
+the ISPDB, ``ispdb_differences`` (``{what, maildiag, ispdb, ispdb_entry}``).
 """
 
 from __future__ import annotations
@@ -16,75 +21,31 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
 
 from maildiag.models import Discovery, Finding, Security, Service, Source
 from maildiag.terminal import safe
 
+if TYPE_CHECKING:
+    from maildiag.address import Address
+    from maildiag.discovery import DiscoveryResult
+    from maildiag.discovery.providers import Provider, ProviderDb
+    from maildiag.rulebase import RuleBase
+
 SETTINGS_SCHEMA = "maildiag.settings/1"
 TABLE_ORDER: tuple[Service, ...] = (Service.IMAP, Service.POP3, Service.SMTP)
 
+# how sure the whole answer is, by the source of its first server
 CERTAINTY: dict[Source, str] = {
     Source.PROVIDER: "certain",
     Source.SRV: "published",
     Source.AUTOCONFIG: "published",
+    Source.ISPDB: "certain",
+    Source.AUTODISCOVER: "published",
     Source.MX: "via_mx",
     Source.GUESS: "guess",
     Source.EXPLICIT: "certain",
-}
-
-# Interface labels (facts and column names, not advice: advice lives in rules/).
-_LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "heading": "Mail program settings for {address}",
-        "provider": "Provider: {name}",
-        "service": "Service",
-        "server": "Server",
-        "port": "Port",
-        "security": "Security",
-        "login": "Login",
-        "localpart": "Login {login!r} is the part of the address before the @.",
-        "also": "Also possible",
-        "notes": "Notes",
-        "links": "Help",
-        "nothing": "No mail servers found for {domain}.",
-        "certain": "How sure: certain (maildiag's provider database).",
-        "published_srv": "How sure: published by the domain (DNS SRV records).",
-        "published_autoconfig": "How sure: published by the domain (autoconfig file {url}).",
-        "via_mx": "How sure: via MX — the domain's mail is hosted at {name}, "
-        "whose settings these are.",
-        "guess": "How sure: unverified guess — conventional server names that exist in DNS; "
-        "the ports are the standard ones.",
-        "ssl": "SSL/TLS",
-        "starttls": "STARTTLS",
-        "plain": "none",
-        "auto": "detect",
-    },
-    "ru": {
-        "heading": "Настройки почтовой программы для {address}",
-        "provider": "Провайдер: {name}",
-        "service": "Протокол",
-        "server": "Сервер",
-        "port": "Порт",
-        "security": "Защита",
-        "login": "Логин",
-        "localpart": "Логин {login!r} — часть адреса до @.",
-        "also": "Также возможно",
-        "notes": "Примечания",
-        "links": "Справка",
-        "nothing": "Почтовые серверы для {domain} не найдены.",
-        "certain": "Насколько точно: точно (база провайдеров maildiag).",
-        "published_srv": "Насколько точно: опубликовано доменом (DNS-записи SRV).",
-        "published_autoconfig": "Насколько точно: опубликовано доменом (файл autoconfig {url}).",
-        "via_mx": "Насколько точно: по MX — почта домена размещена у {name}, это его настройки.",
-        "guess": "Насколько точно: непроверенная догадка — обычные имена серверов, которые есть "
-        "в DNS; порты стандартные.",
-        "ssl": "SSL/TLS",
-        "starttls": "STARTTLS",
-        "plain": "нет",
-        "auto": "определить",
-    },
 }
 
 
@@ -97,6 +58,7 @@ class _Row:
     login: str
     login_form: str  # address | localpart | other
     source: Source | None
+    certainty: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,7 +69,20 @@ class _Row:
             "login": self.login,
             "login_form": self.login_form,
             "source": str(self.source) if self.source else None,
+            "certainty": self.certainty or None,
         }
+
+
+@dataclass
+class _Answer:
+    """What the table shows, wherever it came from."""
+
+    discovery: Discovery
+    provider: Provider | None
+    rows: list[_Row] = field(default_factory=list)
+    alternatives: list[_Row] = field(default_factory=list)
+    urls: dict[Source, str] = field(default_factory=dict)  # the document each source read
+    problems: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_settings(
@@ -120,11 +95,15 @@ def run_settings(
     rules_dirs: Sequence[str] = (),
     out: TextIO | None = None,
     err: TextIO | None = None,
-    autoconfig_port: int | None = None,
+    port_map: Mapping[int, int] | None = None,
     ca_file: str | None = None,
+    providers: ProviderDb | None = None,
 ) -> int:
-    """Print the settings for ``address``; 0 found, 2 nothing found, 3 bad input."""
-    from maildiag.address import AddressError, parse_address
+    """Print the settings for ``address``; 0 found, 2 nothing found, 3 bad input.
+
+    ``providers``: the provider database (default: loaded from the package and ``rules_dirs``);
+    ``port_map``, ``ca_file``: passed to discovery (tests on loopback).
+    """
     from maildiag.discovery.providers import ProviderError, load_providers
     from maildiag.dnsclient import Dns
     from maildiag.lang import LANGS, default_lang
@@ -132,151 +111,141 @@ def run_settings(
     out = out or sys.stdout
     err = err or sys.stderr
     lang = lang or default_lang()
-    if lang not in LANGS:
-        print(f"maildiag: --lang must be one of {', '.join(LANGS)}, not {lang!r}", file=err)
-        return 3
-    if not timeout > 0:
-        print("maildiag: --timeout must be a positive number of seconds", file=err)
-        return 3
     try:
-        addr = parse_address(address)
-    except AddressError as exc:
-        print(f"maildiag: {exc}", file=err)
-        return 3
-    try:
+        if lang not in LANGS:
+            raise ValueError(f"--lang must be one of {', '.join(LANGS)}, not {lang!r}")
+        if not timeout > 0:
+            raise ValueError("--timeout must be a positive number of seconds")
+        addr = _parse(address)
         dns = Dns(resolver, timeout=timeout)
-    except ValueError as exc:
-        print(f"maildiag: {exc}", file=err)
-        return 3
-    try:
-        db = load_providers(rules_dirs)
-    except ProviderError as exc:
+        db = providers if providers is not None else load_providers(rules_dirs)
+    except (ValueError, ProviderError) as exc:  # AddressError is a ValueError
         print(f"maildiag: {exc}", file=err)
         return 3
 
-    problems: list[dict[str, Any]] = []
-    alternatives: list[_Row] = []
-    autoconfig_url = ""
-    provider = db.by_domain(addr.domain)
-    if provider is not None:  # certain, and no network needed
-        discovery = Discovery(Source.PROVIDER, provider.id, f"provider database: {provider.id}")
-        rows: list[_Row] = []
-        for service in TABLE_ORDER:
-            specs = provider.servers.get(service, ())
-            for i, spec in enumerate(specs):
-                row = _Row(
-                    service,
-                    spec.host,
-                    spec.port,
-                    spec.security,
-                    provider.login_for(addr, False, service),
-                    provider.login_form(False, service),
-                    Source.PROVIDER,
-                )
-                (rows if i == 0 else alternatives).append(row)
+    home = db.by_domain(addr.domain)
+    if home is not None:  # certain, and no network needed
+        answer = _from_provider(addr, home)
     else:
         from maildiag.discovery import discover
 
         found = discover(
-            addr,
-            dns=dns,
-            timeout=timeout,
-            providers=db,
-            ca_file=ca_file,
-            autoconfig_port=autoconfig_port,
+            addr, dns=dns, timeout=timeout, providers=db, ca_file=ca_file, port_map=port_map
         )
-        discovery, provider = found.discovery, found.provider
-        custom = bool(found.dns.data.get("custom_domain"))
-        by_service = {t.service: t for t in found.targets}
-        rows = []
-        for service in TABLE_ORDER:
-            target = by_service.get(service)
-            if target is None:
-                continue
-            # without a word from the source, the full address is what most servers want
-            login = found.logins.get(service) or f"{addr.local}@{addr.domain}"
-            rows.append(
-                _Row(
-                    service,
-                    target.host,
-                    target.port,
-                    target.security,
-                    login,
-                    _form(login, addr),
-                    target.source,
-                )
-            )
-        if provider is not None and custom:
-            servers = provider.servers_for(custom_domain=True)
-            for row in [r for r in rows if r.source is Source.MX]:
-                for spec in servers.get(row.service, ())[1:]:
-                    alternatives.append(
-                        _Row(
-                            row.service,
-                            spec.host,
-                            spec.port,
-                            spec.security,
-                            row.login,
-                            row.login_form,
-                            Source.MX,
-                        )
-                    )
-        autoconfig_url = str(found.dns.data.get("autoconfig", {}).get("used", ""))
-        problems = [
-            {"signal": p.signal, "text": p.text, "params": dict(p.params)}
-            for p in found.dns.problems
-        ]
+        answer = _from_discovery(addr, found)
+    from maildiag.rulebase import RuleBaseError
 
-    findings = _explain_problems(problems, lang, rules_dirs) if problems and not rows else []
-    certainty = CERTAINTY.get(discovery.source) if rows and discovery.source else None
-    notes = list(provider.notes_in(lang)) if provider is not None else []
-    links = list(provider.links) if provider is not None else []
-    if as_json:
-        doc: dict[str, Any] = {
-            "schema": SETTINGS_SCHEMA,
-            "address": addr.original,
-            "discovery": discovery.to_json()
-            if rows
-            else {"source": None, "provider": discovery.provider},
-            "certainty": certainty,
-            "servers": [r.to_json() for r in rows],
-            "alternatives": [r.to_json() for r in alternatives],
-            "notes": notes,
-            "links": links,
-        }
-        if provider is not None:
-            doc["provider_name"] = provider.name
-        if problems:
-            doc["problems"] = problems
-            doc["findings"] = [f.to_json() for f in findings]
-        json.dump(doc, out, ensure_ascii=False, indent=2)
+    explain = bool(answer.problems and not answer.rows)
+    try:
+        rules = _rules(rules_dirs) if explain or not as_json else None
+    except RuleBaseError as exc:
+        print(f"maildiag: cannot load the rule base: {exc}", file=err)
+        return 3
+    findings = _explain(answer.problems, lang, rules) if rules and explain else []
+    if as_json or rules is None:
+        json.dump(_json(addr, answer, db, lang, findings), out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
-        _render_text(
-            out,
-            lang,
-            addr.original,
-            addr.domain,
-            rows,
-            alternatives,
-            discovery,
-            provider.name if provider else "",
-            certainty,
-            autoconfig_url,
-            notes,
-            links,
-            findings,
-        )
-    return 0 if rows else 2
+        # a login from an autoconfig file is a stranger's text: shown, never obeyed
+        out.write(safe(_Text(rules, lang).render(addr, answer, findings)))
+    return 0 if answer.rows else 2
 
 
-def _explain_problems(
-    problems: Sequence[Mapping[str, Any]], lang: str, rules_dirs: Sequence[str]
-) -> list[Finding]:
-    """The rule base's findings for discovery's problems (the one diagnosis path)."""
+def _parse(address: str) -> Address:
+    from maildiag.address import parse_address
+
+    return parse_address(address)
+
+
+def _rules(rules_dirs: Sequence[str]) -> RuleBase:
     from maildiag.rulebase import RuleBase
 
-    rules = RuleBase.load(rules_dirs)
+    return RuleBase.load(rules_dirs)
+
+
+# --- the answer ------------------------------------------------------------------------------
+
+
+def _from_provider(addr: Address, provider: Provider) -> _Answer:
+    discovery = Discovery(Source.PROVIDER, provider.id, f"provider database: {provider.id}")
+    answer = _Answer(discovery, provider)
+    for service in TABLE_ORDER:
+        for i, spec in enumerate(provider.servers.get(service, ())):
+            row = _Row(
+                service,
+                spec.host,
+                spec.port,
+                spec.security,
+                provider.login_for(addr, False, service),
+                provider.login_form(False, service),
+                Source.PROVIDER,
+                "certain",
+            )
+            (answer.rows if i == 0 else answer.alternatives).append(row)
+    return answer
+
+
+def _from_discovery(addr: Address, found: DiscoveryResult) -> _Answer:
+    answer = _Answer(found.discovery, found.provider)
+    by_service = {t.service: t for t in found.targets}
+    for service in TABLE_ORDER:
+        target = by_service.get(service)
+        if target is None:
+            continue
+        # without a word from the source, the full address is what most servers want
+        login = found.logins.get(service) or f"{addr.local}@{addr.domain}"
+        certainty = found.certainty.get(service, "")
+        answer.rows.append(
+            _Row(
+                service,
+                target.host,
+                target.port,
+                target.security,
+                login,
+                _form(login, addr),
+                target.source,
+                certainty,
+            )
+        )
+    provider = found.provider
+    if provider is not None and found.dns.data.get("custom_domain"):
+        servers = provider.servers_for(custom_domain=True)
+        for row in [r for r in answer.rows if r.source in (Source.MX, Source.AUTODISCOVER)]:
+            for spec in servers.get(row.service, ())[1:]:
+                answer.alternatives.append(
+                    _Row(
+                        row.service,
+                        spec.host,
+                        spec.port,
+                        spec.security,
+                        row.login,
+                        row.login_form,
+                        row.source,
+                        row.certainty,
+                    )
+                )
+    answer.urls = _urls(found.dns.data)
+    answer.problems = [
+        {"signal": p.signal, "text": p.text, "params": dict(p.params)} for p in found.dns.problems
+    ]
+    return answer
+
+
+def _urls(data: Mapping[str, Any]) -> dict[Source, str]:
+    autodiscover = data.get("autodiscover") or {}
+    pox = autodiscover.get("pox") or {}
+    online = autodiscover.get("exchange_online") or {}
+    return {
+        Source.AUTOCONFIG: str((data.get("autoconfig") or {}).get("used", "")),
+        Source.ISPDB: str((data.get("ispdb") or {}).get("url", "")),
+        Source.AUTODISCOVER: str(
+            pox.get("url", "") if pox.get("result") == "ok" else online.get("url", "")
+        ),
+    }
+
+
+def _explain(problems: Sequence[Mapping[str, Any]], lang: str, rules: RuleBase) -> list[Finding]:
+    """The rule base's findings for discovery's problems (the one diagnosis path)."""
     findings: list[Finding] = []
     for p in problems:
         matches = rules.match(p["text"], signal=p["signal"]) or rules.match(
@@ -291,7 +260,7 @@ def _explain_problems(
     return findings
 
 
-def _form(login: str, addr: Any) -> str:
+def _form(login: str, addr: Address) -> str:
     if login == addr.local:
         return "localpart"
     if "@" in login and login.lower() in (
@@ -302,67 +271,121 @@ def _form(login: str, addr: Any) -> str:
     return "other"
 
 
-def _render_text(
-    out: TextIO,
-    lang: str,
-    address: str,
-    domain: str,
-    rows: Sequence[_Row],
-    alternatives: Sequence[_Row],
-    discovery: Discovery,
-    provider_name: str,
-    certainty: str | None,
-    autoconfig_url: str,
-    notes: Sequence[str],
-    links: Sequence[str],
-    findings: Sequence[Finding],
-) -> None:
-    t = _LABELS[lang]
-    lines = [t["heading"].format(address=address)]
-    if not rows:
-        lines.append(t["nothing"].format(domain=domain))
-        for finding in findings:  # why nothing was found, in the rule base's words
-            lines.append(f"- {finding.title}")
-            lines.extend(f"  {n}. {step}" for n, step in enumerate(finding.steps, 1))
-        out.write(safe("\n".join(dict.fromkeys(lines)) + "\n"))
-        return
-    if provider_name:
-        lines.append(t["provider"].format(name=provider_name))
-    if certainty == "certain":
-        lines.append(t["certain"])
-    elif certainty == "published":
-        if discovery.source is Source.AUTOCONFIG:
-            lines.append(t["published_autoconfig"].format(url=autoconfig_url))
-        else:
-            lines.append(t["published_srv"])
-    elif certainty == "via_mx":
-        lines.append(t["via_mx"].format(name=provider_name))
-    elif certainty == "guess":
-        lines.append(t["guess"])
-    lines.append("")
-    header = [t["service"], t["server"], t["port"], t["security"], t["login"]]
-    table = [header] + [
-        [r.service.name, r.host, str(r.port), t[str(r.security)], r.login] for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        lines.append(
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        )
-    lines.append("")
-    for login in dict.fromkeys(r.login for r in rows if r.login_form == "localpart"):
-        lines.append(t["localpart"].format(login=login))
-    if alternatives:
-        also = ", ".join(
-            f"{r.service.name} {r.host} {r.port} {t[str(r.security)]}" for r in alternatives
-        )
-        lines.append(f"{t['also']}: {also}")
-    if notes:
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def _json(
+    addr: Address, answer: _Answer, db: ProviderDb, lang: str, findings: Sequence[Finding]
+) -> dict[str, Any]:
+    discovery = answer.discovery
+    rows = answer.rows
+    provider = answer.provider
+    doc: dict[str, Any] = {
+        "schema": SETTINGS_SCHEMA,
+        "address": addr.original,
+        "discovery": discovery.to_json()
+        if rows
+        else {"source": None, "provider": discovery.provider},
+        "certainty": CERTAINTY.get(discovery.source) if rows and discovery.source else None,
+        "servers": [r.to_json() for r in rows],
+        "alternatives": [r.to_json() for r in answer.alternatives],
+        "notes": list(provider.notes_in(lang)) if provider is not None else [],
+        "links": list(provider.links) if provider is not None else [],
+    }
+    if provider is not None:
+        from maildiag.discovery.ispdb import differences
+
+        doc["provider_name"] = provider.name
+        doc["provider_origin"] = provider.origin
+        diffs = differences(provider, db)
+        if diffs:
+            doc["ispdb_differences"] = diffs
+    if answer.problems:
+        doc["problems"] = answer.problems
+        doc["findings"] = [f.to_json() for f in findings]
+    return doc
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+class _Text:
+    def __init__(self, rules: RuleBase, lang: str) -> None:
+        self.rules, self.lang = rules, lang
+
+    def t(self, key: str, **params: Any) -> str:
+        return self.rules.ui_text(f"settings.{key}", self.lang, **params)
+
+    def render(self, addr: Address, answer: _Answer, findings: Sequence[Finding]) -> str:
+        lines = [self.t("heading", address=addr.original)]
+        if not answer.rows:
+            lines.append(self.t("nothing", domain=addr.domain))
+            for finding in findings:  # why nothing was found, in the rule base's words
+                lines.append(f"- {finding.title}")
+                lines.extend(f"  {n}. {step}" for n, step in enumerate(finding.steps, 1))
+            return "\n".join(dict.fromkeys(lines)) + "\n"
+        provider = answer.provider
+        if provider is not None:
+            lines.append(self.t("provider", name=provider.name))
+        lines.extend(self.how_sure(answer))
         lines.append("")
-        lines.append(f"{t['notes']}:")
-        lines.extend(f"  - {note}" for note in notes)
-    if links:
+        lines.extend(self.table(answer.rows))
         lines.append("")
-        lines.append(f"{t['links']}: " + "  ".join(links))
-    # a login from an autoconfig file is a stranger's text: shown, never obeyed
-    out.write(safe("\n".join(lines) + "\n"))
+        for login in dict.fromkeys(r.login for r in answer.rows if r.login_form == "localpart"):
+            lines.append(self.t("localpart", login=login))
+        if answer.alternatives:
+            also = ", ".join(
+                f"{r.service.name} {r.host} {r.port} {self.t('security.' + str(r.security))}"
+                for r in answer.alternatives
+            )
+            lines.append(f"{self.t('also')}: {also}")
+        lines.extend(self.notes(provider))
+        return "\n".join(lines) + "\n"
+
+    def how_sure(self, answer: _Answer) -> list[str]:
+        """One line per source among the servers shown, in the table's order."""
+        out: list[str] = []
+        for row in answer.rows:
+            out.append(self._how(row, answer))
+        return list(dict.fromkeys(out))
+
+    def _how(self, row: _Row, answer: _Answer) -> str:
+        source = row.source
+        provider = answer.provider
+        if source is Source.PROVIDER and provider is not None and provider.origin == "ispdb":
+            return self.t("how.provider_ispdb")
+        if source is Source.GUESS:
+            hosts = ", ".join(
+                dict.fromkeys(r.host for r in answer.rows if r.certainty == "answered")
+            )
+            key = "how.answered" if row.certainty == "answered" else "how.resolves"
+            return self.t(key, hosts=hosts)
+        if source is Source.MX:
+            return self.t("how.mx", name=provider.name if provider else "?")
+        if source is None:
+            return ""
+        return self.t(f"how.{source}", url=answer.urls.get(source, ""))
+
+    def table(self, rows: Sequence[_Row]) -> list[str]:
+        header = [self.t(k) for k in ("service", "server", "port", "security", "login")]
+        cells = [header] + [
+            [r.service.name, r.host, str(r.port), self.t(f"security.{r.security}"), r.login]
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        return [
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells
+        ]
+
+    def notes(self, provider: Provider | None) -> list[str]:
+        if provider is None:
+            return []
+        lines: list[str] = []
+        notes = provider.notes_in(self.lang)
+        if notes:
+            lines.extend(["", f"{self.t('notes')}:"])
+            lines.extend(f"  - {note}" for note in notes)
+        if provider.links:
+            lines.extend(["", f"{self.t('links')}: " + "  ".join(provider.links)])
+        return lines

@@ -8,6 +8,12 @@ Any problem — unknown key, bad host or port, a domain claimed by two providers
 ``ProviderError`` whose message names the file, so ``maildiag rules lint`` and the CLI can print
 it as one line.
 
+Below these hand-written entries sits Thunderbird's ISP database, converted by
+``scripts/ispdb_import.py`` into rules/providers/ispdb/ispdb.json (``maildiag.discovery.ispdb``):
+its entries (``origin`` "ispdb", ids ``ispdb:<file>``) answer for every domain no hand-written
+entry claims. Iterating a ``ProviderDb`` gives the hand-written entries; ``ProviderDb.ispdb`` the
+others; ``by_domain`` and ``by_mx`` search both, hand-written first.
+
 File format (see rules/providers/yandex.yaml)::
 
     id: yandex                      # [a-z0-9-]+, unique
@@ -26,6 +32,7 @@ File format (see rules/providers/yandex.yaml)::
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,15 +72,23 @@ class ProviderError(ValueError):
     """The provider database cannot be loaded; str() is one line naming the file."""
 
 
+DOMAIN_PLACEHOLDER = "%EMAILDOMAIN%"  # in an ISPDB host name: the address's domain
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
     host: str
     port: int
     security: Security
     login: LoginForm | None = None  # overrides the provider's login form for this server
+    # an unusual login (ISPDB: "%EMAILLOCALPART%.%EMAILDOMAIN%"); wins over ``login``
+    login_template: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "security": str(self.security)}
+
+    def label(self) -> str:
+        return f"{self.host}:{self.port}/{self.security}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,20 @@ class Provider:
     links: tuple[str, ...]
     custom_domain_servers: Mapping[Service, tuple[ServerSpec, ...]] = field(default_factory=dict)
     source_file: str = ""
+    origin: str = "maildiag"  # "maildiag" (rules/providers/*.yaml) or "ispdb"
+
+    def for_domain(self, domain: str) -> Provider:
+        """This entry with ``%EMAILDOMAIN%`` in its host names filled with ``domain`` (A-labels)."""
+        if not any(DOMAIN_PLACEHOLDER in s.host for specs in self.servers.values() for s in specs):
+            return self
+        servers = {
+            service: tuple(
+                dataclasses.replace(s, host=s.host.replace(DOMAIN_PLACEHOLDER, domain))
+                for s in specs
+            )
+            for service, specs in self.servers.items()
+        }
+        return dataclasses.replace(self, servers=servers)
 
     def servers_for(self, custom_domain: bool) -> Mapping[Service, tuple[ServerSpec, ...]]:
         """The servers to use: custom domains may have their own (else the common ones)."""
@@ -96,11 +125,19 @@ class Provider:
             return self.custom_domain_servers
         return self.servers
 
-    def login_form(self, custom_domain: bool, service: Service | None = None) -> LoginForm:
-        if service is not None:
-            for spec in self.servers_for(custom_domain).get(service, ())[:1]:
-                if spec.login is not None and not custom_domain:
-                    return spec.login
+    def _first(self, custom_domain: bool, service: Service | None) -> ServerSpec | None:
+        if service is None or custom_domain:
+            return None
+        specs = self.servers_for(custom_domain).get(service, ())
+        return specs[0] if specs else None
+
+    def login_form(self, custom_domain: bool, service: Service | None = None) -> str:
+        """``address``, ``localpart``, or ``other`` (an ISPDB login template)."""
+        spec = self._first(custom_domain, service)
+        if spec is not None and spec.login_template:
+            return "other"
+        if spec is not None and spec.login is not None:
+            return spec.login
         return self.custom_domain_login if custom_domain else self.login
 
     def login_for(
@@ -110,6 +147,13 @@ class Provider:
 
         ``custom_domain``: the address's domain is not one of ``domains`` but is hosted here.
         """
+        spec = self._first(custom_domain, service)
+        if spec is not None and spec.login_template:
+            return (
+                spec.login_template.replace("%EMAILADDRESS%", f"{address.local}@{address.domain}")
+                .replace("%EMAILLOCALPART%", address.local)
+                .replace("%EMAILDOMAIN%", address.domain)
+            )
         if self.login_form(custom_domain, service) == "localpart":
             return address.local
         return f"{address.local}@{address.domain}"
@@ -129,12 +173,19 @@ def _mx_match(pattern: str, host: str) -> bool:
 
 
 class ProviderDb:
-    """Providers indexed by address domain and searchable by MX host."""
+    """Providers indexed by address domain and searchable by MX host.
 
-    def __init__(self, providers: Sequence[Provider]) -> None:
+    ``providers``: the hand-written entries (a domain may belong to one of them only);
+    ``ispdb``: Thunderbird's entries, each answering for the domains no hand-written entry claims.
+    """
+
+    def __init__(self, providers: Sequence[Provider], ispdb: Sequence[Provider] = ()) -> None:
         self._providers = tuple(providers)
-        self._by_id = {p.id: p for p in self._providers}
-        self._by_domain = {d: p for p in self._providers for d in p.domains}
+        self.ispdb = tuple(ispdb)
+        self._by_id = {p.id: p for p in (*self.ispdb, *self._providers)}
+        self._ispdb_domains = {d: p for p in self.ispdb for d in p.domains}
+        self._by_domain = dict(self._ispdb_domains)
+        self._by_domain.update({d: p for p in self._providers for d in p.domains})
 
     def __iter__(self) -> Iterator[Provider]:
         return iter(self._providers)
@@ -146,23 +197,32 @@ class ProviderDb:
         return self._by_id.get(provider_id)
 
     def by_domain(self, domain: str) -> Provider | None:
-        """The provider whose address domain this is (Unicode or A-label form)."""
+        """The provider whose address domain this is (Unicode or A-label form), with its host
+        names filled in for that domain."""
         domain = domain.lower().rstrip(".")
-        found = self._by_domain.get(domain)
-        if found is None and not domain.isascii():
+        if not domain.isascii():
             from maildiag.address import AddressError, to_ascii_host
 
             try:
-                found = self._by_domain.get(to_ascii_host(domain))
+                domain = to_ascii_host(domain)
             except AddressError:
                 return None
-        return found
+        found = self._by_domain.get(domain)
+        return found.for_domain(domain) if found is not None else None
 
     def by_mx(self, host: str) -> Provider | None:
-        """The provider hosting a domain whose MX is ``host`` (exact name or ``*.`` pattern)."""
+        """The provider hosting a domain whose MX is ``host``: an MX pattern of a hand-written
+        entry (exact name or ``*.``), else, as Thunderbird does with its ISPDB, the entry for a
+        parent domain of ``host`` that the ISPDB lists (mx1.isp.test → isp.test), longest first
+        (a hand-written entry still wins for its own domains)."""
         for provider in self._providers:
             if provider.matches_mx(host):
                 return provider
+        labels = host.lower().rstrip(".").split(".")
+        for start in range(1, len(labels) - 1):
+            parent = ".".join(labels[start:])
+            if parent in self._ispdb_domains:
+                return self._by_domain[parent]
         return None
 
 
@@ -183,8 +243,9 @@ def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "rules" / "providers"
 
 
-def load_providers(extra_dirs: Sequence[str | Path] = ()) -> ProviderDb:
-    """Built-in providers, then ``DIR/providers/*.yaml`` for each extra rules directory.
+def load_providers(extra_dirs: Sequence[str | Path] = (), *, ispdb: bool = True) -> ProviderDb:
+    """Built-in providers, then ``DIR/providers/*.yaml`` for each extra rules directory, over
+    Thunderbird's ISPDB (left out with ``ispdb=False``).
 
     Raises ``ProviderError`` (one line naming the file) on any invalid entry.
     """
@@ -207,7 +268,11 @@ def load_providers(extra_dirs: Sequence[str | Path] = ()) -> ProviderDb:
         by_id.update(layer)  # a later layer replaces a built-in entry with the same id
     providers = list(by_id.values())
     _check_unique(providers)
-    return ProviderDb(providers)
+    if not ispdb:
+        return ProviderDb(providers)
+    from maildiag.discovery.ispdb import load_ispdb
+
+    return ProviderDb(providers, load_ispdb(builtin_dir() / "ispdb" / "ispdb.json"))
 
 
 def _check_unique(providers: Sequence[Provider]) -> None:
@@ -297,6 +362,41 @@ def _yaml_load(text: str) -> Any:
 
 
 def _build(data: Any, source: str) -> Provider:
+    pid = _identity(data)
+    where = f"provider {pid!r}"
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise _Invalid(f"{where}: name must be a non-empty string")
+    domains, mx = _names(data, where)
+    servers = _servers(data["servers"], f"{where}: servers")
+    if not servers:
+        raise _Invalid(f"{where}: servers must name at least one service")
+    custom_servers = (
+        _servers(data["custom_domain_servers"], f"{where}: custom_domain_servers")
+        if "custom_domain_servers" in data
+        else {}
+    )
+    if custom_servers and not mx:
+        raise _Invalid(f"{where}: custom_domain_servers without mx patterns can never be used")
+    return Provider(
+        id=pid,
+        name=name.strip(),
+        domains=domains,
+        mx_patterns=mx,
+        servers=servers,
+        login=_login(data["login"], f"{where}: login"),
+        custom_domain_login=_login(
+            data.get("custom_domain_login", "address"), f"{where}: custom_domain_login"
+        ),
+        notes=_notes(data["notes"], where),
+        links=_links(data["links"], where),
+        custom_domain_servers=custom_servers,
+        source_file=source,
+    )
+
+
+def _identity(data: Any) -> str:
+    """The entry's id, after checking its keys."""
     if not isinstance(data, dict):
         raise _Invalid("expected a mapping with id, name, servers, ... at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_KEYS)
@@ -310,10 +410,11 @@ def _build(data: Any, source: str) -> Provider:
     pid = data["id"]
     if not isinstance(pid, str) or not _ID_RE.match(pid):
         raise _Invalid(f"id {pid!r} must be lower-case letters, digits and '-'")
-    where = f"provider {pid!r}"
-    name = data["name"]
-    if not isinstance(name, str) or not name.strip():
-        raise _Invalid(f"{where}: name must be a non-empty string")
+    return pid
+
+
+def _names(data: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The address domains and the MX patterns: at least one of them, none twice."""
     domains = tuple(
         _domain(d, f"{where}: domains")
         for d in _str_list(data.get("domains", []), f"{where}: domains")
@@ -324,53 +425,34 @@ def _build(data: Any, source: str) -> Provider:
     for label, values in (("domains", domains), ("mx", mx)):
         if len(set(values)) != len(values):
             raise _Invalid(f"{where}: {label} lists a name twice")
-    login = _login(data["login"], f"{where}: login")
-    custom_login = _login(
-        data.get("custom_domain_login", "address"), f"{where}: custom_domain_login"
-    )
-    servers = _servers(data["servers"], f"{where}: servers")
-    if not servers:
-        raise _Invalid(f"{where}: servers must name at least one service")
-    custom_servers = (
-        _servers(data["custom_domain_servers"], f"{where}: custom_domain_servers")
-        if "custom_domain_servers" in data
-        else {}
-    )
-    if custom_servers and not mx:
-        raise _Invalid(f"{where}: custom_domain_servers without mx patterns can never be used")
-    notes = data["notes"]
+    return domains, mx
+
+
+def _notes(notes: Any, where: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(notes, dict):
         raise _Invalid(f"{where}: notes must be a mapping with en and ru lists")
     extra_langs = sorted(set(map(str, notes)) - set(LANGS))
     if extra_langs:
         raise _Invalid(f"{where}: notes: unknown language(s) {', '.join(extra_langs)}")
-    parsed_notes: dict[str, tuple[str, ...]] = {}
+    parsed: dict[str, tuple[str, ...]] = {}
     for lang in LANGS:
         items = _str_list(notes.get(lang), f"{where}: notes.{lang}")
         if not items:
             raise _Invalid(f"{where}: notes.{lang} must list at least one note")
-        parsed_notes[lang] = tuple(i.strip() for i in items)
-    if len(parsed_notes["en"]) != len(parsed_notes["ru"]):
+        parsed[lang] = tuple(i.strip() for i in items)
+    if len(parsed["en"]) != len(parsed["ru"]):
         raise _Invalid(f"{where}: notes.en and notes.ru must have the same number of notes")
-    links = tuple(_str_list(data["links"], f"{where}: links"))
+    return parsed
+
+
+def _links(value: Any, where: str) -> tuple[str, ...]:
+    links = tuple(_str_list(value, f"{where}: links"))
     if not links:
         raise _Invalid(f"{where}: links must cite at least one help page of the provider")
     for link in links:
         if not re.match(r"^https://[^\s/]+\.[^\s/]+(/\S*)?$", link):
             raise _Invalid(f"{where}: link {link!r} is not an https:// URL")
-    return Provider(
-        id=pid,
-        name=name.strip(),
-        domains=domains,
-        mx_patterns=mx,
-        servers=servers,
-        login=login,
-        custom_domain_login=custom_login,
-        notes=parsed_notes,
-        links=links,
-        custom_domain_servers=custom_servers,
-        source_file=source,
-    )
+    return links
 
 
 def _str_list(value: Any, where: str) -> list[str]:
