@@ -109,7 +109,7 @@ def dripping(where: str) -> Callable[[PeerConn], None]:
 _AUTOCONFIG_ON_PORT = (
     "import functools, sys\n"
     "import maildiag.discovery as d\n"
-    "d.discover = functools.partial(d.discover, autoconfig_port=int(sys.argv[1]))\n"
+    "d.discover = functools.partial(d.discover, port_map={443: int(sys.argv[1])})\n"
     "from maildiag.__main__ import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_Task = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Task = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class DaemonPool:
@@ -42,13 +42,13 @@ class DaemonPool:
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("submit after shutdown")
             self._futures.append(future)
-            self._tasks.put((future, fn, args))
+            self._tasks.put((future, fn, args, kwargs))
             self._queued += 1
             if self._queued > self._idle and self._workers < self.max_workers:
                 self._workers += 1
@@ -67,11 +67,11 @@ class DaemonPool:
                     self._queued -= 1
             if task is None:
                 return
-            future, fn, args = task
+            future, fn, args, kwargs = task
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                result = fn(*args)
+                result = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
                 future.set_exception(exc)
             else:
