@@ -300,6 +300,12 @@ def test_a_long_line_is_cut_while_it_is_read() -> None:
     assert peak < 8 << 20, peak  # a few chunks, never the 24 MB line
 
 
+def test_long_lines_in_utf16_are_cut_too() -> None:
+    data = ("ab" * 5000 + "\nnext\n").encode("utf-16")
+    reader = LineReader(io.BytesIO(data), max_line=100, chunk=333)
+    assert [len(x) for x in reader] == [100, 4] and reader.lines_cut == 1
+
+
 def test_cut_lines_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "one-line.log"
     log.write_bytes(b"NOQUEUE: reject: 554 5.7.1 Relay access denied " + b"z" * (3 << 20))

@@ -352,6 +352,6 @@ def _sample(row: Row) -> str:
     if not words and row.match is not None:
         words = row.match.evidence
     text = " ".join((words or "").split())[:500]
-    if r and r.address:
+    if r and r.address and not text.lstrip("<").startswith(r.address):
         return f"{r.address}: {text}" if text else r.address
     return text

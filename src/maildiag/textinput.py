@@ -154,6 +154,8 @@ class LineReader:
         self.budget_reached = False
         self._head = b""
         self._codec = "utf-8"
+        self._carry = ""
+        self._over = False
 
     def peek(self) -> bytes:
         """The first chunk (read once, then served again by the iteration); it also decides
@@ -178,49 +180,63 @@ class LineReader:
         self.bytes_read += len(data)
         return data
 
-    def _texts(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str]:
         first = self.peek()
         self._head = b""
         if not first:
             return
         decoder = codecs.getincrementaldecoder(self._codec)("replace")
+        # where a newline is the byte 0x0A, the rest of an over-long line is skipped undecoded
+        skip_raw = not self._codec.startswith(("utf-16", "utf-32"))
+        self._carry = ""  # the unfinished line (at most ``max_line`` characters)
+        self._over = False  # the unfinished line is longer than ``max_line``: its rest is skipped
         data = first
         while data:
-            yield decoder.decode(data)
-            data = self._read()
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield tail
-
-    def __iter__(self) -> Iterator[str]:
-        limit = self.max_line
-        carry = ""  # the unfinished line (at most ``limit`` characters)
-        over = False  # the unfinished line is longer than ``limit``: its rest is skipped
-        for text in self._texts():
-            pieces = text.split("\n")
-            last = pieces.pop()
-            for n, piece in enumerate(pieces):
-                if n == 0 and (carry or over):
-                    # the end of the line the previous chunk began
-                    line = carry if over else carry + piece
-                    if over or len(line) > limit:
-                        line = line[:limit]
-                        self.lines_cut += 1
-                    carry, over = "", False
-                elif len(piece) > limit:
-                    line = piece[:limit]
-                    self.lines_cut += 1
-                else:
-                    line = piece
-                yield line.rstrip("\r")
-            if over:
-                continue
-            if len(carry) + len(last) > limit:
-                carry = (carry + last[: limit - len(carry)])[:limit]
-                over = True
-            else:
-                carry += last
-        if carry or over:
-            if over:
+            if self._over and skip_raw:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    data = self._read()
+                    continue
                 self.lines_cut += 1
-            yield carry.rstrip("\r")
+                yield self._carry.rstrip("\r")
+                self._carry, self._over = "", False
+                decoder.reset()
+                data = data[nl + 1 :]
+                if not data:
+                    data = self._read()
+                    continue
+            yield from self._lines(decoder.decode(data))
+            data = self._read()
+        yield from self._lines(decoder.decode(b"", final=True))
+        if self._carry or self._over:
+            if self._over:
+                self.lines_cut += 1
+            yield self._carry.rstrip("\r")
+
+    def _lines(self, text: str) -> list[str]:
+        """The lines a decoded piece of the stream completes; the rest waits in ``_carry``."""
+        limit = self.max_line
+        pieces = text.split("\n")
+        last = pieces.pop()
+        out = []
+        for n, piece in enumerate(pieces):
+            if n == 0 and (self._carry or self._over):
+                # the end of the line an earlier piece began
+                line = self._carry if self._over else self._carry + piece
+                if self._over or len(line) > limit:
+                    line = line[:limit]
+                    self.lines_cut += 1
+                self._carry, self._over = "", False
+            elif len(piece) > limit:
+                line = piece[:limit]
+                self.lines_cut += 1
+            else:
+                line = piece
+            out.append(line.rstrip("\r"))
+        if not self._over:
+            if len(self._carry) + len(last) > limit:
+                self._carry = (self._carry + last)[:limit]
+                self._over = True
+            else:
+                self._carry += last
+        return out
