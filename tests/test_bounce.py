@@ -349,3 +349,28 @@ def test_the_email_package_loads_only_for_mail(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout == repr(([], ["email", "maildiag.bounce"]))
+
+
+def test_hostile_messages_end_without_a_traceback() -> None:
+    head = "From: MAILER-DAEMON@mx.example.org\nTo: a@example.net\nSubject: x\n"
+    nested = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\n\n--b{i}\n' for i in range(3000)
+    )
+    # the email package's parser recurses per level: thousands of levels are no bounce
+    (f,) = maildiag.explain(head + nested + "Content-Type: text/plain\n\n550 5.1.1 user unknown\n")
+    assert f.category == "recipient_unknown"
+    html = head + "Content-Type: text/html\n\n"
+    assert maildiag.explain(html + "<script>" * 50_000) == []  # linear, not quadratic
+    assert maildiag.explain(html + "<a" * 300_000) == []
+    blocks = "".join(
+        f"Final-Recipient: rfc822; u{i}@example.com\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <u{i}@example.com> user unknown\n\n"
+        for i in range(3000)
+    )
+    report = (
+        head + 'Content-Type: multipart/report; boundary="B"\n\n--B\n'
+        "Content-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n" + blocks + "--B--\n"
+    )
+    bounce = parse(report)
+    assert bounce is not None and bounce.truncated and len(bounce.recipients) == 500
+    assert [f.category for f in maildiag.explain(report)] == ["recipient_unknown"]

@@ -46,7 +46,10 @@ __all__ = [
     "recipient_texts",
 ]
 
-MAX_PART = 256 * 1024  # characters of one human-readable part we keep
+MAX_PART = 256 * 1024  # characters of one human-readable part we read
+MAX_PARTS = 200  # MIME parts of one message we look at
+MAX_MULTIPARTS = 60  # nested or sibling multipart declarations: more is no bounce, and the
+# email package's parser recurses once per level (thousands of levels end in RecursionError)
 MAX_RECIPIENTS = 500  # per-recipient blocks of one report we read
 MAX_FIELD = 4096  # characters of one delivery-status field
 
@@ -119,17 +122,19 @@ _MIME_LINE = re.compile(r"^(?:content-[\w-]{1,40}:|mime-version:|--[\w'()+,./:=?
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes the email package kept undecoded
 _TYPE_PREFIX = re.compile(r"^[A-Za-z][\w-]{0,20};\s{0,4}")
 _ENHANCED_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
-_TAG = re.compile(r"<(?:[^<>\"']|\"[^\"]{0,500}\"|'[^']{0,500}'){0,2000}>")
+# HTML, read in linear time on any input: a tag ends at the next < or > (a > inside a quoted
+# attribute ends it early, which costs a few stray characters of text)
+_TAG = re.compile(r"<[^<>]{0,2000}>")
 _BLOCK_TAG = re.compile(r"<(?:br|/?p|/?div|/?tr|/?li|/?h\d|/?table)\b[^<>]{0,500}>", re.I)
-_SCRIPT = re.compile(r"<(script|style|head)\b.{0,200000}?</\1\s{0,4}>", re.I | re.S)
-# Exim: "SMTP error from remote mail server after RCPT TO:<x>:" and, on the next line, the
-# host and its reply (also Exim's "host ... [ip]: 550 ..." continuation).
+_HIDDEN_START = re.compile(r"<(script|style|head)\b", re.I)
 # Sendmail's verdict on one recipient: "550 <a@b>... User unknown"
 _VERDICT = re.compile(r"^(?:[245]\d\d[ -])?<([^<>\s@]{1,64}@[^<>\s]{1,255})>\.\.\. \S")
 _TRANSCRIPT = re.compile(r"^(?:>>> |<<< |(?:\.\.\. )?while talking to )", re.I)
 _SEPARATOR = re.compile(r"^(?:[-=*_#~]{4,}|[-=*]{2,} [^\n]{0,80} [-=*]{2,})$")
 _SHARE_LINES = 15  # lines of a report one recipient's share may take
 _SHARE_CHARS = 4000
+# Exim: "SMTP error from remote mail server after RCPT TO:<x>:" and, on the next line, the
+# host and its reply (also Exim's "host ... [ip]: 550 ..." continuation).
 _EXIM_AFTER = re.compile(
     r"(SMTP error from remote (?:mail server|mailer) after [^\r\n]{0,500}?:?)[ \t]*\r?\n[ \t]{0,40}"
     r"(?=\S)",
@@ -170,10 +175,15 @@ class Bounce:
 
 
 def parse(data: str | bytes) -> Bounce | None:
-    """The delivery report in a message, or None when it holds none."""
+    """The delivery report in a message, or None when it holds none (or when the message is
+    not one a mail server writes: thousands of nested MIME parts)."""
     import email
     import email.policy
 
+    head = data[: MAX_PART * 16]
+    probe = head.lower() if isinstance(head, str) else head.decode("latin-1").lower()
+    if probe.count("multipart/") > MAX_MULTIPARTS:
+        return None
     if isinstance(data, bytes):
         data = data.replace(b"\r\n", b"\n")
         msg = email.message_from_bytes(data, policy=email.policy.compat32)
@@ -186,7 +196,8 @@ def parse(data: str | bytes) -> Bounce | None:
     texts: list[str] = []
     nested: list[object] = []
     text_fields: list[list[tuple[str, str]]] = []
-    _walk(msg, blocks, texts, top=True, nested=nested, text_fields=text_fields)
+    budget = [MAX_PARTS]
+    _walk(msg, blocks, texts, top=True, nested=nested, text_fields=text_fields, budget=budget)
     human = "\n\n".join(t for t in texts if t.strip())
     if not blocks:
         blocks = text_fields  # DSN fields written into a text part (some gateways do that)
@@ -196,7 +207,7 @@ def parse(data: str | bytes) -> Bounce | None:
     if not blocks and nested:
         # the real report travels inside a message/rfc822 part (a wrapping gateway)
         inner_texts: list[str] = []
-        _walk(nested[0], blocks, inner_texts, top=False)
+        _walk(nested[0], blocks, inner_texts, top=False, budget=budget)
         human = "\n\n".join(t for t in (human, *inner_texts) if t.strip())
     dsn = bool(blocks)
     recipients = [_recipient(b) for b in blocks if _is_recipient_block(b)]
@@ -221,10 +232,18 @@ def _walk(
     top: bool,
     nested: list[object] | None = None,
     text_fields: list[list[tuple[str, str]]] | None = None,
+    budget: list[int] | None = None,
+    depth: int = 0,
 ) -> None:
     from email.message import Message
 
     assert isinstance(part, Message)
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
+    if depth > MAX_MULTIPARTS:
+        return
     ctype = part.get_content_type()
     if ctype in ("message/rfc822", "text/rfc822-headers", "message/partial"):
         # the returned message: never evidence; but a report forwarded inside one (a gateway
@@ -251,26 +270,26 @@ def _walk(
             ]
             subparts = plain[:1] or subparts[:1]
         for sub in subparts:
-            _walk(sub, blocks, texts, top=False, nested=nested, text_fields=text_fields)
+            _walk(sub, blocks, texts, False, nested, text_fields, budget, depth + 1)
         return
     if ctype.startswith("multipart/") and isinstance(payload, str):
         # a multipart whose boundary never appears (a broken report): read its body as text
-        body = payload
+        body = payload[:MAX_PART]
         blocks.extend(_fields_in_text(cut_returned(body)))
-        texts.append(human_text(body)[:MAX_PART])
+        texts.append(human_text(body))
         return
     if not ctype.startswith("text/") and not (top and ctype == "application/octet-stream"):
         return
     if not top and (part.get_filename() or "").lower().endswith((".eml", ".msg")):
         return
-    body = _decoded(part)
+    body = _decoded(part)[:MAX_PART]
     if ctype == "text/html":
         body = _html_text(body)
     if not top and texts and _starts_with_headers(body):
         return  # a text part that is the returned message itself
     if text_fields is not None:
-        text_fields.extend(_fields_in_text(cut_returned(body)[:MAX_PART]))
-    texts.append(human_text(body)[:MAX_PART])
+        text_fields.extend(_fields_in_text(cut_returned(body)))
+    texts.append(human_text(body))
 
 
 def _decoded(part: object) -> str:
@@ -416,9 +435,29 @@ def _starts_with_headers(text: str) -> bool:
 def _html_text(html: str) -> str:
     import html as html_mod
 
-    html = _SCRIPT.sub(" ", html)
-    html = _BLOCK_TAG.sub("\n", html)
+    html = _BLOCK_TAG.sub("\n", _without_hidden(html))
     return html_mod.unescape(_TAG.sub(" ", html))
+
+
+def _without_hidden(html: str) -> str:
+    """HTML without its script, style and head elements (text nobody reads), in one pass."""
+    out: list[str] = []
+    low = html.lower()
+    pos = 0
+    while True:
+        m = _HIDDEN_START.search(html, pos)
+        if m is None:
+            out.append(html[pos:])
+            break
+        out.append(html[pos : m.start()])
+        end = low.find("</" + m.group(1).lower(), m.end())
+        if end < 0:
+            break  # never closed: the rest is hidden
+        close = low.find(">", end)
+        if close < 0:
+            break
+        pos = close + 1
+    return " ".join(out)
 
 
 def _addresses_in(text: str) -> list[str]:
@@ -458,7 +497,7 @@ def recipient_texts(text: str, addresses: list[str]) -> dict[str, str]:
     if not addresses or not text:
         return {}
     lines = join_exim(text).split("\n")
-    keys = [(a.lower(), a) for a in addresses]
+    wanted = {a.lower(): a for a in reversed(addresses)}  # the first spelling of an address wins
     starts: list[tuple[int, str]] = []
     verdicts: set[int] = set()
     for n, line in enumerate(lines):
@@ -466,13 +505,12 @@ def recipient_texts(text: str, addresses: list[str]) -> dict[str, str]:
         v = _VERDICT.match(stripped)
         if v:
             stripped = stripped[stripped.index("<") :]
-        head = stripped.lstrip("<(\"'").lower()
-        for key, addr in keys:
-            if head.startswith(key):
-                starts.append((n, addr))
-                if v:
-                    verdicts.add(n)
-                break
+        m = _ADDRESS.match(stripped.lstrip("<(\"'"))
+        addr = wanted.get(m.group(0).lower()) if m else None
+        if addr is not None:
+            starts.append((n, addr))
+            if v:
+                verdicts.add(n)
     out: dict[str, list[str]] = {}
     for i, (n, addr) in enumerate(starts):
         end = starts[i + 1][0] if i + 1 < len(starts) else len(lines)
