@@ -374,3 +374,20 @@ def test_hostile_messages_end_without_a_traceback() -> None:
     bounce = parse(report)
     assert bounce is not None and bounce.truncated and len(bounce.recipients) == 500
     assert [f.category for f in maildiag.explain(report)] == ["recipient_unknown"]
+
+
+def test_a_message_file_that_cannot_be_read_is_skipped_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maildiag import explain_mail
+
+    (tmp_path / "1.eml").write_text(TWO_REASONS, encoding="utf-8")
+    gone = str(tmp_path / "2.eml")  # listed, then removed before it was read
+    monkeypatch.setattr(
+        explain_mail, "_maildir_files", lambda path: [str(tmp_path / "1.eml"), gone]
+    )
+    rc, out, _ = run(capsys, None, str(tmp_path), True, "en", ())
+    doc = json.loads(out)
+    assert rc == 0 and doc["messages"] == 1 and doc["unreadable"] == 1
+    rc, out, _ = run(capsys, None, str(tmp_path), False, "en", ())
+    assert "(1 message files could not be read and were skipped)" in out

@@ -217,6 +217,7 @@ class _Budget:
         self.reached = False
         self.read = 0
         self.cut = 0  # messages longer than MAX_MESSAGE
+        self.unreadable = 0  # message files that could not be read
 
 
 def _read_file(path: str, budget: _Budget) -> bytes:
@@ -224,8 +225,12 @@ def _read_file(path: str, budget: _Budget) -> bytes:
         budget.reached = True
         return b""
     want = min(MAX_MESSAGE, budget.left)
-    with open(path, "rb") as fh:
-        data = fh.read(want + 1)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(want + 1)
+    except OSError:
+        budget.unreadable += 1  # a message we may not read, or one gone meanwhile
+        return b""
     if len(data) > want:
         data = data[:want]
         if want == MAX_MESSAGE:
@@ -341,6 +346,7 @@ def explain_mailbox(
         "bytes_read": budget.read,
         "truncated": budget.reached,
         "messages_cut": budget.cut,
+        "unreadable": budget.unreadable,
         "findings": findings,
         "groups": out_groups,
     }

@@ -283,7 +283,10 @@ def _run_file(rules: RuleBase, file: str, as_json: bool, lang: str | None) -> in
 
     name = "stdin" if file == "-" else file
     if file != "-" and os.path.isdir(file):
-        report = explain_mailbox(rules, file, lang or locale_lang() or "en", None)
+        try:
+            report = explain_mailbox(rules, file, lang or locale_lang() or "en", None)
+        except OSError as exc:
+            return _usage(f"cannot read --file {name}: {exc.strerror or exc}")
         if not report["messages"]:
             return _usage(f"nothing to explain: no messages in {file}")
         return _print_file_report(rules, file, report, as_json, lang or "en", mailbox=True)
@@ -592,6 +595,8 @@ def _file_notes(rules: RuleBase, report: dict[str, Any], lang: str) -> list[str]
         notes.append(
             ui("messages_cut", lang, count=report["messages_cut"], limit=_size(MAX_MESSAGE))
         )
+    if report.get("unreadable"):
+        notes.append(ui("messages_unreadable", lang, count=report["unreadable"]))
     if report.get("truncated"):
         notes.append(ui("file_budget", lang, limit=_size(FILE_BUDGET)))
     return notes
