@@ -85,18 +85,15 @@ def _rules_for(dirs: Sequence[str]) -> tuple[tuple[str, ...], RuleBase]:
     return key, rb
 
 
-_CYRILLIC = re.compile("[\u0400-\u04ff]")
-_LATIN = re.compile("[A-Za-z]")
-
-
 def text_lang(text: str) -> str:
     """Russian when at least a fifth of the letters of a text (its first 20,000 characters) are
-    Cyrillic, else English."""
+    Cyrillic, else English. (Plain string tests: no regex to compile on the cold path.)"""
     head = text[:20000]
-    cyrillic = len(_CYRILLIC.findall(head))
-    if not cyrillic:
+    if head.isascii():
         return "en"
-    return "ru" if cyrillic * 5 >= cyrillic + len(_LATIN.findall(head)) else "en"
+    cyrillic = sum(1 for ch in head if "\u0400" <= ch <= "\u04ff")
+    latin = sum(1 for ch in head if ch.isascii() and ch.isalpha())
+    return "ru" if cyrillic and cyrillic * 5 >= cyrillic + latin else "en"
 
 
 def explain_matches(rules: RuleBase, text: str) -> list[Match]:
@@ -195,9 +192,10 @@ def run_explain(
         return _usage(str(exc))
     if file is not None:
         return _run_file(rules, file, as_json, lang)
-    from maildiag.textinput import Decoded, read_argument, read_stream
-
+    decoded: tuple[str, str, bool]  # textinput.Decoded: the text, its encoding, whether cut
     if text is None or text == "-":
+        from maildiag.textinput import read_stream
+
         try:
             stdin = sys.stdin
             buffer = getattr(stdin, "buffer", None)
@@ -205,16 +203,20 @@ def run_explain(
                 decoded = read_stream(buffer)
             else:  # a text stream put in place of stdin (an embedding program, a test)
                 raw = stdin.read(MAX_INPUT + 1)
-                decoded = Decoded(raw[:MAX_INPUT], "utf-8", len(raw) > MAX_INPUT)
+                decoded = (raw[:MAX_INPUT], "utf-8", len(raw) > MAX_INPUT)
         except (OSError, ValueError, AttributeError) as exc:
             if text is None:
                 return _usage(NOTHING)
             return _usage(f"cannot read stdin: {exc}")
-    else:
+    elif not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
+        from maildiag.textinput import read_argument  # bytes the OS could not decode as UTF-8
+
         decoded = read_argument(text)
-        if len(decoded.text) > MAX_INPUT:
-            decoded = Decoded(decoded.text[:MAX_INPUT], decoded.encoding, True)
-    text = decoded.text
+    else:
+        decoded = (text, "utf-8", False)  # the common case imports nothing more
+    text, encoding, truncated = decoded
+    if len(text) > MAX_INPUT:
+        text, truncated = text[:MAX_INPUT], True
     if not text.strip():
         return _usage(EMPTY)
     if lang is None:
@@ -225,15 +227,15 @@ def run_explain(
         doc: dict[str, Any] = {
             "schema": EXPLAIN_SCHEMA,
             "input": text,
-            "encoding": decoded.encoding,
-            "truncated": decoded.truncated,
+            "encoding": encoding,
+            "truncated": truncated,
             "findings": [finding_json(rules, m, lang) for m in matches],
         }
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
         out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
         return EXIT_OK
-    notes = _input_notes(rules, lang, decoded.encoding, decoded.truncated)
+    notes = _input_notes(rules, lang, encoding, truncated)
     if bounce is not None:
         out.write(notes + render_bounce_text(rules, bounce, lang))
     else:
