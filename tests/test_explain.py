@@ -285,8 +285,8 @@ def test_cold_path_imports_nothing_heavy(tmp_path: Path) -> None:
         "import sys\n"
         "from maildiag.__main__ import main\n"
         "rc = main(['explain', '--json', '535 5.7.8 Error: authentication failed'])\n"
-        "heavy = [m for m in ('yaml', 'typer', 'rich', 'click', 'dns', 'maildiag.models')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('yaml', 'typer', 'rich', 'click', 'dns', 'maildiag.models',"
+        " 'email', 'maildiag.bounce', 'charset_normalizer', 'dataclasses') if m in sys.modules]\n"
         "sys.stderr.write(repr((rc, heavy)))\n"
     )
     env = {**os.environ, "MAILDIAG_CACHE_DIR": str(tmp_path / "c")}

@@ -2,15 +2,25 @@
 
 Contract
 --------
-``explain_text(text, lang)`` -> findings, best first (the Python API ``maildiag.explain``).
+``explain_text(text, lang)`` -> findings, best first (the Python API ``maildiag.explain``); a
+whole bounce message gets one finding per distinct reason of its recipients (maildiag.bounce,
+maildiag.explain_mail).
 ``run_explain(text, file, as_json, lang, rules_dirs)`` prints the answer and returns the exit
 code: 0 when an answer was printed (a match or an honest "no rule recognises this"), 3 on a usage
-error (one line on stderr: no input, unreadable --file, unknown --lang, broken rule base).
+error (one line on stderr: no input, empty input, unreadable --file, unknown --lang, broken rule
+base). TEXT ``-``, or no TEXT and no --file with stdin not a terminal, reads stdin; ``--file -``
+reads stdin as a log or mailbox. Input that is not UTF-8 is decoded with the codec it fits
+(maildiag.textinput) and the answer names it. Without --lang, the language the locale chose
+(``maildiag.lang.locale_lang``: not C or POSIX), else Russian for a Russian text, else English.
 
 This module is on the cold-start path: it imports neither rich nor yaml, and builds the JSON
 without ``maildiag.models`` (whose dataclasses cost more than the whole answer).
 
-Log mode (``--file``) reads Postfix, Exim and Sendmail lines (and Dovecot logins): a cheap regex
+Log mode (``--file``) reads in bounded memory (each line cut to MAX_LOG_LINE characters while it
+is read, at most textinput.FILE_BUDGET bytes; the output says what was cut). A file that is an
+mbox, a maildir or a message file is read as messages instead (maildiag.explain_mail), counting
+bounces and recipients, not lines. A log holds Postfix, Exim and Sendmail lines (and Dovecot
+logins): a cheap regex
 picks the lines that report a failure, the server's words are cut out of each, and lines whose
 words differ only in addresses, IPs, ids and numbers share one diagnosis (memoised), so a large
 log costs little more than reading it. Findings are grouped by rule with a count and one sample.
@@ -25,15 +35,16 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from maildiag.lang import LANGS, default_lang
+from maildiag.lang import LANGS, locale_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
+from maildiag.sniff import looks_like_email
 from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.models import Finding
 
 EXPLAIN_SCHEMA = "maildiag.explain/1"  # == models.EXPLAIN_SCHEMA (a test keeps them equal)
-MAX_INPUT = 1 << 20  # bytes of TEXT or stdin we read
+MAX_INPUT = 1 << 20  # characters of TEXT (stdin: textinput.MAX_INPUT bytes)
 MAX_LOG_LINE = 4096  # characters of one log line we look at
 MAX_FINDINGS = 5  # an explanation lists at most this many rules
 MAX_MEMO = 200_000  # distinct normalised log messages remembered
@@ -75,6 +86,17 @@ def _rules_for(dirs: Sequence[str]) -> tuple[tuple[str, ...], RuleBase]:
     return key, rb
 
 
+def text_lang(text: str) -> str:
+    """Russian when at least a fifth of the letters of a text (its first 20,000 characters) are
+    Cyrillic, else English. (Plain string tests: no regex to compile on the cold path.)"""
+    head = text[:20000]
+    if head.isascii():
+        return "en"
+    cyrillic = sum(1 for ch in head if "\u0400" <= ch <= "\u04ff")
+    latin = sum(1 for ch in head if ch.isascii() and ch.isalpha())
+    return "ru" if cyrillic and cyrillic * 5 >= cyrillic + latin else "en"
+
+
 def explain_matches(rules: RuleBase, text: str) -> list[Match]:
     """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
     matches = rules.match(text, codes_as_fallback=True)
@@ -105,7 +127,31 @@ def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> 
     if lang not in LANGS:
         lang = "en"
     finding = rb.finding
-    return [finding(m, lang=lang) for m in explain_matches(rb, text)]
+    return [finding(m, lang=lang) for m in explain_input(rb, text)[0]]
+
+
+def explain_input(rules: RuleBase, text: str) -> tuple[list[Match], Any]:
+    """What ``explain`` reports for a pasted text, and the bounce diagnosis (an
+    ``explain_mail.BounceResult``) when the text is a whole message with a delivery report.
+
+    Exim's "SMTP error from remote mail server after RCPT TO:<a@b>:" with the server's reply on
+    the next line is read as one sentence (the stage and the reply belong together)."""
+    if "\n" in text and "smtp error from remote" in text.lower():
+        from maildiag.bounce import join_exim
+
+        text = join_exim(text)
+    if "\n" in text and looks_like_email(text):
+        from maildiag.explain_mail import explain_bounce  # the email package: only for mail
+
+        result = explain_bounce(rules, text)
+        if result is not None:
+            return result.matches, result
+        from maildiag.bounce import human_text
+
+        # a message without a report: its words, never its headers
+        body = text.replace("\r\n", "\n").partition("\n\n")[2]
+        text = human_text(body)
+    return explain_matches(rules, text), None
 
 
 def finding_json(
@@ -134,53 +180,165 @@ def run_explain(
     lang: str | None,
     rules_dirs: Sequence[str],
 ) -> int:
-    """Print the diagnosis of TEXT (``-`` = stdin) or of each error line of ``file``."""
-    if lang is None:
-        lang = default_lang()
-    if lang not in LANGS:
+    """Print the diagnosis of TEXT (``-`` or piped stdin) or of ``file`` (a log or mailbox)."""
+    if lang is not None and lang not in LANGS:
         return _usage(f"--lang must be en or ru, not {lang!r}")
     if text is not None and file is not None:
         return _usage("give either TEXT (or -) or --file LOG, not both")
-    if text is None and file is None:
-        return _usage("nothing to explain: give the error TEXT, - to read stdin, or --file LOG")
+    if text is None and file is None and _stdin_is_terminal():
+        return _usage(NOTHING)
     try:
         rules = _rules(tuple(rules_dirs))
     except RuleBaseError as exc:
         return _usage(str(exc))
-    out = sys.stdout
     if file is not None:
+        return _run_file(rules, file, as_json, lang)
+    decoded: tuple[str, str, bool]  # textinput.Decoded: the text, its encoding, whether cut
+    if text is None or text == "-":
+        from maildiag.textinput import read_stream
+
         try:
-            fh = open(file, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            return _usage(f"cannot read --file {file}: {exc.strerror or exc}")
-        with fh:
-            try:
-                report = explain_log(rules, fh, lang)
-            except OSError as exc:
-                return _usage(f"cannot read --file {file}: {exc.strerror or exc}")
-        if as_json:
-            report_json = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
-            out.write(json.dumps(report_json, ensure_ascii=False, indent=2) + "\n")
-        else:
-            out.write(safe(render_log_text(rules, report, lang)))
-        return EXIT_OK
-    if text == "-":
-        try:
-            text = sys.stdin.read(MAX_INPUT)
-        except (OSError, UnicodeDecodeError) as exc:
+            stdin = sys.stdin
+            buffer = getattr(stdin, "buffer", None)
+            if buffer is not None:
+                decoded = read_stream(buffer)
+            else:  # a text stream put in place of stdin (an embedding program, a test)
+                raw = stdin.read(MAX_INPUT + 1)
+                decoded = (raw[:MAX_INPUT], "utf-8", len(raw) > MAX_INPUT)
+        except (OSError, ValueError, AttributeError) as exc:
+            if text is None:
+                return _usage(NOTHING)
             return _usage(f"cannot read stdin: {exc}")
-    assert text is not None
-    text = text[:MAX_INPUT]
-    matches = explain_matches(rules, text)
+    elif not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
+        from maildiag.textinput import read_argument  # bytes the OS could not decode as UTF-8
+
+        decoded = read_argument(text)
+    else:
+        decoded = (text, "utf-8", False)  # the common case imports nothing more
+    text, encoding, truncated = decoded
+    if len(text) > MAX_INPUT:
+        text, truncated = text[:MAX_INPUT], True
+    if not text.strip():
+        return _usage(EMPTY)
+    if lang is None:
+        lang = locale_lang() or text_lang(text)
+    matches, bounce = explain_input(rules, text)
+    out = sys.stdout
     if as_json:
-        doc = {
+        doc: dict[str, Any] = {
             "schema": EXPLAIN_SCHEMA,
             "input": text,
+            "encoding": encoding,
+            "truncated": truncated,
             "findings": [finding_json(rules, m, lang) for m in matches],
         }
+        if bounce is not None:
+            doc["recipients"] = [row.to_json() for row in bounce.rows]
         out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        return EXIT_OK
+    notes = _input_notes(rules, lang, encoding, truncated)
+    if bounce is not None:
+        out.write(safe(notes + render_bounce_text(rules, bounce, lang)))
     else:
-        out.write(safe(render_text(rules, text, matches, lang)))
+        out.write(safe(notes + render_text(rules, text, matches, lang)))
+    return EXIT_OK
+
+
+NOTHING = "nothing to explain: give the error TEXT, - to read stdin, or --file LOG"
+EMPTY = (
+    "nothing to explain: the input is empty (give the error TEXT, - to read stdin, or --file LOG)"
+)
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether stdin is absent or a terminal: then no TEXT means nothing to explain."""
+    stdin = sys.stdin
+    if stdin is None:
+        return True
+    try:
+        return bool(stdin.isatty())
+    except (AttributeError, ValueError, OSError):
+        return True
+
+
+def _input_notes(rules: RuleBase, lang: str, encoding: str, truncated: bool) -> str:
+    """Lines that say how the input was read, when that is not plain UTF-8 taken whole."""
+    lines = []
+    if encoding not in ("utf-8", "ascii"):
+        lines.append(rules.ui_text("input_encoding", lang, encoding=encoding))
+    if truncated:
+        lines.append(rules.ui_text("input_cut", lang, limit=_size(MAX_INPUT)))
+    return "".join(line + "\n" for line in lines) + ("\n" if lines else "")
+
+
+def _size(n: int) -> str:
+    """A byte count as people read it: 1 MiB, 1 GiB, 4096 bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} B"
+
+
+def _run_file(rules: RuleBase, file: str, as_json: bool, lang: str | None) -> int:
+    """``--file``: a log (grouped by diagnosis), or an mbox, a maildir or a message file."""
+    from maildiag.explain_mail import MAX_MESSAGE_LINE, explain_mailbox, is_mailbox
+    from maildiag.textinput import LineReader
+
+    name = "stdin" if file == "-" else file
+    if file != "-" and os.path.isdir(file):
+        try:
+            report = explain_mailbox(rules, file, lang or locale_lang() or "en", None)
+        except OSError as exc:
+            return _usage(f"cannot read --file {name}: {exc.strerror or exc}")
+        if not report["messages"]:
+            return _usage(f"nothing to explain: no messages in {file}")
+        return _print_file_report(rules, file, report, as_json, lang or "en", mailbox=True)
+    try:
+        if file == "-":
+            fh: Any = sys.stdin.buffer
+        else:
+            fh = open(file, "rb")  # noqa: SIM115 - closed below
+    except (OSError, AttributeError) as exc:
+        return _usage(f"cannot read --file {name}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        reader = LineReader(fh, max_line=MAX_LOG_LINE)
+        head = reader.peek()
+        if not head.strip():
+            return _usage(f"nothing to explain: {name} is empty")
+        if lang is None:
+            lang = locale_lang() or text_lang(reader.head_text())
+        if is_mailbox(file, head):
+            reader.max_line = MAX_MESSAGE_LINE
+            report = explain_mailbox(rules, file, lang, reader)
+            mailbox = True
+        else:
+            report = explain_log(rules, reader, lang)
+            report.update(
+                encoding=reader.encoding,
+                bytes_read=reader.bytes_read,
+                truncated=reader.budget_reached,
+                long_lines_cut=reader.lines_cut,
+            )
+            mailbox = False
+    except OSError as exc:
+        return _usage(f"cannot read --file {name}: {exc.strerror or exc}")
+    finally:
+        if fh is not getattr(sys.stdin, "buffer", None):
+            fh.close()
+    return _print_file_report(rules, file, report, as_json, lang, mailbox=mailbox)
+
+
+def _print_file_report(
+    rules: RuleBase, file: str, report: dict[str, Any], as_json: bool, lang: str, *, mailbox: bool
+) -> int:
+    out = sys.stdout
+    if as_json:
+        doc = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
+        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    elif mailbox:
+        out.write(safe(render_mailbox_text(rules, report, lang)))
+    else:
+        out.write(safe(render_log_text(rules, report, lang)))
     return EXIT_OK
 
 
@@ -394,13 +552,66 @@ def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
             groups=len(report["groups"]),
         )
     ]
+    lines.extend(_file_notes(rules, report, lang))
     if not report["groups"]:
         lines.append(ui("log_empty", lang))
         return "\n".join(lines) + "\n"
+    lines.extend(_render_groups(rules, report, lang, "log_count"))
+    return "\n".join(lines) + "\n"
+
+
+def render_mailbox_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
+    """``--file`` on messages: counts of messages, bounces and recipients, then the groups."""
+    ui = rules.ui_text
+    lines = [
+        ui(
+            "mailbox_summary",
+            lang,
+            messages=report["messages"],
+            bounces=report["bounces"],
+            recipients=report["failed_recipients"],
+            groups=len(report["groups"]),
+        )
+    ]
+    lines.extend(_file_notes(rules, report, lang))
+    if not report["groups"]:
+        lines.append(ui("mailbox_empty", lang))
+        return "\n".join(lines) + "\n"
+    lines.extend(_render_groups(rules, report, lang, "mailbox_count"))
+    return "\n".join(lines) + "\n"
+
+
+def _file_notes(rules: RuleBase, report: dict[str, Any], lang: str) -> list[str]:
+    """What was not read as it is: another encoding, cut lines or messages, the byte budget."""
+    from maildiag.textinput import FILE_BUDGET
+
+    ui = rules.ui_text
+    notes = []
+    encoding = report.get("encoding", "utf-8")
+    if encoding not in ("utf-8", "ascii"):
+        notes.append(ui("input_encoding", lang, encoding=encoding))
+    if report.get("long_lines_cut"):
+        notes.append(ui("log_lines_cut", lang, count=report["long_lines_cut"], limit=MAX_LOG_LINE))
+    if report.get("messages_cut"):
+        from maildiag.explain_mail import MAX_MESSAGE
+
+        notes.append(
+            ui("messages_cut", lang, count=report["messages_cut"], limit=_size(MAX_MESSAGE))
+        )
+    if report.get("unreadable"):
+        notes.append(ui("messages_unreadable", lang, count=report["unreadable"]))
+    if report.get("truncated"):
+        notes.append(ui("file_budget", lang, limit=_size(FILE_BUDGET)))
+    return notes
+
+
+def _render_groups(rules: RuleBase, report: dict[str, Any], lang: str, count_key: str) -> list[str]:
+    ui = rules.ui_text
+    lines: list[str] = []
     by_rule = {f["rule"]: f for f in report["findings"]}
     for g in report["groups"]:
         lines.append("")
-        head = f"{g['count']} {ui('log_count', lang)}: {g['title']}"
+        head = f"{g['count']} {ui(count_key, lang)}: {g['title']}"
         if g["rule"]:
             head += f" [{g['category']}, {g['rule']}]"
         lines.append(head)
@@ -409,4 +620,42 @@ def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
         if f:
             lines.append(f"  {ui('steps', lang)}")
             lines.extend(f"    {n}. {s}" for n, s in enumerate(f["steps"], 1))
+    return lines
+
+
+MAX_SHOWN_RECIPIENTS = 10
+
+
+def render_bounce_text(rules: RuleBase, result: Any, lang: str) -> str:
+    """A pasted bounce: one full explanation per distinct reason, each with its recipients."""
+    ui = rules.ui_text
+    rows = result.rows
+    lines = [ui("bounce_summary", lang, recipients=len(rows), reasons=len(result.matches))]
+    if not result.matches:
+        lines.append(ui("bounce_no_match", lang))
+        return "\n".join(lines) + "\n"
+    for m in result.matches:
+        lines.append("")
+        lines.extend(_render_one(rules, m, lang))
+        mine = [
+            r
+            for r in rows
+            if r.match and r.match.rule.id == m.rule.id and r.recipient and r.recipient.address
+        ]
+        if mine:
+            shown = [
+                r.recipient.address + (f" ({r.recipient.status})" if r.recipient.status else "")
+                for r in mine[:MAX_SHOWN_RECIPIENTS]
+            ]
+            more = len(mine) - len(shown)
+            if more:
+                shown.append(ui("and_more", lang, count=more))
+            lines.append(f"  {ui('bounce_recipients', lang)}: " + ", ".join(shown))
+    unexplained = [r for r in rows if r.match is None and r.recipient and r.recipient.address]
+    if unexplained:
+        lines.append("")
+        lines.append(
+            f"{ui('log_unmatched', lang)}: "
+            + ", ".join(r.recipient.address for r in unexplained[:MAX_SHOWN_RECIPIENTS])
+        )
     return "\n".join(lines) + "\n"

@@ -13,8 +13,20 @@ LANGS = ("en", "ru")
 
 def default_lang() -> str:
     """``ru`` when the locale is Russian, else ``en`` (LC_ALL > LC_MESSAGES > LANG > LANGUAGE)."""
+    return locale_lang() or "en"
+
+
+def locale_lang() -> str | None:
+    """The language the locale chose, or None when it chose none.
+
+    The first of LC_ALL, LC_MESSAGES, LANG and LANGUAGE that is set decides; the C and POSIX
+    locales (C.UTF-8 too), like no variable at all, choose no language. ``explain`` then answers
+    in the language of the text it was given.
+    """
     for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
         value = os.environ.get(var, "")
         if value:
+            if value.split(".")[0].split("@")[0].upper() in ("C", "POSIX"):
+                return None
             return "ru" if value.lower().startswith("ru") else "en"
-    return "en"
+    return None

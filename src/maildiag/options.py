@@ -542,18 +542,29 @@ CHECK = Command(
 
 EXPLAIN = Command(
     "explain",
-    "diagnose an error text (an argument, stdin, or each line of a mail log)",
+    "diagnose an error text or a whole bounce (an argument or stdin), or a mail log or mailbox",
     (
-        Option("text", (), "the error text, or - to read stdin", metavar="TEXT"),
-        Option("file", ("--file",), "diagnose each error line of a mail log", metavar="LOG"),
+        Option(
+            "text",
+            (),
+            "the error text or a whole bounce message; - (or a pipe) reads stdin",
+            metavar="TEXT",
+        ),
+        Option(
+            "file",
+            ("--file",),
+            "a mail log (each error line), an mbox, a maildir or a message file; - reads stdin",
+            metavar="LOG",
+        ),
         JSON,
         LANG,
         RULES,
     ),
     examples=(
         'maildiag explain "535 5.7.8 Username and Password not accepted"',
-        "maildiag explain --lang ru - < bounce.txt",
+        "maildiag explain < bounce.eml",
         "maildiag explain --file /var/log/mail.log --json",
+        "maildiag explain --file ~/Maildir/.Bounces",
     ),
 )
 
