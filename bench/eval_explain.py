@@ -52,7 +52,7 @@ CYRILLIC = re.compile("[\u0400-\u04ff]")
 @dataclass
 class Item:
     text: str
-    accept: frozenset[str]  # categories counted as right
+    accept: frozenset[str | None]  # categories counted as right (None: no finding)
     lang: str  # "en" or "ru"
     label: str = ""  # where it comes from (for --misses)
 
@@ -85,10 +85,11 @@ def client_corpus() -> Corpus | None:
     if not path.exists():
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # category "none": a failure that names no cause; the right answer is no finding
     items = [
         Item(
             d["text"],
-            frozenset([d["category"]]),
+            frozenset([None if d["category"] == "none" else d["category"]]),
             d["language"],
             f"{d['program']} {d['language']} {d['key']}",
         )
