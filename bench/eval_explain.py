@@ -201,20 +201,21 @@ def misses(corpora: list[Corpus], name: str) -> None:
             print(f"{want} <- {got}: {item.label}\n    {item.text[:300]!r}")
 
 
-def loco(corpora: list[Corpus]) -> None:
+def loco(corpora: list[Corpus], min_posterior: float) -> None:
     from textclass import NaiveBayes, rule_examples
 
     examples = rule_examples()
     print(
         f"\n{'held out':16} {'n':>5} {'rules':>7} {'rules+NB':>9} {'NB alone':>9}"
-        f"  (NB trained on {len(examples)} rule examples + the other corpora)"
+        f"  (NB trained on {len(examples)} rule examples + the other corpora;"
+        f" answers at posterior >= {min_posterior})"
     )
     for held in corpora:
         train = list(examples)
         for other in corpora:
             if other is not held:
                 train.extend((i.text, sorted(i.accept)[0]) for i in other.items)
-        nb = NaiveBayes.train(train)
+        nb = NaiveBayes.train(train, min_posterior=min_posterior)
 
         def both(text: str, nb: NaiveBayes = nb) -> str | None:
             return rule_answer(text) or nb.predict(text)
@@ -235,6 +236,7 @@ def main() -> int:
     parser.add_argument("--record", metavar="NAME", help="record NAME's numbers as 'before'")
     parser.add_argument("--misses", metavar="NAME", help="list the misses of one corpus")
     parser.add_argument("--only", metavar="NAME", help="score only this corpus")
+    parser.add_argument("--min-posterior", type=float, default=0.6, help="NB answers above this")
     args = parser.parse_args()
     corpora = all_corpora()
     if args.only:
@@ -247,7 +249,7 @@ def main() -> int:
         return 0
     report(corpora)
     if args.loco:
-        loco(corpora)
+        loco(corpora, args.min_posterior)
     return 0
 
 
