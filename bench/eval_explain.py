@@ -80,19 +80,22 @@ def heldout_corpora() -> list[Corpus]:
     return out
 
 
+def accepted(label: str | list[str]) -> frozenset[str | None]:
+    """The answers a client-string label accepts. ``none`` (a failure that names no cause) is
+    right as no finding or as ``other``; a list names the readings of an ambiguous string."""
+    out: set[str | None] = set()
+    for one in [label] if isinstance(label, str) else label:
+        out.update((None, "other") if one == "none" else (one,))
+    return frozenset(out)
+
+
 def client_corpus() -> Corpus | None:
     path = DATA / "client_strings.yaml"
     if not path.exists():
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    # category "none": a failure that names no cause; the right answer is no finding
     items = [
-        Item(
-            d["text"],
-            frozenset([None if d["category"] == "none" else d["category"]]),
-            d["language"],
-            f"{d['program']} {d['language']} {d['key']}",
-        )
+        Item(d["text"], accepted(d["category"]), d["language"], f"{d['program']} {d['key']}")
         for d in data["strings"]
         if d.get("failure") and d.get("category")
     ]
@@ -197,7 +200,7 @@ def misses(corpora: list[Corpus], name: str) -> None:
     for item in c.items:
         got = rule_answer(item.text)
         if got not in item.accept:
-            want = "/".join(sorted(item.accept))
+            want = "/".join(sorted(str(c) for c in item.accept))
             print(f"{want} <- {got}: {item.label}\n    {item.text[:300]!r}")
 
 

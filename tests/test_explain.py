@@ -138,7 +138,7 @@ def test_run_explain_stdin(
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("454 4.7.0 Too many login attempts"))
     rc, out, _ = run(capsys, "-", None, True, "en", ())
-    assert rc == 0 and json.loads(out)["findings"][0]["category"] == "rate_limited"
+    assert rc == 0 and json.loads(out)["findings"][0]["category"] == "account_blocked"
 
 
 @pytest.mark.parametrize(
