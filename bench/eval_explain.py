@@ -204,6 +204,11 @@ def misses(corpora: list[Corpus], name: str) -> None:
             print(f"{want} <- {got}: {item.label}\n    {item.text[:300]!r}")
 
 
+def _training_label(item: Item) -> str | None:
+    specific = sorted(c for c in item.accept if c and c != "other")
+    return None if None in item.accept or not specific else specific[0]
+
+
 def loco(corpora: list[Corpus], min_posterior: float) -> None:
     from textclass import NaiveBayes, rule_examples
 
@@ -217,7 +222,8 @@ def loco(corpora: list[Corpus], min_posterior: float) -> None:
         train = list(examples)
         for other in corpora:
             if other is not held:
-                train.extend((i.text, sorted(i.accept)[0]) for i in other.items)
+                # a text whose answer may be "no finding" teaches the classifier nothing
+                train.extend((i.text, _training_label(i)) for i in other.items)
         nb = NaiveBayes.train(train, min_posterior=min_posterior)
 
         def both(text: str, nb: NaiveBayes = nb) -> str | None:

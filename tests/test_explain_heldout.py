@@ -3,8 +3,9 @@ category a mail expert gives it and its source, none of them a rule example. Eac
 gathered and measured *before* the rules were tuned on it (accuracy then: 79.5%, 72.0%, 77.2%,
 87.4%, 61.7%, 70.8%); now the top finding of ``maildiag.explain`` must carry the expected category on
 >= 95% of a corpus's texts and on its Russian share (an empty answer counts as wrong). The sixth set
-is not tuned on: it measures how the rules generalise, so its floors are what it scored, to catch a
-regression (bench/eval_explain.py prints it against its "before").
+is not tuned on: it measures how the rules generalise (70.8% before the client-string rules, 77.1%
+after; Russian 60.4% and 62.5%), so its floors are what it scored, to catch a regression
+(bench/eval_explain.py prints it against its "before").
 
     corpus                       texts  Russian  what
     heldout_explain.yaml          >=120    >=30   issue trackers, provider pages, Thunderbird ru
@@ -54,7 +55,7 @@ CORPORA = [
     Corpus("heldout_explain_3.yaml", 150, 45, 0.95),
     Corpus("heldout_explain_4.yaml", 150, 30, 0.90),
     Corpus("heldout_explain_5.yaml", 80, 80, 0.90),
-    Corpus("heldout_explain_6.yaml", 140, 45, 0.60, accuracy=0.70),
+    Corpus("heldout_explain_6.yaml", 140, 45, 0.62, accuracy=0.77),
 ]
 
 
