@@ -1,8 +1,11 @@
 """The held-out corpora in tests/data/heldout_explain*.yaml: real error texts, each with the
 category a mail expert gives it and its source, none of them a rule example. Each corpus was
 gathered and measured *before* the rules were tuned on it (accuracy then: 79.5%, 72.0%, 77.2%,
-87.4%, 61.7%); now the top finding of ``maildiag.explain`` must carry the expected category on >= 95% of
-a corpus's texts and on its Russian share (an empty answer counts as wrong).
+87.4%, 61.7%, 70.8%); now the top finding of ``maildiag.explain`` must carry the expected category on
+>= 95% of a corpus's texts and on its Russian share (an empty answer counts as wrong). The sixth set
+is not tuned on: it measures how the rules generalise (70.8% before the client-string rules, 77.1%
+after; Russian 60.4% and 62.5%), so its floors are what it scored, to catch a regression
+(bench/eval_explain.py prints it against its "before").
 
     corpus                       texts  Russian  what
     heldout_explain.yaml          >=120    >=30   issue trackers, provider pages, Thunderbird ru
@@ -10,6 +13,8 @@ a corpus's texts and on its Russian share (an empty answer counts as wrong).
     heldout_explain_3.yaml        >=150    >=45   a representative mix (the keyword layer's test)
     heldout_explain_4.yaml        >=150    >=30   fetched only: issue threads, l10n files, MTA code
     heldout_explain_5.yaml         >=80    >=80   Russian only: l10n files (Thunderbird, msmtp, NSS ...)
+    heldout_explain_6.yaml        >=140    >=45   issue threads; l10n of programs the client-string
+                                                  corpus leaves out (Geary, Balsa, Mailspring ...)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Corpus:
     min_texts: int
     min_russian: int
     russian_accuracy: float
+    accuracy: float = 0.95
 
     def items(self) -> list[dict[str, str]]:
         return yaml.safe_load((DATA / self.name).read_text(encoding="utf-8"))
@@ -49,6 +55,7 @@ CORPORA = [
     Corpus("heldout_explain_3.yaml", 150, 45, 0.95),
     Corpus("heldout_explain_4.yaml", 150, 30, 0.90),
     Corpus("heldout_explain_5.yaml", 80, 80, 0.90),
+    Corpus("heldout_explain_6.yaml", 140, 45, 0.62, accuracy=0.77),
 ]
 
 
@@ -94,7 +101,7 @@ def test_no_held_out_text_is_a_rule_example_or_in_two_corpora() -> None:
 @pytest.mark.parametrize("corpus", CORPORA, ids=str)
 def test_accuracy_overall(corpus: Corpus) -> None:
     rate, wrong = accuracy(corpus.items())
-    assert rate >= 0.95, f"{corpus}: {rate:.1%} right; wrong: {wrong}"
+    assert rate >= corpus.accuracy, f"{corpus}: {rate:.1%} right; wrong: {wrong}"
 
 
 @pytest.mark.parametrize("corpus", CORPORA, ids=str)

@@ -378,11 +378,11 @@ def test_clock_params_read_in_the_language_of_the_finding() -> None:
     params = skew_params(-302400, "sntp:127.0.0.1:123")
     assert (
         rules.render(match, lang="ru", params=params)[0]
-        == "Часы компьютера отстают на 3 дня 12 часов"
+        == "Часы компьютера идут неверно: отстают на 3 дня 12 часов"
     )
     assert (
         rules.render(match, lang="en", params=params)[0]
-        == "Your computer's clock is 3 days 12 hours behind"
+        == "Your computer's clock is wrong: 3 days 12 hours behind"
     )
 
 

@@ -648,7 +648,10 @@ class RuleBase:
                 if not applies(r) or _code_level(r, basic, enhanced) < 0:
                     continue
                 if not self._vetoed(r, norm):
-                    named = bool(provider and provider in r.providers)
+                    # the caller's provider or protocol named: that rule's advice fits better
+                    named = bool(provider and provider in r.providers) or bool(
+                        protocol and r.protocols
+                    )
                     results[r.id] = Match(
                         r,
                         "signal",
