@@ -60,6 +60,7 @@ class Measured:
     maxrss_kb: int
     returncode: int
     output: str  # stdout and stderr, first 4000 characters
+    cpu_seconds: float = 0.0  # user + system, the process and the children it waited for
 
     @property
     def rss_mb(self) -> float:
@@ -103,7 +104,8 @@ for line in inp:
     signal.alarm(0)
     os.close(fd)
     code = os.waitstatus_to_exitcode(status)
-    out.write(b"%d %d %d %d\n" % (elapsed, usage.ru_maxrss, code, killed))
+    cpu = round((usage.ru_utime + usage.ru_stime) * 1e6)
+    out.write(b"%d %d %d %d %d\n" % (elapsed, usage.ru_maxrss, code, killed, cpu))
     out.flush()
 """
 
@@ -137,16 +139,16 @@ class Launcher:
         self._proc.stdin.write("\0".join(fields).encode() + b"\n")
         self._proc.stdin.flush()
         answer = self._proc.stdout.readline().split()
-        if len(answer) != 4:
+        if len(answer) != 5:
             raise RunFailed(f"the launcher died running {_show(cmd)}")
-        elapsed_ns, maxrss, code, killed = (int(x) for x in answer)
+        elapsed_ns, maxrss, code, killed, cpu_us = (int(x) for x in answer)
         with open(self._log, "rb") as f:
             text = f.read(4000).decode("utf-8", "replace")
         if killed:
             raise RunFailed(f"{_show(cmd)} still running after {timeout:g}s; output:\n{text}")
         if code not in ok:
             raise RunFailed(f"{_show(cmd)} exited {code}; output:\n{text}")
-        return Measured(elapsed_ns / 1e9, maxrss, code, text)
+        return Measured(elapsed_ns / 1e9, maxrss, code, text, cpu_us / 1e6)
 
     def measure_chain(
         self, cmds: Sequence[Sequence[str]], *, ok: Sequence[int] = (0,), timeout: float = 60.0
@@ -158,6 +160,7 @@ class Launcher:
             max(r.maxrss_kb for r in runs),
             max(r.returncode for r in runs),
             "\n".join(r.output for r in runs),
+            sum(r.cpu_seconds for r in runs),
         )
 
     def close(self) -> None:
