@@ -482,14 +482,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"command: `maildiag {' '.join(check)}`\n")
         with Launcher(env) as run:
             run.measure([*maildiag_entry(), *check])  # warm the page cache and the rule cache
-            baseline = median(
-                [run.measure([sys.executable, "-c", "pass"]).seconds for _ in "12345"]
-            )
-            plain = median(
-                [run.measure([*maildiag_entry(), *check]).seconds for _ in range(args.runs)]
-            )
+            base_runs = [run.measure([sys.executable, "-c", "pass"]) for _ in range(5)]
+            plain_runs = [run.measure([*maildiag_entry(), *check]) for _ in range(args.runs)]
+            baseline = median([m.seconds for m in base_runs])
+            plain = median([m.seconds for m in plain_runs])
+            cpu = median([m.cpu_seconds for m in plain_runs])
+            base_cpu = median([m.cpu_seconds for m in base_runs])
             print(
-                f"Untraced, as a user runs it: {ms(plain)} ms; `python -c pass`: {ms(baseline)} ms"
+                f"Untraced, as a user runs it: {ms(plain)} ms wall, {ms(cpu)} ms CPU; "
+                f"`python -c pass`: {ms(baseline)} ms wall, {ms(base_cpu)} ms CPU"
             )
             print()
             runs = [run_timeline(check, env, tmp / f"tl{i}.json") for i in range(args.runs)]
