@@ -57,7 +57,6 @@ TRACE = str(HERE / "trace_check.py")
 IMPORT_MACHINERY = {"<built-in method builtins.exec>", "<built-in method builtins.__import__>"}
 SERVICES = ("smtp", "imap", "pop3")
 MAIN_THREAD = "MainThread"
-OTHER = "other Python work (CLI parsing, config, probes, models)"
 # groups imported alone in a bare interpreter for section 6
 ALONE = [
     ("ssl + socket + threading", ["ssl", "socket", "threading"]),
@@ -65,8 +64,6 @@ ALONE = [
     ("dns.resolver", ["dns.resolver"]),
     ("cryptography.x509", ["cryptography.x509"]),
     ("rich.console", ["rich.console"]),
-    ("typer", ["typer"]),
-    ("pydantic", ["pydantic"]),
     ("maildiag.cli (and all it imports)", ["maildiag.cli"]),
 ]
 
@@ -394,16 +391,14 @@ def fixed_costs(tl: dict[str, float], imports: dict[str, float], rss: dict[str, 
     def imp(*tops: str) -> float:
         return sum(imports.get(t, 0.0) for t in tops)
 
-    typer_stack = imp(
-        "typer", "click", "pydantic", "pydantic_core", "annotated_types", "annotated_doc"
-    ) + imp("typing_inspection", "typing_extensions", "shellingham", "rich", "pygments")
     rows = [
         (
             "interpreter start + exit beyond `python -c pass`",
             tl["startup"] + tl["exit"] - tl["baseline"],
             "",
         ),
-        ("imports: typer and what it pulls (click, pydantic, rich ...)", typer_stack, "typer"),
+        ("imports: rich", imp("rich", "pygments", "markdown_it", "mdurl"), "rich.console"),
+        ("imports: argparse", imp("argparse"), ""),
         ("imports: cryptography", imp("cryptography"), "cryptography.x509"),
         ("imports: dnspython", imp("dns"), "dns.resolver"),
         ("imports: yaml", imp("yaml", "_yaml"), "yaml"),
@@ -439,7 +434,7 @@ def fixed_costs(tl: dict[str, float], imports: dict[str, float], rss: dict[str, 
         ("diagnosis", tl.get("main incl: maildiag: diagnosis", 0.0), ""),
     ]
     alone = {
-        "typer": rss.get("alone: typer", 0.0),
+        "rich.console": rss.get("alone: rich.console", 0.0),
         "cryptography.x509": rss.get("alone: cryptography.x509", 0.0),
         "dns.resolver": rss.get("alone: dns.resolver", 0.0),
         "yaml": rss.get("alone: yaml", 0.0),
