@@ -63,7 +63,6 @@ ALONE = [
     ("yaml", ["yaml"]),
     ("dns.resolver", ["dns.resolver"]),
     ("cryptography.x509", ["cryptography.x509"]),
-    ("rich.console", ["rich.console"]),
     ("maildiag.cli (and all it imports)", ["maildiag.cli"]),
 ]
 
@@ -397,7 +396,6 @@ def fixed_costs(tl: dict[str, float], imports: dict[str, float], rss: dict[str, 
             tl["startup"] + tl["exit"] - tl["baseline"],
             "",
         ),
-        ("imports: rich", imp("rich", "pygments", "markdown_it", "mdurl"), "rich.console"),
         ("imports: argparse", imp("argparse"), ""),
         ("imports: cryptography", imp("cryptography"), "cryptography.x509"),
         ("imports: dnspython", imp("dns"), "dns.resolver"),
@@ -434,7 +432,6 @@ def fixed_costs(tl: dict[str, float], imports: dict[str, float], rss: dict[str, 
         ("diagnosis", tl.get("main incl: maildiag: diagnosis", 0.0), ""),
     ]
     alone = {
-        "rich.console": rss.get("alone: rich.console", 0.0),
         "cryptography.x509": rss.get("alone: cryptography.x509", 0.0),
         "dns.resolver": rss.get("alone: dns.resolver", 0.0),
         "yaml": rss.get("alone: yaml", 0.0),

@@ -411,7 +411,6 @@ RSS_STEPS: list[tuple[str, str | None]] = [
     ("yaml (LibYAML)", "yaml"),
     ("dns.resolver (dnspython)", "dns.resolver"),
     ("cryptography.x509", "cryptography.x509"),
-    ("rich.console", "rich.console"),
     (
         "maildiag's check path (cli, options, commands.check, engine, probes, discovery, report)",
         "maildiag.cli maildiag.options maildiag.commands.check maildiag.engine "
