@@ -15,7 +15,10 @@ counts. Benchmarks:
 - rules: every rule's regexes on adversarial text (no catastrophic backtracking) — the
   slowest rule under tests/test_properties.py's RULE_LIMIT;
 - explain throughput in-process and ``explain --file`` on a 100,000-line Postfix log
-  (bench/bench_explain.py, the rule developer's benchmark: run here and its lines shown as is).
+  (bench/bench_explain.py, the rule developer's benchmark: run here and its lines shown as is);
+- side by side with the Nagios plugins, swaks, check_ssl_cert and sslyze on the same loopback
+  servers (bench/bench_peers.py, issue 17's table and targets; one line and no verdict when the
+  peers are not installed: ``bash bench/install-peers.sh``). About 6 minutes, 1.5 with --quick.
 
 Exit status 0 when every target is met, 1 otherwise.
 """
@@ -23,7 +26,6 @@ Exit status 0 when every target is met, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -35,14 +37,9 @@ sys.path.insert(0, str(HERE))
 
 from bench_check import Result, bench_filtered, bench_slow  # noqa: E402
 from bench_discovery import bench_ispdb, bench_providers, bench_silent  # noqa: E402
+from procs import bench_env, compile_package, maildiag_entry  # noqa: E402
 
 EXPLAIN_TEXT = "553 5.7.1 Sender address rejected: not owned by auth user."
-
-
-def _entry() -> list[str]:
-    """How a user starts maildiag: the console script next to this interpreter, else -m."""
-    script = Path(sys.executable).with_name("maildiag")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "maildiag"]
 
 
 def _time(cmd: list[str], env: dict[str, str]) -> float:
@@ -57,32 +54,13 @@ def _time(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _compile_package(env: dict[str, str]) -> None:
-    """Byte-compile maildiag as ``pip install`` does, so a cold start reads .pyc, as a user's.
-
-    (With PYTHONDONTWRITEBYTECODE set, an editable checkout would recompile every module from
-    source on every start: 20+ ms for rulebase.py alone, which no installed copy pays.)
-    """
-    import maildiag
-
-    package = str(Path(maildiag.__file__).parent)
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", package],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def bench_cold(repeat: int) -> list[Result]:
-    env = {**os.environ, "COLUMNS": "100", "LANG": "C.UTF-8"}
-    env.pop("MAILDIAG_RULES", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    _compile_package(env)
+    env = bench_env()
+    compile_package(env)
     baseline = [sys.executable, "-c", "pass"]
     commands = {
-        "maildiag --help": [*_entry(), "--help"],
-        "maildiag explain --json": [*_entry(), "explain", "--json", EXPLAIN_TEXT],
+        "maildiag --help": [*maildiag_entry(), "--help"],
+        "maildiag explain --json": [*maildiag_entry(), "explain", "--json", EXPLAIN_TEXT],
     }
     # one warm-up of each (page cache, the rule cache), then interleaved rounds
     times: dict[str, list[float]] = {"base": [], **{name: [] for name in commands}}
@@ -136,6 +114,17 @@ def bench_explain() -> tuple[bool, str]:
     return proc.returncode == 0, text
 
 
+def bench_peers(quick: bool) -> tuple[bool, str]:
+    script = HERE / "bench_peers.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), *(["--quick"] if quick else [])],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    return proc.returncode == 0, (proc.stdout + proc.stderr).rstrip()
+
+
 def bench_rules(top: int = 5) -> Result:
     """Each rule's regexes on adversarial text (tests/test_properties.py): the slowest rule."""
     sys.path.insert(0, str(HERE.parent / "tests"))
@@ -166,7 +155,7 @@ def _show(r: Result) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer cold-start repetitions")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args(argv)
     all_ok = True
     print("== cold start")
@@ -196,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ok, text = bench_explain()
     print("\n".join(("     " if line.strip() else "") + line for line in text.splitlines()))
     print(f"{'ok  ' if ok else 'OVER'} bench_explain.py {'met its targets' if ok else 'failed'}")
+    all_ok &= ok
+    print("== side by side with the peers (bench/bench_peers.py)")
+    ok, text = bench_peers(args.quick)
+    print("\n".join(("     " if line.strip() else "") + line for line in text.splitlines()))
+    print(f"{'ok  ' if ok else 'OVER'} bench_peers.py {'met its targets' if ok else 'failed'}")
     all_ok &= ok
     print("== all targets met" if all_ok else "== some targets missed")
     return 0 if all_ok else 1
