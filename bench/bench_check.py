@@ -81,7 +81,8 @@ def _check_args(servers: dict[str, int], only: list[str], timeout: float) -> lis
         ",".join(only),
     ]
     for svc, port in servers.items():
-        args += [f"--{svc}", f"127.0.0.1:{port}/plain"]
+        if svc in only:
+            args += [f"--{svc}", f"127.0.0.1:{port}/plain"]
     return args
 
 
