@@ -54,7 +54,7 @@ def main() -> None:
         i = args.index("--rules")
         snap = args[i + 1]
         del args[i : i + 2]
-        rulebase._builtin_dir = lambda: snap  # type: ignore[assignment]
+        rulebase.files._builtin_dir = lambda: snap  # type: ignore[assignment]
     out_path = Path(args[0])
     rb = rulebase.RuleBase.load(cache=False)
     from bench_explain import corpus, synthetic_postfix_log

@@ -323,7 +323,8 @@ def rule_timings(
     """
     import re
 
-    from maildiag.rulebase import RE_FLAGS, normalize_text
+    from maildiag.rulebase import normalize_text
+    from maildiag.rulebase.base import RE_FLAGS
 
     inputs = ADVERSARIAL if inputs is None else inputs
     normalised = {name: normalize_text(text) for name, text in inputs.items()}

@@ -1,0 +1,558 @@
+"""Compiled rules and the matcher: which rules explain a text or a signal, best first."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from maildiag.rulebase.base import _NEVER, RE_FLAGS, USER_REGEX_BUDGET, USER_REGEX_TOTAL
+from maildiag.rulebase.cache import _cache_path, _drop_cache, _read_cache, _stamp, _write_cache
+from maildiag.rulebase.files import _dir_strings, _yaml_files
+from maildiag.rulebase.regexes import _WORD_KEY, _WORD_KEY_ASCII, regex_problem
+from maildiag.rulebase.render import Wording
+from maildiag.rulebase.schema import _load_fresh
+from maildiag.rulebase.text import extract_codes, normalize_text
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+# --------------------------------------------------------------------------- compiled rules
+
+
+class Rule:
+    """One validated rule (a read-only view of its data)."""
+
+    __slots__ = (
+        "id",
+        "category",
+        "severity",
+        "priority",
+        "fallback",
+        "file",
+        "text",
+        "unless",
+        "codes",
+        "enhanced",
+        "protocols",
+        "providers",
+        "signals",
+        "title",
+        "steps",
+        "links",
+        "examples",
+        "counterexamples",
+        "text_ids",
+        "unless_ids",
+        "code_only",
+        "has_codes",
+        "generic",
+    )
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        self.id: str = d["id"]
+        self.category: str = d["category"]
+        self.severity: str = d["severity"]
+        self.priority: int = d["priority"]
+        self.fallback: bool = d["fallback"]
+        self.file: str = d["file"]
+        self.text: tuple[str, ...] = tuple(d["text"])
+        self.unless: tuple[str, ...] = tuple(d["unless"])
+        self.codes: tuple[str, ...] = tuple(d["code"])
+        self.enhanced: tuple[str, ...] = tuple(d["enhanced"])
+        self.protocols: frozenset[str] = frozenset(d["protocol"])
+        self.providers: frozenset[str] = frozenset(d["provider"])
+        self.signals: frozenset[str] = frozenset(d["signal"])
+        self.title: dict[str, str] = d["title"]
+        self.steps: dict[str, list[str]] = d["steps"]
+        self.links: tuple[str, ...] = tuple(d["links"])
+        self.examples: list[dict[str, Any]] = d["examples"]
+        self.counterexamples: list[dict[str, Any]] = d["counterexamples"]
+        self.text_ids: tuple[int, ...] = ()
+        self.unless_ids: tuple[int, ...] = ()
+        # the RFC 3463 / reply-class layer: rules matched by a code alone
+        self.code_only = not self.text and not self.signals and bool(self.codes or self.enhanced)
+        self.has_codes = bool(self.codes or self.enhanced)
+        self.generic = int(not self.providers)  # the last element of a rank
+
+    def __repr__(self) -> str:
+        return f"Rule({self.id!r}, {self.category})"
+
+
+class Match:
+    """A rule that applies to a text or a signal, with why (``via``) and how well (``rank``)."""
+
+    __slots__ = ("rule", "via", "rank", "_evidence", "_span", "_groups", "code")
+
+    def __init__(
+        self,
+        rule: Rule,
+        via: str,
+        rank: tuple[int, ...],
+        evidence: str | None,
+        groups: dict[str, str] | re.Match[str] | None,
+        code: str | None,
+        span: tuple[str, int, int] | None = None,
+    ) -> None:
+        self.rule = rule
+        self.via = via  # "signal", "text" or "code"
+        self.rank = rank  # (signal, priority, provider known, text, code level, length, generic)
+        self._evidence = evidence
+        self._span = span  # (text, start, end): the evidence line is cut out only when asked
+        self._groups = groups
+        self.code = code  # the reply code found in the text (enhanced if any, else basic)
+
+    @property
+    def evidence(self) -> str:
+        """The line of the text that matched (trimmed), or the text a signal came with."""
+        if self._evidence is None:
+            text, start, end = self._span or ("", 0, 0)
+            self._evidence = _line_of(text, start, end) if text else ""
+        return self._evidence
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Named groups of the matching regex: values a title may quote."""
+        g = self._groups
+        if g is None:
+            return {}
+        if not isinstance(g, dict):
+            g = self._groups = {k: v for k, v in g.groupdict().items() if v}
+        return g
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def category(self) -> str:
+        return self.rule.category
+
+    @property
+    def severity(self) -> str:
+        return self.rule.severity
+
+    def __repr__(self) -> str:
+        return f"Match({self.rule.id!r}, via={self.via}, rank={self.rank})"
+
+
+class RuleBase(Wording):
+    """The loaded rules, with the prefilter index and the lazily compiled patterns."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.dirs: list[str] = data["dirs"]
+        self.rules: list[Rule] = [Rule(d) for d in data["rules"]]
+        self.params: dict[str, dict[str, str]] = data["params"]
+        self.ui: dict[str, dict[str, str]] = data["ui"]
+        self.interception: list[tuple[str, str]] = [tuple(x) for x in data["interception"]]
+        self.from_cache: bool = data.get("from_cache", False)
+        self._by_id = {r.id: r for r in self.rules}
+        self._enums: dict[str, tuple[Any, Any, Any]] = {}
+        self._rendered: dict[tuple[str, str, str | None], tuple[str, tuple[str, ...]]] = {}
+        # patterns: one list for text and unless regexes, compiled on first use
+        self._sources: list[str] = data["patterns"]
+        self._compiled: list[re.Pattern[str] | None] = [None] * len(self._sources)
+        # patterns only user rules use (--rules, MAILDIAG_RULES): matched with a time budget
+        self._guarded: frozenset[int] = frozenset(data.get("guarded", ()))
+        self._user_compiled: dict[int, Any] = {}
+        self._cache_file: str | None = None  # where this rule base was read from, if cached
+        self.timed_out: dict[int, str] = {}  # user regexes that ran out of time: index -> source
+        self._spent = 0.0  # seconds those timeouts cost
+        keys: list[list[list[str]] | None] = data["keys"]
+        pattern_index = {src: i for i, src in enumerate(self._sources)}
+        for r in self.rules:
+            r.text_ids = tuple(pattern_index[p] for p in r.text)
+            r.unless_ids = tuple(pattern_index[p] for p in r.unless)
+        self._hint_ids: dict[int, str] = {
+            pattern_index[src]: pid for pid, pats in data["hints"].items() for src in pats
+        }
+        self._hint_set = frozenset(self._hint_ids)
+        self._text_rules: dict[int, list[Rule]] = {}
+        for r in self.rules:
+            for i in r.text_ids:
+                self._text_rules.setdefault(i, []).append(r)
+        # what to do when a text pattern's literal is present: the rules it matches for, and
+        # the other literal sets it needs (checked on ASCII text before the regex runs)
+        extra = data["extra"]
+        # the keyword layer (``fallback: true``) is planned apart: its patterns run only when
+        # no other text rule matched, as the reply-code layer does
+        self._plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {}
+        self._fallback_plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]] = {}
+        for i, rules in self._text_rules.items():
+            sets = tuple(tuple(lits) for lits in extra[i])
+            main = tuple(r for r in rules if not r.fallback)
+            low = tuple(r for r in rules if r.fallback)
+            if main:
+                self._plan[i] = (main, sets)
+            if low:
+                self._fallback_plan[i] = (low, sets)
+        # the prefilter index, of the patterns searched for every text (text rules' and provider
+        # hints'; an ``unless`` regex runs only for a rule that matched): a literal several
+        # patterns share is looked for once
+        searched = self._text_rules.keys() | self._hint_ids.keys()
+        self._always: list[int] = [i for i, k in enumerate(keys) if not k and i in searched]
+        by_key: dict[str, dict[str, list[int]]] = {}
+        by_lit: dict[str, list[int]] = {}
+        for i, lits in enumerate(keys):
+            if i not in searched:
+                continue
+            for lit, key in lits or ():
+                if key:
+                    by_key.setdefault(key, {}).setdefault(lit, []).append(i)
+                else:
+                    by_lit.setdefault(lit, []).append(i)
+        self._prefixes: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
+            key: tuple((lit, tuple(ids)) for lit, ids in lits.items())
+            for key, lits in by_key.items()
+        }
+        self._prefix_keys = frozenset(self._prefixes)
+        # every literal set an ``unless`` regex needs: on ASCII text a missing set vetoes nothing
+        unless_ids = {i for r in self.rules for i in r.unless_ids}
+        self._veto_sets: dict[int, tuple[tuple[str, ...], ...]] = {
+            i: (tuple(lit for lit, _ in keys[i] or ()),) * bool(keys[i])
+            + tuple(tuple(lits) for lits in extra[i])
+            for i in unless_ids
+        }
+        self._fallback: tuple[tuple[str, tuple[int, ...]], ...] = tuple(
+            (lit, tuple(ids)) for lit, ids in by_lit.items()
+        )
+        self._code_rules: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.code_only:
+                for c in (*r.codes, *r.enhanced):
+                    self._code_rules.setdefault(c, []).append(r)
+        self._signal_rules: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            for s in r.signals:
+                self._signal_rules.setdefault(s, []).append(r)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, extra_dirs: Sequence[str | Path] = (), *, cache: bool = True) -> RuleBase:
+        """Built-in rules, then ``MAILDIAG_RULES``, then ``extra_dirs``; raises RuleBaseError."""
+        dirs = _dir_strings(extra_dirs)
+        listing = [(d, _yaml_files(d)) for d in dirs]
+        stamp = _stamp(listing)
+        path = _cache_path(dirs) if cache else None
+        if path is not None:
+            data = _read_cache(path, stamp)
+            if data is not None:
+                data["from_cache"] = True
+                try:
+                    rb = cls(data)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                    _drop_cache(path)  # not what we write: rebuilt below, rewritten
+                else:
+                    rb._cache_file = path
+                    return rb
+        data = _load_fresh(listing)
+        data["dirs"] = dirs
+        if path is not None:
+            _write_cache(path, stamp, data)
+        return cls(data)
+
+    def get(self, rule_id: str) -> Rule | None:
+        return self._by_id.get(rule_id)
+
+    # ------------------------------------------------------------------ matching
+
+    def _pattern(self, i: int) -> re.Pattern[str]:
+        p = self._compiled[i]
+        if p is None:
+            src = self._sources[i]
+            if self.from_cache and regex_problem(src) is not None:
+                # the lint refuses what the cache holds: we never write that, so the file was
+                # changed behind our back. This regex runs with a time budget from now on, and
+                # the cache is rebuilt next time.
+                self._guarded = self._guarded | {i}
+                _drop_cache(self._cache_file)
+                p = _NEVER
+            else:
+                p = re.compile(src, RE_FLAGS)
+            self._compiled[i] = p
+        return p
+
+    def _search(self, i: int, text: str, budget: list[float]) -> Any:
+        """Pattern ``i`` searched in ``text``; a user's regex within the text's time budget."""
+        if i in self._guarded:
+            return self._guarded_search(i, text, budget)
+        return self._pattern(i).search(text)
+
+    def _guarded_search(self, i: int, text: str, budget: list[float]) -> Any:
+        """A regex from a user's rules directory, run by the ``regex`` engine with a timeout:
+        what is left of ``USER_REGEX_BUDGET`` for this text (``budget`` holds its deadline once
+        the first such regex ran). A regex that times out counts as not matching, and is not
+        run again in this process; once ``USER_REGEX_TOTAL`` seconds went to timeouts, no user
+        regex runs any more. A hostile rule costs a run at most those seconds."""
+        if i in self.timed_out or self._spent >= USER_REGEX_TOTAL:
+            return None
+        now = time.monotonic()
+        if not budget:
+            budget.append(now + USER_REGEX_BUDGET)
+        left = budget[0] - now
+        if left <= 0:
+            return None
+        pattern = self._user_compiled.get(i)
+        if pattern is None:
+            import regex
+
+            pattern = self._user_compiled[i] = regex.compile(
+                self._sources[i], regex.IGNORECASE | regex.MULTILINE
+            )
+        try:
+            return pattern.search(text, timeout=left)
+        except TimeoutError:
+            self.timed_out[i] = self._sources[i]
+            self._spent += time.monotonic() - now
+            return None
+
+    def candidates(self, lowered: str) -> set[int]:
+        """Ids of the patterns whose required literal occurs in the (lower-cased) text."""
+        found = set(self._always)
+        index = self._prefixes
+        # (ASCII text: the same words, found faster without the Unicode tables)
+        words = (_WORD_KEY_ASCII if lowered.isascii() else _WORD_KEY).findall(lowered)
+        for key in self._prefix_keys.intersection(words):
+            for lit, ids in index[key]:
+                if lit in lowered:
+                    found.update(ids)
+        for lit, ids in self._fallback:
+            if lit in lowered:
+                found.update(ids)
+        return found
+
+    def match(
+        self,
+        text: str = "",
+        *,
+        signal: str | None = None,
+        protocol: str | None = None,
+        provider: str | None = None,
+        codes_as_fallback: bool = False,
+    ) -> list[Match]:
+        """Rules that explain this text and/or signal, best first (possibly none).
+
+        ``codes_as_fallback``: consult the reply-code layer only when no text rule matched
+        (what ``explain`` shows; it saves the work of ranking code meanings nobody reads).
+        """
+        text = text or ""
+        results: dict[str, Match] = {}
+        protocol = protocol.lower() if protocol else None
+        provider = provider.lower() if provider else None
+
+        def applies(r: Rule) -> bool:
+            if protocol and r.protocols and protocol not in r.protocols:
+                return False
+            return not (provider and r.providers and provider not in r.providers)
+
+        norm = normalize_text(text) if text else ""
+        if signal and signal != "reply":
+            basic, enhanced = extract_codes(norm) if norm else (None, None)
+            for r in self._signal_rules.get(signal, ()):
+                if not applies(r) or _code_level(r, basic, enhanced) < 0:
+                    continue
+                if not self._vetoed(r, norm):
+                    # the caller's provider or protocol named: that rule's advice fits better
+                    named = bool(provider and provider in r.providers) or bool(
+                        protocol and r.protocols
+                    )
+                    results[r.id] = Match(
+                        r,
+                        "signal",
+                        (1, r.priority, int(named), 0, 0, 0, int(not r.providers)),
+                        text.strip()[:500],
+                        {},
+                        None,
+                    )
+            return _sorted(results)
+        if not norm or norm.isspace():
+            return []
+        basic, enhanced = extract_codes(norm)
+        lowered = norm.lower()
+        found = self.candidates(lowered)
+        known: set[str] = {provider} if provider else set()
+        budget: list[float] = []  # the deadline of the user regexes on this text, once set
+        if not provider and not self._hint_set.isdisjoint(found):
+            for i in self._hint_set & found:
+                pid = self._hint_ids[i]
+                if pid not in known and self._search(i, norm, budget):
+                    known.add(pid)
+        filtered = bool(protocol or provider)
+        code = enhanced or basic
+        vetoes: dict[int, bool] = {}  # "unless" patterns are shared: each runs once per text
+        compiled = self._compiled
+        guarded = self._guarded
+        # the other literal sets say the same as the regex only where lower-casing is exact
+        check_sets = norm.isascii()
+        ascii_lower = lowered if check_sets else None
+        # in pattern order: rules of equal rank come out in the same order in every process
+        ordered = sorted(found)
+        for plan in (self._plan, self._fallback_plan):
+            if plan is self._fallback_plan and results:
+                break  # a specific rule recognised the text: the keyword layer stays silent
+            for i in ordered:
+                step = plan.get(i)
+                if step is None:
+                    continue
+                rules_here, sets = step
+                if sets and check_sets:
+                    for lits in sets:
+                        for lit in lits:
+                            if lit in lowered:
+                                break
+                        else:
+                            break  # no literal of this set: the regex cannot match
+                    else:
+                        sets = ()
+                    if sets:
+                        continue
+                if i in guarded:
+                    m = self._guarded_search(i, norm, budget)
+                else:
+                    m = (compiled[i] or self._pattern(i)).search(norm)
+                if m is None:
+                    continue
+                start, end = m.span()
+                length = end - start
+                groups = m if m.re.groupindex else None
+                for r in rules_here:
+                    prev = results.get(r.id)
+                    if prev is not None and prev.rank[5] >= length:
+                        continue
+                    if filtered and not applies(r):
+                        continue
+                    level = _code_level(r, basic, enhanced) if r.has_codes else 0
+                    if level < 0 or (
+                        r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
+                    ):
+                        continue
+                    rank = (
+                        0,
+                        r.priority,
+                        1 if r.providers and r.providers & known else 0,
+                        1,
+                        level,
+                        length,
+                        r.generic,
+                    )
+                    results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
+        if codes_as_fallback and results:
+            return _sorted(results)
+
+        def bonus(r: Rule) -> int:
+            return int(bool(r.providers & known)) if r.providers else 0
+
+        code_rules = self._code_rules
+        for key, level, spec in _code_keys(basic, enhanced):
+            for r in code_rules.get(key, ()):
+                if r.id in results or not applies(r):
+                    continue
+                if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) or (
+                    r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
+                ):
+                    continue
+                code = enhanced if level == 2 else basic
+                start = norm.find(code) if code else -1
+                span = (norm, start, start + len(code)) if code and start >= 0 else None
+                rank = (0, r.priority, bonus(r), 0, level, spec, int(not r.providers))
+                results[r.id] = Match(r, "code", rank, None if span else "", None, code, span)
+        return _sorted(results)
+
+    def _vetoed(
+        self,
+        r: Rule,
+        norm: str,
+        memo: dict[int, bool] | None = None,
+        lowered: str | None = None,
+        budget: list[float] | None = None,
+    ) -> bool:
+        """Whether an ``unless`` regex of ``r`` matches; ``memo`` shares results within a text,
+        ``lowered`` (ASCII text only) lets a missing literal answer without the regex."""
+        if not r.unless_ids:
+            return False
+        budget = [] if budget is None else budget
+        if memo is None:
+            return any(self._search(i, norm, budget) for i in r.unless_ids)
+        for i in r.unless_ids:
+            hit = memo.get(i)
+            if hit is None:
+                if lowered is not None and not all(
+                    any(lit in lowered for lit in lits) for lits in self._veto_sets[i]
+                ):
+                    hit = False
+                else:
+                    hit = self._search(i, norm, budget) is not None
+                memo[i] = hit
+            if hit:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ rendering
+
+
+def _rank(m: Match) -> tuple[int, ...]:
+    return m.rank
+
+
+def _sorted(results: dict[str, Match]) -> list[Match]:
+    if len(results) < 2:
+        return list(results.values())
+    return sorted(results.values(), key=_rank, reverse=True)
+
+
+def _line_of(text: str, start: int, end: int) -> str:
+    a = text.rfind("\n", 0, start) + 1
+    b = text.find("\n", end)
+    line = text[a : b if b >= 0 else len(text)].strip()
+    if len(line) > 400:
+        lo = max(0, start - a - 150)
+        line = ("…" if lo else "") + line[lo : lo + 400] + "…"
+    return line
+
+
+def _code_keys(basic: str | None, enhanced: str | None) -> list[tuple[str, int, int]]:
+    """(key, level, specificity) of the code-only rules a text's codes reach."""
+    keys: list[tuple[str, int, int]] = []
+    if enhanced:
+        c, s, d = enhanced.split(".")
+        n = len(d)
+        keys += [
+            (enhanced, 2, 2 + n),
+            (f"*.{s}.{d}", 2, 1 + n),
+            (f"{c}.{s}.*", 2, 2),
+            (f"*.{s}.*", 2, 1),
+            (f"{c}.*.*", 2, 1),
+        ]
+    if basic:
+        keys += [
+            (basic, 1, 3),
+            (basic[:2] + "x", 1, 2),
+            (basic[0] + "x" + basic[2], 1, 2),
+            (basic[0] + "xx", 1, 1),
+        ]
+    return keys
+
+
+def _code_level(r: Rule, basic: str | None, enhanced: str | None) -> int:
+    """-1: the rule's code condition fails; 0: none given; 1: basic matched; 2: enhanced."""
+    level = 0
+    if r.enhanced:
+        if not enhanced or not any(_enh_matches(p, enhanced) for p in r.enhanced):
+            return -1
+        level = 2
+    if r.codes:
+        if not basic or not any(_code_matches(p, basic) for p in r.codes):
+            return -1
+        level = max(level, 1)
+    return level
+
+
+def _code_matches(pattern: str, code: str) -> bool:
+    return all(p in ("x", c) for p, c in zip(pattern, code, strict=True))
+
+
+def _enh_matches(pattern: str, code: str) -> bool:
+    return all(p in ("*", c) for p, c in zip(pattern.split("."), code.split("."), strict=True))
