@@ -123,7 +123,7 @@ def test_utf8_and_nul_runs_are_not_utf16() -> None:
 def test_piped_stdin(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: tuple[str | None]
 ) -> None:
-    monkeypatch.setattr(sys, "stdin", _Stdin(b"454 4.7.0 Too many login attempts, try later"))
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"452 4.5.3 Error: too many recipients"))
     rc, out, _ = run(capsys, args[0], None, True, "en", ())
     assert rc == 0 and json.loads(out)["findings"][0]["category"] == "rate_limited"
 
