@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from maildiag import rulebase  # noqa: E402
-from maildiag.explaining import explain_log, explain_matches, explain_text  # noqa: E402
+from maildiag.explaining import explain_log, explain_text  # noqa: E402
 
 
 def _test_texts(path: Path) -> list[str]:
@@ -92,7 +92,7 @@ def main() -> None:
         return [[list(ranks[n]), items[n]] for n in order]
 
     for t in unique:
-        ranks = [m.rank for m in explain_matches(rb, t)]
+        ranks = [m.rank for m in rb.explain(t)]
         doc["explain"].append(
             [
                 t,

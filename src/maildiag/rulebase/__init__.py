@@ -67,7 +67,7 @@ the text capped at ``MAX_TEXT`` characters, matching stays linear in the worst c
 
 from __future__ import annotations
 
-from maildiag.rulebase.base import MAX_TEXT, UNEXPLAINED, RuleBaseError
+from maildiag.rulebase.base import MAX_TEXT, RuleBaseError
 from maildiag.rulebase.files import builtin_rules_dir, rule_dirs
 from maildiag.rulebase.matcher import Match, Rule, RuleBase
 from maildiag.rulebase.regexes import regex_problem
@@ -76,7 +76,6 @@ from maildiag.rulebase.text import extract_codes, normalize_text
 
 __all__ = [
     "MAX_TEXT",
-    "UNEXPLAINED",
     "Match",
     "Rule",
     "RuleBase",

@@ -12,7 +12,7 @@ MAX_BACKTRACK = 10_000
 # seconds the regexes of user rules may take on one text, and in timeouts over a whole process
 USER_REGEX_BUDGET = 0.5
 USER_REGEX_TOTAL = 2.0
-UNEXPLAINED = "unexplained"  # the catch-all signal the engine uses when nothing else matches
+MAX_FINDINGS = 5  # an explanation lists at most this many rules
 PROTOCOLS = ("smtp", "imap", "pop3")
 SEVERITIES = ("info", "warn", "fail")
 RE_FLAGS = re.IGNORECASE | re.MULTILINE

@@ -7,13 +7,20 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from maildiag.rulebase.base import _NEVER, RE_FLAGS, USER_REGEX_BUDGET, USER_REGEX_TOTAL
+from maildiag.rulebase.base import (
+    _NEVER,
+    MAX_FINDINGS,
+    RE_FLAGS,
+    USER_REGEX_BUDGET,
+    USER_REGEX_TOTAL,
+)
 from maildiag.rulebase.cache import _cache_path, _drop_cache, _read_cache, _stamp, _write_cache
 from maildiag.rulebase.files import _dir_strings, _yaml_files
 from maildiag.rulebase.regexes import _WORD_KEY, _WORD_KEY_ASCII, regex_problem
 from maildiag.rulebase.render import Wording
 from maildiag.rulebase.schema import _load_fresh
 from maildiag.rulebase.text import extract_codes, normalize_text
+from maildiag.signals import READ_THE_REPLY, REPLY
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -323,6 +330,55 @@ class RuleBase(Wording):
             if lit in lowered:
                 found.update(ids)
         return found
+
+    def explain(
+        self,
+        text: str = "",
+        *,
+        signal: str | None = None,
+        protocol: str | None = None,
+        provider: str | None = None,
+    ) -> list[Match]:
+        """What a text (and the signal it came with) means, best first: the one diagnosis path.
+
+        ``check`` (a probe's problem), ``explain`` (a pasted text), ``settings`` and ``rules
+        test`` all ask here, so the same reply gets the same answer everywhere.
+
+        A server reply (no signal, or ``reply``): the text rules that match, one per category
+        (a provider's rule and the generic one say the same), at most ``MAX_FINDINGS``; when no
+        text rule matches, what the reply code alone means, its most specific meaning of each
+        level (enhanced, basic). A probe signal: the rules that explain it; for a signal whose
+        text is a reply worth reading (a refusing greeting, a refused STARTTLS) the text rules
+        first, as they say more than the signal's generic rule.
+        """
+        if signal and signal != REPLY:
+            if signal in READ_THE_REPLY and text:
+                found = [m for m in self._reply(text, protocol, provider) if not m.rule.code_only]
+                if found:
+                    return found
+            return self.match(text, signal=signal, protocol=protocol, provider=provider)
+        return self._reply(text, protocol, provider)
+
+    def _reply(self, text: str, protocol: str | None, provider: str | None) -> list[Match]:
+        matches = self.match(text, protocol=protocol, provider=provider, codes_as_fallback=True)
+        if not matches:
+            return matches
+        # with codes_as_fallback the matches are either all text rules or all code rules
+        if matches[0].via != "code":
+            if len(matches) == 1:
+                return matches
+            seen: set[str] = set()
+            out = []
+            for m in matches:
+                if m.rule.category not in seen:
+                    seen.add(m.rule.category)
+                    out.append(m)
+            return out[:MAX_FINDINGS]
+        # only the reply code is known: its most specific meaning, enhanced and basic
+        best: dict[int, Match] = {}
+        for m in matches:
+            best.setdefault(m.rank[4], m)
+        return [best[level] for level in sorted(best, reverse=True)]
 
     def match(
         self,

@@ -19,7 +19,6 @@ from maildiag.rulebase.base import (
     _RULE_KEYS,
     PROTOCOLS,
     SEVERITIES,
-    UNEXPLAINED,
     RuleBaseError,
 )
 from maildiag.rulebase.files import _builtin_dir
@@ -31,6 +30,7 @@ from maildiag.rulebase.regexes import (
     required_literals,
 )
 from maildiag.rulebase.text import _fold_yo
+from maildiag.signals import UNEXPLAINED
 
 # --------------------------------------------------------------------------- validation
 
