@@ -268,8 +268,6 @@ def explain_mailbox(
     rules: RuleBase, path: str, lang: str, reader: LineReader | None
 ) -> dict[str, Any]:
     """Group the failed recipients of every bounce in a mailbox by rule (see module docstring)."""
-    from maildiag.explaining import finding_json
-
     match = _Matcher(rules)
     budget = _Budget(FILE_BUDGET)
     groups: dict[str | None, dict[str, Any]] = {}
@@ -323,7 +321,7 @@ def explain_mailbox(
                 }
             )
             continue
-        f = finding_json(rules, first[rule_id], lang, evidence=g["sample"])
+        f = rules.finding_json(first[rule_id], lang, evidence=g["sample"])
         findings.append(f)
         out_groups.append(
             {

@@ -136,22 +136,6 @@ def explain_input(rules: RuleBase, text: str) -> tuple[list[Match], Any]:
 _DIAGNOSTIC = r"^diagnostic-code:[ \t]{0,20}(?:\w{1,20};)?[ \t]{0,20}(\S[^\n]{0,2000})"
 
 
-def finding_json(
-    rules: RuleBase, match: Match, lang: str, evidence: str | None = None
-) -> dict[str, Any]:
-    """``Finding.to_json()`` of a match, built without importing maildiag.models."""
-    title, steps = rules.render(match, lang=lang)
-    return {
-        "rule": match.rule.id,
-        "category": match.rule.category,
-        "severity": match.rule.severity,
-        "check": None,
-        "title": title,
-        "steps": steps,
-        "evidence": match.evidence if evidence is None else evidence,
-    }
-
-
 # --------------------------------------------------------------------------- command
 
 
@@ -212,7 +196,7 @@ def run_explain(
             "input": text,
             "encoding": encoding,
             "truncated": truncated,
-            "findings": [finding_json(rules, m, lang) for m in matches],
+            "findings": [rules.finding_json(m, lang) for m in matches],
         }
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
@@ -508,7 +492,7 @@ def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
             )
             continue
         m = matches[rule_id]
-        f = finding_json(rules, m, lang, evidence=g["sample"])
+        f = rules.finding_json(m, lang, evidence=g["sample"])
         findings.append(f)
         out_groups.append(
             {

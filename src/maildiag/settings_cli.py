@@ -30,7 +30,7 @@ from maildiag.terminal import safe
 if TYPE_CHECKING:
     from maildiag.address import Address
     from maildiag.discovery import DiscoveryResult
-    from maildiag.discovery.providers import Provider, ProviderDb
+    from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.rulebase import RuleBase
 
 SETTINGS_SCHEMA = "maildiag.settings/1"
@@ -105,7 +105,8 @@ def run_settings(
     ``providers``: the provider database (default: loaded from the package and ``rules_dirs``);
     ``port_map``, ``ca_file``: passed to discovery (tests on loopback).
     """
-    from maildiag.discovery.providers import ProviderError, load_providers
+    from maildiag.discovery.providerdb import ProviderError
+    from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
     from maildiag.lang import LANGS, default_lang
 

@@ -51,6 +51,20 @@ class Wording:
             rule.id, enums[0], enums[1], title, steps, check, match.evidence, rule.links
         )
 
+    def finding_json(self, match: Match, lang: str, evidence: str | None = None) -> dict[str, Any]:
+        """``Finding.to_json()`` of a match, built without importing maildiag.models (explain's
+        cold path)."""
+        title, steps = self.render(match, lang=lang)
+        return {
+            "rule": match.rule.id,
+            "category": match.rule.category,
+            "severity": match.rule.severity,
+            "check": None,
+            "title": title,
+            "steps": steps,
+            "evidence": match.evidence if evidence is None else evidence,
+        }
+
     def render(
         self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None
     ) -> tuple[str, list[str]]:
