@@ -21,7 +21,7 @@ fi
 .venv/bin/ruff format --check --quiet src tests bench
 .venv/bin/mypy
 # the layers read top-down, no import circles (pyproject.toml [tool.importlinter])
-.venv/bin/lint-imports --no-cache --quiet 2>/dev/null || .venv/bin/lint-imports --no-cache
+.venv/bin/lint-imports --no-cache --no-logo
 
 # pytest exits 5 when it collected no test: set -e makes that a failure too.
 exec .venv/bin/python -m pytest "$@"
