@@ -17,8 +17,8 @@ if ! bash scripts/integration-deps.sh; then
 fi
 
 # Lint and types first: they take seconds and name the line that is wrong.
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check --quiet src tests bench
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check --quiet src tests bench scripts
 .venv/bin/mypy
 # the layers read top-down, no import circles (pyproject.toml [tool.importlinter])
 .venv/bin/lint-imports --no-cache --no-logo
