@@ -395,127 +395,109 @@ class RuleBase(Wording):
         (what ``explain`` shows; it saves the work of ranking code meanings nobody reads).
         """
         text = text or ""
-        results: dict[str, Match] = {}
-        protocol = protocol.lower() if protocol else None
-        provider = provider.lower() if provider else None
-
-        def applies(r: Rule) -> bool:
-            if protocol and r.protocols and protocol not in r.protocols:
-                return False
-            return not (provider and r.providers and provider not in r.providers)
-
         norm = normalize_text(text) if text else ""
-        if signal and signal != "reply":
-            basic, enhanced = extract_codes(norm) if norm else (None, None)
-            for r in self._signal_rules.get(signal, ()):
-                if not applies(r) or _code_level(r, basic, enhanced) < 0:
-                    continue
-                if not self._vetoed(r, norm):
-                    # the caller's provider or protocol named: that rule's advice fits better
-                    named = bool(provider and provider in r.providers) or bool(
-                        protocol and r.protocols
-                    )
-                    results[r.id] = Match(
-                        r,
-                        "signal",
-                        (1, r.priority, int(named), 0, 0, 0, int(not r.providers)),
-                        text.strip()[:500],
-                        {},
-                        None,
-                    )
-            return _sorted(results)
+        scan = _Scan(
+            norm, protocol.lower() if protocol else None, provider.lower() if provider else None
+        )
+        if signal and signal != REPLY:
+            return _sorted(self._signal_matches(signal, text, scan))
         if not norm or norm.isspace():
             return []
-        basic, enhanced = extract_codes(norm)
-        lowered = norm.lower()
-        found = self.candidates(lowered)
-        known: set[str] = {provider} if provider else set()
-        budget: list[float] = []  # the deadline of the user regexes on this text, once set
-        if not provider and not self._hint_set.isdisjoint(found):
-            for i in self._hint_set & found:
-                pid = self._hint_ids[i]
-                if pid not in known and self._search(i, norm, budget):
-                    known.add(pid)
-        filtered = bool(protocol or provider)
-        code = enhanced or basic
-        vetoes: dict[int, bool] = {}  # "unless" patterns are shared: each runs once per text
-        compiled = self._compiled
-        guarded = self._guarded
-        # the other literal sets say the same as the regex only where lower-casing is exact
-        check_sets = norm.isascii()
-        ascii_lower = lowered if check_sets else None
+        found = self.candidates(scan.lowered)
+        if not scan.provider and not self._hint_set.isdisjoint(found):
+            self._find_provider(found, scan)
+        results: dict[str, Match] = {}
         # in pattern order: rules of equal rank come out in the same order in every process
         ordered = sorted(found)
-        for plan in (self._plan, self._fallback_plan):
-            if plan is self._fallback_plan and results:
-                break  # a specific rule recognised the text: the keyword layer stays silent
-            for i in ordered:
-                step = plan.get(i)
-                if step is None:
-                    continue
-                rules_here, sets = step
-                if sets and check_sets:
-                    for lits in sets:
-                        for lit in lits:
-                            if lit in lowered:
-                                break
-                        else:
-                            break  # no literal of this set: the regex cannot match
-                    else:
-                        sets = ()
-                    if sets:
-                        continue
-                if i in guarded:
-                    m = self._guarded_search(i, norm, budget)
-                else:
-                    m = (compiled[i] or self._pattern(i)).search(norm)
-                if m is None:
-                    continue
-                start, end = m.span()
-                length = end - start
-                groups = m if m.re.groupindex else None
-                for r in rules_here:
-                    prev = results.get(r.id)
-                    if prev is not None and prev.rank[5] >= length:
-                        continue
-                    if filtered and not applies(r):
-                        continue
-                    level = _code_level(r, basic, enhanced) if r.has_codes else 0
-                    if level < 0 or (
-                        r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
-                    ):
-                        continue
-                    rank = (
-                        0,
-                        r.priority,
-                        1 if r.providers and r.providers & known else 0,
-                        1,
-                        level,
-                        length,
-                        r.generic,
-                    )
-                    results[r.id] = Match(r, "text", rank, None, groups, code, (norm, start, end))
-        if codes_as_fallback and results:
-            return _sorted(results)
+        self._text_matches(self._plan, ordered, scan, results)
+        if not results:  # the keyword layer speaks only when no specific rule recognised it
+            self._text_matches(self._fallback_plan, ordered, scan, results)
+        if not (codes_as_fallback and results):
+            self._code_matches(scan, results)
+        return _sorted(results)
 
-        def bonus(r: Rule) -> int:
-            return int(bool(r.providers & known)) if r.providers else 0
+    def _signal_matches(self, signal: str, text: str, scan: _Scan) -> dict[str, Match]:
+        results: dict[str, Match] = {}
+        for r in self._signal_rules.get(signal, ()):
+            if not scan.applies(r) or _code_level(r, scan.basic, scan.enhanced) < 0:
+                continue
+            if not self._vetoed(r, scan.norm):
+                # the caller's provider or protocol named: that rule's advice fits better
+                named = bool(scan.provider and scan.provider in r.providers) or bool(
+                    scan.protocol and r.protocols
+                )
+                rank = (1, r.priority, int(named), 0, 0, 0, int(not r.providers))
+                results[r.id] = Match(r, "signal", rank, text.strip()[:500], {}, None)
+        return results
 
-        code_rules = self._code_rules
+    def _find_provider(self, found: set[int], scan: _Scan) -> None:
+        """Provider hints in the text (``gsmtp``, ``yandex``): who answered, for ranking."""
+        for i in self._hint_set & found:
+            pid = self._hint_ids[i]
+            if pid not in scan.known and self._search(i, scan.norm, scan.budget):
+                scan.known.add(pid)
+
+    def _text_matches(
+        self,
+        plan: dict[int, tuple[tuple[Rule, ...], tuple[tuple[str, ...], ...]]],
+        ordered: list[int],
+        scan: _Scan,
+        results: dict[str, Match],
+    ) -> None:
+        for i in ordered:
+            step = plan.get(i)
+            if step is None:
+                continue
+            rules_here, sets = step
+            if sets and scan.ascii_lower is not None and not _all_present(sets, scan.lowered):
+                continue  # a literal set with none of its literals: the regex cannot match
+            if i in self._guarded:
+                m = self._guarded_search(i, scan.norm, scan.budget)
+            else:
+                m = (self._compiled[i] or self._pattern(i)).search(scan.norm)
+            if m is not None:
+                self._take_text_match(m, rules_here, scan, results)
+
+    def _take_text_match(
+        self, m: Any, rules_here: tuple[Rule, ...], scan: _Scan, results: dict[str, Match]
+    ) -> None:
+        start, end = m.span()
+        length = end - start
+        groups = m if m.re.groupindex else None
+        for r in rules_here:
+            prev = results.get(r.id)
+            if prev is not None and prev.rank[5] >= length:
+                continue
+            if scan.filtered and not scan.applies(r):
+                continue
+            level = _code_level(r, scan.basic, scan.enhanced) if r.has_codes else 0
+            if level < 0 or (r.unless_ids and self._scan_vetoed(r, scan)):
+                continue
+            known = 1 if r.providers and r.providers & scan.known else 0
+            rank = (0, r.priority, known, 1, level, length, r.generic)
+            results[r.id] = Match(r, "text", rank, None, groups, scan.code, (scan.norm, start, end))
+
+    def _code_matches(self, scan: _Scan, results: dict[str, Match]) -> None:
+        """The reply-code layer (RFC 3463 and the basic codes): rules matched by a code alone."""
+        basic, enhanced, norm = scan.basic, scan.enhanced, scan.norm
         for key, level, spec in _code_keys(basic, enhanced):
-            for r in code_rules.get(key, ()):
-                if r.id in results or not applies(r):
+            for r in self._code_rules.get(key, ()):
+                if r.id in results or not scan.applies(r):
                     continue
-                if (len(r.codes) + len(r.enhanced) > 1 and _code_level(r, basic, enhanced) < 0) or (
-                    r.unless_ids and self._vetoed(r, norm, vetoes, ascii_lower, budget)
+                several = len(r.codes) + len(r.enhanced) > 1
+                if (several and _code_level(r, basic, enhanced) < 0) or (
+                    r.unless_ids and self._scan_vetoed(r, scan)
                 ):
                     continue
                 code = enhanced if level == 2 else basic
                 start = norm.find(code) if code else -1
                 span = (norm, start, start + len(code)) if code and start >= 0 else None
-                rank = (0, r.priority, bonus(r), 0, level, spec, int(not r.providers))
+                bonus = int(bool(r.providers & scan.known)) if r.providers else 0
+                rank = (0, r.priority, bonus, 0, level, spec, int(not r.providers))
                 results[r.id] = Match(r, "code", rank, None if span else "", None, code, span)
-        return _sorted(results)
+
+    def _scan_vetoed(self, r: Rule, scan: _Scan) -> bool:
+        return self._vetoed(r, scan.norm, scan.vetoes, scan.ascii_lower, scan.budget)
 
     def _vetoed(
         self,
@@ -547,6 +529,45 @@ class RuleBase(Wording):
         return False
 
     # ------------------------------------------------------------------ rendering
+
+
+class _Scan:
+    """One text being matched: its normal form, its codes, and what the rules learn of it."""
+
+    __slots__ = (
+        "norm", "lowered", "protocol", "provider", "filtered", "basic", "enhanced", "code",
+        "known", "vetoes", "ascii_lower", "budget",
+    )  # fmt: skip
+
+    def __init__(self, norm: str, protocol: str | None, provider: str | None) -> None:
+        self.norm = norm
+        self.lowered = norm.lower()
+        self.protocol = protocol
+        self.provider = provider
+        self.filtered = bool(protocol or provider)
+        self.basic, self.enhanced = extract_codes(norm) if norm else (None, None)
+        self.code = self.enhanced or self.basic
+        self.known: set[str] = {provider} if provider else set()  # providers that answered
+        self.vetoes: dict[int, bool] = {}  # "unless" patterns are shared: each runs once
+        # the other literal sets say the same as the regex only where lower-casing is exact
+        self.ascii_lower: str | None = self.lowered if norm.isascii() else None
+        self.budget: list[float] = []  # the deadline of the user regexes on this text, once set
+
+    def applies(self, r: Rule) -> bool:
+        if self.protocol and r.protocols and self.protocol not in r.protocols:
+            return False
+        return not (self.provider and r.providers and self.provider not in r.providers)
+
+
+def _all_present(sets: tuple[tuple[str, ...], ...], lowered: str) -> bool:
+    """Whether each literal set has at least one of its literals in the text."""
+    for lits in sets:
+        for lit in lits:
+            if lit in lowered:
+                break
+        else:
+            return False
+    return True
 
 
 def _rank(m: Match) -> tuple[int, ...]:
