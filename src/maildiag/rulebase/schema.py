@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from maildiag.lang import LANGS
@@ -76,58 +76,90 @@ def _yaml_load(path: str) -> Any:
 
 
 def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> dict[str, Any]:
-    rules: dict[str, dict[str, Any]] = {}
-    params: dict[str, dict[str, str]] = {}
-    ui: dict[str, dict[str, str]] = {}
-    interception: list[list[str]] = []
-    hints: dict[str, list[str]] = {}
-    memo: dict[Any, int] = {}  # regex_problem's character sets, worked out once per load
-    vetted: set[str] = set()  # the regexes of the built-in rules: they ship tested
+    """Every rule file of every directory, validated, and the prefilter's index of them."""
+    found = _Collected()
     builtin = os.path.abspath(_builtin_dir())
     for directory, files in listing:
         ours = os.path.abspath(directory) == builtin
         seen_here: dict[str, str] = {}
         for path, _size, _mtime in files:
             doc = _yaml_load(path)
-            if doc is None:
-                continue
-            if not isinstance(doc, dict):
-                raise RuleBaseError(f"{path}: a rule file is a mapping (rules:, params:, ui:)")
-            unknown = set(doc) - _FILE_KEYS
-            if unknown:
-                first = sorted(map(str, unknown))[0]
-                raise RuleBaseError(f"{path}: unknown top-level key {first!r}")
-            for name, texts in (doc.get("params") or {}).items():
-                params[str(name)] = _translations(texts, path, f"params.{name}")
-            for name, texts in (doc.get("ui") or {}).items():
-                ui[str(name)] = _translations(texts, path, f"ui.{name}")
-            interception.extend(_interception(doc.get("interception"), path))
-            for pid, pats in (doc.get("provider_hints") or {}).items():
-                pats = _str_list(pats, path, f"provider_hints.{pid}", "patterns")
-                for src in pats:
-                    problem = regex_problem(src, memo)
-                    if problem:
-                        raise RuleBaseError(
-                            f"{path}: provider_hints.{pid}: regex {src!r}: {problem}"
-                        )
-                hints.setdefault(str(pid).lower(), []).extend(pats)
-                if ours:
-                    vetted.update(pats)
-            raw_rules = doc.get("rules") or []
-            if not isinstance(raw_rules, list):
-                raise RuleBaseError(f"{path}: 'rules' must be a list")
-            for n, raw in enumerate(raw_rules, 1):
-                rule = _validate_rule(raw, path, n, memo)
-                if rule["id"] in seen_here:
-                    raise RuleBaseError(
-                        f"{path}: rule {rule['id']}: duplicate id (also in {seen_here[rule['id']]})"
-                    )
-                seen_here[rule["id"]] = path
-                rules.pop(rule["id"], None)  # a later directory replaces: keep the newer order
-                rules[rule["id"]] = rule
-                if ours:
-                    vetted.update(rule["text"])
-                    vetted.update(rule["unless"])
+            if doc is not None:
+                found.add_file(path, doc, ours=ours, seen_here=seen_here)
+    index = _prefilter_index(found.rules, found.hints)
+    return {
+        "rules": list(found.rules.values()),
+        "params": found.params,
+        "ui": found.ui,
+        "interception": found.interception,
+        "hints": found.hints,
+        **index,
+        "guarded": [i for i, src in enumerate(index["patterns"]) if src not in found.vetted],
+    }
+
+
+class _Collected:
+    """What the rule files say, file after file (a later directory's rule replaces an earlier
+    one with the same id)."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.params: dict[str, dict[str, str]] = {}
+        self.ui: dict[str, dict[str, str]] = {}
+        self.interception: list[list[str]] = []
+        self.hints: dict[str, list[str]] = {}
+        self.memo: dict[Any, int] = {}  # regex_problem's character sets, worked out once
+        self.vetted: set[str] = set()  # the regexes of the built-in rules: they ship tested
+
+    def add_file(self, path: str, doc: Any, *, ours: bool, seen_here: dict[str, str]) -> None:
+        if not isinstance(doc, dict):
+            raise RuleBaseError(f"{path}: a rule file is a mapping (rules:, params:, ui:)")
+        unknown = set(doc) - _FILE_KEYS
+        if unknown:
+            raise RuleBaseError(f"{path}: unknown top-level key {sorted(map(str, unknown))[0]!r}")
+        for name, texts in (doc.get("params") or {}).items():
+            self.params[str(name)] = _translations(texts, path, f"params.{name}")
+        for name, texts in (doc.get("ui") or {}).items():
+            self.ui[str(name)] = _translations(texts, path, f"ui.{name}")
+        self.interception.extend(_interception(doc.get("interception"), path))
+        for pid, pats in (doc.get("provider_hints") or {}).items():
+            self.add_hints(path, str(pid), pats, ours)
+        raw_rules = doc.get("rules") or []
+        if not isinstance(raw_rules, list):
+            raise RuleBaseError(f"{path}: 'rules' must be a list")
+        for n, raw in enumerate(raw_rules, 1):
+            self.add_rule(_validate_rule(raw, path, n, self.memo), path, ours, seen_here)
+
+    def add_hints(self, path: str, pid: str, pats: Any, ours: bool) -> None:
+        pats = _str_list(pats, path, f"provider_hints.{pid}", "patterns")
+        for src in pats:
+            problem = regex_problem(src, self.memo)
+            if problem:
+                raise RuleBaseError(f"{path}: provider_hints.{pid}: regex {src!r}: {problem}")
+        self.hints.setdefault(pid.lower(), []).extend(pats)
+        if ours:
+            self.vetted.update(pats)
+
+    def add_rule(
+        self, rule: dict[str, Any], path: str, ours: bool, seen_here: dict[str, str]
+    ) -> None:
+        rid = rule["id"]
+        if rid in seen_here:
+            raise RuleBaseError(f"{path}: rule {rid}: duplicate id (also in {seen_here[rid]})")
+        seen_here[rid] = path
+        self.rules.pop(rid, None)  # a later directory replaces: keep the newer order
+        self.rules[rid] = rule
+        if ours:
+            self.vetted.update(rule["text"])
+            self.vetted.update(rule["unless"])
+
+
+def _prefilter_index(
+    rules: Mapping[str, Mapping[str, Any]], hints: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """Every regex once (``patterns``), with the literals the prefilter looks for (``keys``:
+    each keyed by its rarest word prefix in the rules' examples) and the other literal sets a
+    match needs (``extra``)."""
     patterns: list[str] = []
     index: dict[str, int] = {}
     literals: list[list[tuple[str, bool]] | None] = []
@@ -137,8 +169,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
             index[src] = len(patterns)
             patterns.append(src)
             literals.append(required_literals(src))
-    # how common each word prefix is in real texts (the examples): index by the rarest one
-    freq: dict[str, int] = {}
+    freq: dict[str, int] = {}  # how common each word prefix is in real texts (the examples)
     for rule in rules.values():
         for ex in rule["examples"]:
             for w in {w[:4] for w in _WORD.findall(ex["text"].lower())}:
@@ -157,17 +188,7 @@ def _load_fresh(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> di
             best = min(options, key=lambda k: (freq.get(k, 0), -len(k), k)) if options else ""
             chosen.append([lit, best])
         keys.append(chosen)
-    return {
-        "rules": list(rules.values()),
-        "params": params,
-        "ui": ui,
-        "interception": interception,
-        "hints": hints,
-        "patterns": patterns,
-        "keys": keys,
-        "extra": extra,
-        "guarded": [i for i, src in enumerate(patterns) if src not in vetted],
-    }
+    return {"patterns": patterns, "keys": keys, "extra": extra}
 
 
 def _translations(value: Any, path: str, what: str) -> dict[str, str]:
@@ -213,9 +234,7 @@ def _str_list(value: Any, path: str, rid: str, what: str) -> list[str]:
 def _validate_rule(
     raw: Any, path: str, n: int, memo: dict[Any, int] | None = None
 ) -> dict[str, Any]:
-    from maildiag.models import Category
-    from maildiag.signals import SIGNALS
-
+    """One rule of a file, checked: its kind, its match conditions, its words, its examples."""
     if not isinstance(raw, dict):
         raise RuleBaseError(f"{path}: rule #{n}: expected a mapping")
     rid = raw.get("id")
@@ -228,70 +247,9 @@ def _validate_rule(
     unknown = set(raw) - _RULE_KEYS
     if unknown:
         raise fail(f"unknown key {sorted(map(str, unknown))[0]!r}")
-    categories = {c.value for c in Category}
-    if raw.get("category") not in categories:
-        raise fail(f"unknown category {raw.get('category')!r}")
-    if raw.get("severity") not in SEVERITIES:
-        raise fail(f"severity must be one of {', '.join(SEVERITIES)}")
-    fallback = raw.get("fallback", False)
-    if not isinstance(fallback, bool):
-        raise fail("fallback must be true or false")
-    priority = raw.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool) or not -9 <= priority <= 9:
-        raise fail("priority must be an integer from -9 to 9")
-
-    match = raw.get("match")
-    if not isinstance(match, dict) or not match:
-        raise fail("missing match conditions")
-    unknown = set(match) - _MATCH_KEYS
-    if unknown:
-        raise fail(f"unknown match key {sorted(map(str, unknown))[0]!r}")
-    m = {k: _str_list(match.get(k), path, rid, f"match.{k}") for k in _MATCH_KEYS}
-    if not (m["text"] or m["code"] or m["enhanced"] or m["signal"]):
-        raise fail("match needs text, code, enhanced or signal")
-    m["text"] = [_fold_yo(src) for src in m["text"]]  # as normalize_text does to the input
-    m["unless"] = [_fold_yo(src) for src in m["unless"]]
-    for src in (*m["text"], *m["unless"]):
-        problem = regex_problem(src, memo)
-        if problem:
-            raise fail(f"regex {src!r}: {problem}")
-    for code in m["code"]:
-        if not _CODE_RE.match(code):
-            raise fail(f"code {code!r} is not a reply code like 535 or 5xx")
-    for code in m["enhanced"]:
-        if not _ENH_RE.match(code):
-            raise fail(f"enhanced {code!r} is not a status code like 5.7.8 or 5.7.*")
-    for proto in m["protocol"]:
-        if proto not in PROTOCOLS:
-            raise fail(f"protocol {proto!r} is not one of {', '.join(PROTOCOLS)}")
-    m["provider"] = [p.lower() for p in m["provider"]]
-    for sig in m["signal"]:
-        if sig not in SIGNALS and sig != UNEXPLAINED:
-            raise fail(f"unknown signal {sig!r}")
-
-    title = _translations(raw.get("title"), path, f"rule {rid}: title")
-    steps_raw = raw.get("steps")
-    if not isinstance(steps_raw, dict):
-        raise fail("steps: expected a mapping with en and ru lists")
-    extra = set(steps_raw) - set(LANGS)
-    if extra:
-        raise fail(f"steps: unknown language {sorted(map(str, extra))[0]!r}")
-    steps: dict[str, list[str]] = {}
-    for lang in LANGS:
-        lst = steps_raw.get(lang)
-        if (
-            not isinstance(lst, list)
-            or not lst
-            or not all(isinstance(s, str) and s.strip() for s in lst)
-        ):
-            raise fail(f"steps: missing the {lang} translation (a non-empty list of text)")
-        steps[lang] = [s.strip() for s in lst]
-    if len(steps["en"]) != len(steps["ru"]):
-        raise fail("steps: en and ru have a different number of steps")
-    for lang in LANGS:
-        for text in (title[lang], *steps[lang]):
-            if text.count("[[") != text.count("]]"):
-                raise fail(f"unbalanced [[ ]] in the {lang} text")
+    kind = _rule_kind(raw, fail)
+    match = _match_conditions(raw.get("match"), path, rid, fail, memo)
+    title, steps = _words(raw, path, rid, fail)
     links = _str_list(raw.get("links"), path, rid, "links")
     for link in links:
         if not _LINK_RE.match(link):
@@ -302,24 +260,117 @@ def _validate_rule(
     counter = _examples(raw.get("counterexamples"), fail, "counterexamples")
     return {
         "id": rid,
-        "category": raw["category"],
-        "severity": raw["severity"],
-        "priority": priority,
-        "fallback": fallback,
+        **kind,
         "file": path,
-        "text": m["text"],
-        "unless": m["unless"],
-        "code": m["code"],
-        "enhanced": m["enhanced"],
-        "protocol": m["protocol"],
-        "provider": m["provider"],
-        "signal": m["signal"],
+        **match,
         "title": title,
         "steps": steps,
         "links": links,
         "examples": examples,
         "counterexamples": counter,
     }
+
+
+def _rule_kind(raw: Mapping[str, Any], fail: Callable[[str], RuleBaseError]) -> dict[str, Any]:
+    """Category, severity, priority and whether the rule is of the keyword layer."""
+    from maildiag.models import Category
+
+    if raw.get("category") not in {c.value for c in Category}:
+        raise fail(f"unknown category {raw.get('category')!r}")
+    if raw.get("severity") not in SEVERITIES:
+        raise fail(f"severity must be one of {', '.join(SEVERITIES)}")
+    fallback = raw.get("fallback", False)
+    if not isinstance(fallback, bool):
+        raise fail("fallback must be true or false")
+    priority = raw.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not -9 <= priority <= 9:
+        raise fail("priority must be an integer from -9 to 9")
+    return {
+        "category": raw["category"],
+        "severity": raw["severity"],
+        "priority": priority,
+        "fallback": fallback,
+    }
+
+
+def _match_conditions(
+    match: Any,
+    path: str,
+    rid: str,
+    fail: Callable[[str], RuleBaseError],
+    memo: dict[Any, int] | None,
+) -> dict[str, list[str]]:
+    """``match:``: each condition a list of strings, regexes linted, codes and names known."""
+    from maildiag.signals import SIGNALS
+
+    if not isinstance(match, dict) or not match:
+        raise fail("missing match conditions")
+    unknown = set(match) - _MATCH_KEYS
+    if unknown:
+        raise fail(f"unknown match key {sorted(map(str, unknown))[0]!r}")
+    m = {k: _str_list(match.get(k), path, rid, f"match.{k}") for k in _MATCH_KEYS}
+    if not (m["text"] or m["code"] or m["enhanced"] or m["signal"]):
+        raise fail("match needs text, code, enhanced or signal")
+    m["text"] = [_fold_yo(src) for src in m["text"]]  # as normalize_text does to the input
+    m["unless"] = [_fold_yo(src) for src in m["unless"]]
+    m["provider"] = [p.lower() for p in m["provider"]]
+    for src in (*m["text"], *m["unless"]):
+        problem = regex_problem(src, memo)
+        if problem:
+            raise fail(f"regex {src!r}: {problem}")
+    checks: tuple[tuple[str, Callable[[str], bool], str], ...] = (
+        (
+            "code",
+            lambda v: bool(_CODE_RE.match(v)),
+            "code {!r} is not a reply code like 535 or 5xx",
+        ),
+        (
+            "enhanced",
+            lambda v: bool(_ENH_RE.match(v)),
+            "enhanced {!r} is not a status code like 5.7.8 or 5.7.*",
+        ),
+        (
+            "protocol",
+            lambda v: v in PROTOCOLS,
+            "protocol {!r} is not one of " + ", ".join(PROTOCOLS),
+        ),
+        ("signal", lambda v: v in SIGNALS or v == UNEXPLAINED, "unknown signal {!r}"),
+    )
+    for key, ok, message in checks:
+        for value in m[key]:
+            if not ok(value):
+                raise fail(message.format(value))
+    return m
+
+
+def _words(
+    raw: Mapping[str, Any], path: str, rid: str, fail: Callable[[str], RuleBaseError]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Title and steps in every language, the same number of steps in each."""
+    title = _translations(raw.get("title"), path, f"rule {rid}: title")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, dict):
+        raise fail("steps: expected a mapping with en and ru lists")
+    extra = set(steps_raw) - set(LANGS)
+    if extra:
+        raise fail(f"steps: unknown language {sorted(map(str, extra))[0]!r}")
+    steps: dict[str, list[str]] = {}
+    for lang in LANGS:
+        lst = steps_raw.get(lang)
+        if not isinstance(lst, list) or not lst or not all(_is_text(s) for s in lst):
+            raise fail(f"steps: missing the {lang} translation (a non-empty list of text)")
+        steps[lang] = [s.strip() for s in lst]
+    if len(steps["en"]) != len(steps["ru"]):
+        raise fail("steps: en and ru have a different number of steps")
+    for lang in LANGS:
+        for text in (title[lang], *steps[lang]):
+            if text.count("[[") != text.count("]]"):
+                raise fail(f"unbalanced [[ ]] in the {lang} text")
+    return title, steps
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _examples(value: Any, fail: Any, what: str) -> list[dict[str, Any]]:
