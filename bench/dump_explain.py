@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from maildiag import rulebase  # noqa: E402
-from maildiag.explaining import explain_log, explain_matches, explain_text  # noqa: E402
+from maildiag.explaining import explain_log, explain_text  # noqa: E402
 
 
 def _test_texts(path: Path) -> list[str]:
@@ -54,7 +54,7 @@ def main() -> None:
         i = args.index("--rules")
         snap = args[i + 1]
         del args[i : i + 2]
-        rulebase._builtin_dir = lambda: snap  # type: ignore[assignment]
+        rulebase.files._builtin_dir = lambda: snap  # type: ignore[assignment]
     out_path = Path(args[0])
     rb = rulebase.RuleBase.load(cache=False)
     from bench_explain import corpus, synthetic_postfix_log
@@ -92,7 +92,7 @@ def main() -> None:
         return [[list(ranks[n]), items[n]] for n in order]
 
     for t in unique:
-        ranks = [m.rank for m in explain_matches(rb, t)]
+        ranks = [m.rank for m in rb.explain(t)]
         doc["explain"].append(
             [
                 t,

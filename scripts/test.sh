@@ -17,9 +17,11 @@ if ! bash scripts/integration-deps.sh; then
 fi
 
 # Lint and types first: they take seconds and name the line that is wrong.
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check --quiet src tests bench
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check --quiet src tests bench scripts
 .venv/bin/mypy
+# the layers read top-down, no import circles (pyproject.toml [tool.importlinter])
+.venv/bin/lint-imports --no-cache --no-logo
 
 # pytest exits 5 when it collected no test: set -e makes that a failure too.
 exec .venv/bin/python -m pytest "$@"

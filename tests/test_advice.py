@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 import maildiag
-from maildiag.explaining import explain_matches
 from maildiag.rulebase import Match, RuleBase
 
 COMMANDS = {"check", "explain", "settings", "rules", "exporter"}
@@ -39,7 +38,7 @@ def renderings(rb: RuleBase) -> Iterator[tuple[str, str, str]]:
                     text, signal=signal, protocol=example.get("protocol")
                 )
             else:
-                matches = explain_matches(rb, text)
+                matches = rb.explain(text)
             for m in matches[:1]:
                 for lang in ("en", "ru"):
                     title, steps = rb.render(m, lang=lang)

@@ -185,7 +185,7 @@ def test_reply_not_echoing_our_timestamp_is_ignored(sntp: Callable[..., SntpPeer
 def test_no_clock_option_skips() -> None:
     config = RunConfig("a@example.test", check_clock=False, time_server="127.0.0.1:9")
     seen: list[Observation] = []
-    clock.clock_job(config, now=real_now, provider=None).work(seen.append)
+    seen.append(clock.observe(config, now=real_now, provider=None))
     assert [(o.check, o.status, english(o)) for o in seen] == [
         ("clock", Status.SKIP, "--no-clock given")
     ]
@@ -296,7 +296,7 @@ def tls_and_clock(
     )
     target = Target(Service.SMTP, "127.0.0.1", server.port, Security.SSL)
     Session(target, Env(config, seen.append)).probe()
-    clock.clock_job(config, now=real_now, provider=None).work(seen.append)
+    seen.append(clock.observe(config, now=real_now, provider=None))
     return clock.reconcile(seen)
 
 

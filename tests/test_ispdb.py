@@ -17,7 +17,8 @@ from dnsserver import SilentResolver
 
 from maildiag.address import parse_address
 from maildiag.discovery import ispdb
-from maildiag.discovery.providers import ProviderDb, ProviderError, load_providers
+from maildiag.discovery.providerdb import ProviderDb, ProviderError
+from maildiag.discovery.providers import load_providers
 from maildiag.models import Service
 from maildiag.settings_cli import run_settings
 

@@ -323,7 +323,8 @@ def rule_timings(
     """
     import re
 
-    from maildiag.rulebase import RE_FLAGS, normalize_text
+    from maildiag.rulebase import normalize_text
+    from maildiag.rulebase.base import RE_FLAGS
 
     inputs = ADVERSARIAL if inputs is None else inputs
     normalised = {name: normalize_text(text) for name, text in inputs.items()}
@@ -350,6 +351,10 @@ def rule_timings(
     return sorted(worst, reverse=True)
 
 
+# How long the slowest rule takes on these inputs is measured by bench/run.py (bench_rules, against
+# this limit), not asserted here: a timed assertion fails on a busy machine. The tests below
+# hold what does not depend on the machine: every input gets an answer, and the lint refuses what
+# would backtrack (tests/test_rules.py, tests/test_safety_run.py).
 RULE_LIMIT = 0.25  # seconds for all of one rule's regexes on one normalised (<= 16 KiB) text
 
 
@@ -360,23 +365,14 @@ def rulebase() -> object:
     return RuleBase.load(cache=False)
 
 
-def test_no_rule_backtracks_catastrophically(rulebase: object) -> None:
-    timings = rule_timings(rulebase)
-    assert timings, "the rule base has rules with regexes"
-    slow = [t for t in timings if t[0] > RULE_LIMIT]
-    assert not slow, "rules too slow on adversarial text: " + ", ".join(
-        f"{rid} {secs * 1000:.0f} ms on {name!r}" for secs, rid, name in slow[:10]
-    )
-
-
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
-def test_whole_match_is_bounded_on_adversarial_text(rulebase: object, name: str) -> None:
+def test_every_adversarial_text_gets_an_answer(rulebase: object, name: str) -> None:
     text = ADVERSARIAL[name]
-    started = time.perf_counter()
     for protocol in (None, "smtp"):
-        rulebase.match(text, protocol=protocol)  # type: ignore[attr-defined]
-    rulebase.match(text, signal="connect.timeout")  # type: ignore[attr-defined]
-    assert time.perf_counter() - started < 1.0
+        found = rulebase.match(text, protocol=protocol)  # type: ignore[attr-defined]
+        assert all(m.rule.id for m in found)
+    timeout = rulebase.match(text, signal="connect.timeout")  # type: ignore[attr-defined]
+    assert timeout and timeout[0].rule.category == "connection_timeout"
 
 
 signals_or_none = st.none() | st.sampled_from(
@@ -423,7 +419,7 @@ def test_match_never_raises(
 
 
 def test_the_timing_guard_catches_a_backtracking_rule() -> None:
-    """rule_timings really sees a polynomial blow-up (so the guard above can fail)."""
+    """rule_timings really sees a polynomial blow-up (so bench_rules can report one)."""
     from types import SimpleNamespace
 
     def rule(rule_id: str, pattern: str) -> SimpleNamespace:

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from maildiag.address import parse_address
-from maildiag.discovery.providers import (
-    ProviderDb,
-    ProviderError,
-    builtin_dir,
-    load_providers,
-    valid_hostname,
-)
+from maildiag.discovery.providerdb import ProviderDb, ProviderError
+from maildiag.discovery.providers import builtin_dir, load_providers, valid_hostname
 from maildiag.models import Security, Service
 
 REQUIRED = {

@@ -1,6 +1,6 @@
 """The rule cache cannot be turned against its user, and a bad entry costs one rebuild.
 
-The cache (``rulebase._read_cache`` / ``_write_cache``) is written under a fresh name with mode
+The cache (``maildiag.rulebase.cache``) is written under a fresh name with mode
 0600 and renamed into place; it is read only from a directory this user owns and no one else may
 write to, never through a link, never from a FIFO or another non-regular file, and what it holds
 is checked like input: its structure, and each regex with the lint as it is compiled. Each test
@@ -20,15 +20,9 @@ from typing import Any
 
 import pytest
 
-from maildiag.rulebase import (
-    RuleBase,
-    _cache_path,
-    _dir_strings,
-    _read_cache,
-    _stamp,
-    _write_cache,
-    _yaml_files,
-)
+from maildiag.rulebase import RuleBase
+from maildiag.rulebase.cache import _cache_path, _read_cache, _stamp, _write_cache
+from maildiag.rulebase.files import _dir_strings, _yaml_files
 
 TEXT = "535 5.7.8 Error: authentication failed"
 
@@ -185,7 +179,7 @@ def test_a_structurally_wrong_entry_is_not_used(
     cache_dir: Path, good_cache: bytes, damage: Callable[[dict[str, Any]], None]
 ) -> None:
     """The stamp says "current", the structure is not what we write: not used."""
-    from maildiag.rulebase import _valid_data
+    from maildiag.rulebase.cache import _valid_data
 
     cached = marshal.loads(good_cache)
     assert _valid_data(cached["data"])

@@ -323,12 +323,12 @@ def test_explain_has_the_cli_error_shell(tmp_path: Path, monkeypatch: pytest.Mon
     assert proc.stderr.startswith("maildiag: the output cannot be written in this ")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
-    import maildiag.explaining as explaining
+    from maildiag.rulebase import RuleBase
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something we did not foresee")
 
-    monkeypatch.setattr(explaining, "explain_matches", broken)
+    monkeypatch.setattr(RuleBase, "explain", broken)
     result = run_cli("explain", text)
     assert result.code == 3
     assert result.err == (

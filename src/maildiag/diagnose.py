@@ -1,8 +1,9 @@
-"""Observations in, diagnosed check results and findings out: the one diagnosis path.
+"""Observations in, diagnosed check results and findings out.
 
-Each ``Problem`` a probe recorded is matched against the rule base (the same rules ``explain``
-uses) with its signal, protocol and provider; the best rule gives the finding's category, title
-and steps. Python supplies only facts (``params``); every word of advice comes from rules/.
+Each ``Problem`` a probe recorded goes to ``RuleBase.explain`` with its signal, protocol and
+provider — the one diagnosis path, which ``explain`` and ``settings`` take too — and the best rule
+gives the finding's category, title and steps. Python supplies only facts (``params``); every
+word of advice comes from rules/.
 """
 
 from __future__ import annotations
@@ -25,16 +26,10 @@ from maildiag.models import (
     status_rank,
 )
 from maildiag.probes import order, undeclared
-from maildiag.signals import REPLY
+from maildiag.signals import UNEXPLAINED
 
 if TYPE_CHECKING:
     from maildiag.rulebase import RuleBase
-
-UNEXPLAINED = "unexplained"
-# Signals whose text is a server reply worth reading: a greeting that refuses us ("554 ... blocked
-# using zen.spamhaus.org") or a refused STARTTLS. A text rule that recognises the words says more
-# than the signal's generic rule.
-_READ_THE_REPLY = {"greeting.rejected", "starttls.refused"}
 
 
 def finding_for(
@@ -45,22 +40,12 @@ def finding_for(
     lang: str,
     provider: str | None,
 ) -> Finding:
+    """The finding a probe's problem means: the rule base's answer for its text and signal (the
+    same answer ``explain`` gives the same text), else the catch-all for the unexplained."""
     protocol = str(obs.target.service) if obs.target else None
-    matches = []
-    if problem.signal in _READ_THE_REPLY and problem.text:
-        matches = [
-            m
-            for m in rules.match(problem.text, signal=REPLY, protocol=protocol, provider=provider)
-            if not m.rule.code_only
-        ]
-    if not matches:
-        matches = rules.match(
-            problem.text, signal=problem.signal, protocol=protocol, provider=provider
-        )
-    if not matches:
-        matches = rules.match(
-            problem.text, signal=UNEXPLAINED, protocol=protocol, provider=provider
-        )
+    matches = rules.explain(
+        problem.text, signal=problem.signal, protocol=protocol, provider=provider
+    ) or rules.match(problem.text, signal=UNEXPLAINED, protocol=protocol, provider=provider)
     params = {"text": problem.text, **problem.params}
     finding = rules.finding(matches[0], lang=lang, params=params, check=obs.check)
     severity = finding.severity

@@ -29,6 +29,7 @@ from typing import Any
 
 from maildiag.bounce import Bounce, Recipient, parse
 from maildiag.rulebase import Match, RuleBase
+from maildiag.rulebase.base import MAX_FINDINGS
 from maildiag.sniff import looks_like_email
 from maildiag.textinput import FILE_BUDGET, LineReader
 
@@ -43,7 +44,6 @@ __all__ = [
 
 MAX_MESSAGE = 4 << 20  # bytes of one message we read (the report comes before the returned copy)
 MAX_MESSAGE_LINE = 16384  # characters of one line of a message in an mbox
-MAX_FINDINGS = 5
 MAX_MEMO = 20_000
 
 
@@ -78,13 +78,10 @@ class BounceResult:
 
 
 class _Matcher:
-    """``explain_matches`` with a memo: recipients of one report (and of a mailbox) repeat."""
+    """``RuleBase.explain`` with a memo: recipients of one report (and of a mailbox) repeat."""
 
     def __init__(self, rules: RuleBase) -> None:
-        from maildiag.explaining import explain_matches
-
         self.rules = rules
-        self._explain = explain_matches
         self._memo: dict[str, list[Match]] = {}
 
     def __call__(self, text: str) -> list[Match]:
@@ -92,7 +89,7 @@ class _Matcher:
         if found is None:
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
-            found = self._memo[text] = self._explain(self.rules, text)
+            found = self._memo[text] = self.rules.explain(text)
         return found
 
 
@@ -271,8 +268,6 @@ def explain_mailbox(
     rules: RuleBase, path: str, lang: str, reader: LineReader | None
 ) -> dict[str, Any]:
     """Group the failed recipients of every bounce in a mailbox by rule (see module docstring)."""
-    from maildiag.explaining import finding_json
-
     match = _Matcher(rules)
     budget = _Budget(FILE_BUDGET)
     groups: dict[str | None, dict[str, Any]] = {}
@@ -326,7 +321,7 @@ def explain_mailbox(
                 }
             )
             continue
-        f = finding_json(rules, first[rule_id], lang, evidence=g["sample"])
+        f = rules.finding_json(first[rule_id], lang, evidence=g["sample"])
         findings.append(f)
         out_groups.append(
             {

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 EXPLAIN_SCHEMA = "maildiag.explain/1"  # == models.EXPLAIN_SCHEMA (a test keeps them equal)
 MAX_INPUT = 1 << 20  # characters of TEXT (stdin: textinput.MAX_INPUT bytes)
 MAX_LOG_LINE = 4096  # characters of one log line we look at
-MAX_FINDINGS = 5  # an explanation lists at most this many rules
 MAX_MEMO = 200_000  # distinct normalised log messages remembered
 EXIT_OK, EXIT_USAGE = 0, 3
 
@@ -97,30 +96,6 @@ def text_lang(text: str) -> str:
     return "ru" if cyrillic and cyrillic * 5 >= cyrillic + latin else "en"
 
 
-def explain_matches(rules: RuleBase, text: str) -> list[Match]:
-    """What ``explain`` reports: text rules if any matched, else the reply-code layer."""
-    matches = rules.match(text, codes_as_fallback=True)
-    if not matches:
-        return matches
-    # with codes_as_fallback the matches are either all text rules or all code rules
-    if matches[0].via != "code":
-        if len(matches) == 1:
-            return matches
-        # one explanation per category: a provider's rule and the generic one say the same
-        seen: set[str] = set()
-        out = []
-        for m in matches:
-            if m.via != "code" and m.rule.category not in seen:
-                seen.add(m.rule.category)
-                out.append(m)
-        return out[:MAX_FINDINGS]
-    # only the reply code is known: its most specific meaning, enhanced and basic
-    best: dict[int, Match] = {}
-    for m in matches:
-        best.setdefault(m.rank[4], m)
-    return [best[level] for level in sorted(best, reverse=True)]
-
-
 def explain_text(text: str, lang: str = "en", rules: RuleBase | None = None) -> list[Finding]:
     """Findings for an error text, best first; an empty list when no rule applies."""
     rb = rules if rules is not None else _rules()
@@ -148,26 +123,17 @@ def explain_input(rules: RuleBase, text: str) -> tuple[list[Match], Any]:
             return result.matches, result
         from maildiag.bounce import human_text
 
-        # a message without a report: its words, never its headers
+        # a message without a report: its words, never its headers; delivery-status fields
+        # pasted alone (RFC 3464) are not headers: their Diagnostic-Code is the server's words
+        codes = re.findall(_DIAGNOSTIC, text, re.I | re.M)
+        if codes:
+            return rules.explain("\n".join(codes)), None
         body = text.replace("\r\n", "\n").partition("\n\n")[2]
         text = human_text(body)
-    return explain_matches(rules, text), None
+    return rules.explain(text), None
 
 
-def finding_json(
-    rules: RuleBase, match: Match, lang: str, evidence: str | None = None
-) -> dict[str, Any]:
-    """``Finding.to_json()`` of a match, built without importing maildiag.models."""
-    title, steps = rules.render(match, lang=lang)
-    return {
-        "rule": match.rule.id,
-        "category": match.rule.category,
-        "severity": match.rule.severity,
-        "check": None,
-        "title": title,
-        "steps": steps,
-        "evidence": match.evidence if evidence is None else evidence,
-    }
+_DIAGNOSTIC = r"^diagnostic-code:[ \t]{0,20}(?:\w{1,20};)?[ \t]{0,20}(\S[^\n]{0,2000})"
 
 
 # --------------------------------------------------------------------------- command
@@ -230,7 +196,7 @@ def run_explain(
             "input": text,
             "encoding": encoding,
             "truncated": truncated,
-            "findings": [finding_json(rules, m, lang) for m in matches],
+            "findings": [rules.finding_json(m, lang) for m in matches],
         }
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
@@ -497,7 +463,7 @@ def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
         if key in memo:
             rule_id = memo[key]
         else:
-            found = explain_matches(rules, message)
+            found = rules.explain(message)
             rule_id = found[0].rule.id if found else None
             if found and rule_id not in matches:
                 matches[rule_id] = found[0]  # type: ignore[index]
@@ -526,7 +492,7 @@ def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
             )
             continue
         m = matches[rule_id]
-        f = finding_json(rules, m, lang, evidence=g["sample"])
+        f = rules.finding_json(m, lang, evidence=g["sample"])
         findings.append(f)
         out_groups.append(
             {

@@ -358,7 +358,7 @@ LANG = Option(
 RULES = Option(
     "rules",
     ("--rules",),
-    "also load the rules in DIR, after the built-ins (also MAILDIAG_RULES); repeatable",
+    "also load the rules in DIR, after the built-ins (also MAILDIAG_RULES)",
     metavar="DIR",
     default=(),
     parse=parse_directory,

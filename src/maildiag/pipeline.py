@@ -19,7 +19,7 @@ from maildiag.models import Discovery, MultiReport, Observation, Problem, Report
 from maildiag.net import make_tls_context
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
-from maildiag.scheduler import HostLimiter, Scheduler, session_job
+from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 
 T = TypeVar("T")
 
@@ -40,7 +40,8 @@ def check_mailbox(
     """Check one address. ``limiter``: the per-host connection cap shared with the other runs
     of a ``--config`` run (else this run has its own)."""
     from maildiag.discovery import discover
-    from maildiag.discovery.providers import ProviderError, load_providers
+    from maildiag.discovery.providerdb import ProviderError
+    from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
     from maildiag.errors import UsageError
 
@@ -62,7 +63,7 @@ def check_mailbox(
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
     scheduler.start(
         [
-            clock.clock_job(
+            clock_job(
                 config,
                 now=now,
                 provider=providers.by_domain(address.domain),

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from maildiag.rulebase import Rule, RuleBase, RuleBaseError
+from maildiag.rulebase import Match, Rule, RuleBase, RuleBaseError
 
 EXIT_OK, EXIT_FAILED, EXIT_BROKEN = 0, 2, 3
 
@@ -44,31 +44,28 @@ def lint(dirs: Sequence[str]) -> int:
 
 def check_rule(rb: RuleBase, rule: Rule) -> list[str]:
     """Failures of one rule's examples (must be its best match) and counterexamples."""
-    from maildiag.explaining import explain_matches
-
     problems = []
     for ex in rule.examples:
-        matches = _matches(rb, ex, explain_matches)
+        matches = _matches(rb, ex)
         best = matches[0].rule.id if matches else None
         if best != rule.id:
             got = f"best match is {best}" if best else "no rule matches"
             problems.append(f"{rule.file}: rule {rule.id}: example {_show(ex)}: {got}")
     for ex in rule.counterexamples:
-        matches = _matches(rb, ex, explain_matches)
+        matches = _matches(rb, ex)
         if any(m.rule.id == rule.id for m in matches):
             problems.append(f"{rule.file}: rule {rule.id}: counterexample {_show(ex)} matches")
     return problems
 
 
-def _matches(rb: RuleBase, ex: dict[str, Any], explain_matches: Any) -> Any:
-    if ex.get("signal") or ex.get("protocol") or ex.get("provider"):
-        return rb.match(
-            ex["text"],
-            signal=ex.get("signal"),
-            protocol=ex.get("protocol"),
-            provider=ex.get("provider"),
-        )
-    return explain_matches(rb, ex["text"])
+def _matches(rb: RuleBase, ex: dict[str, Any]) -> list[Match]:
+    """What the one diagnosis path says of an example, in its context."""
+    return rb.explain(
+        ex["text"],
+        signal=ex.get("signal"),
+        protocol=ex.get("protocol"),
+        provider=ex.get("provider"),
+    )
 
 
 def _show(ex: dict) -> str:  # type: ignore[type-arg]

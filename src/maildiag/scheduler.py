@@ -18,10 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from maildiag.models import Observation, Problem, Status, Summary, Target
 from maildiag.probes import check_ids
 from maildiag.probes.session import Env, Session
+
+if TYPE_CHECKING:
+    from maildiag.config import RunConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,16 @@ def session_job(target: Target, make_env: Callable[[Callable[[Observation], None
     return Job(
         target.label, check_ids(target.service), run, host=target.host.lower(), target=target
     )
+
+
+def clock_job(config: RunConfig, **kwargs: Any) -> Job:
+    """The run's ``clock`` check as a job (``clock.observe``'s keyword arguments)."""
+    from maildiag.probes import clock
+
+    def work(emit: Callable[[Observation], None]) -> None:
+        emit(clock.observe(config, **kwargs))
+
+    return Job("clock", ("clock",), work)
 
 
 class HostLimiter:

@@ -24,13 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from maildiag.models import Discovery, Finding, Security, Service, Source
+from maildiag.models import Discovery, Finding, Observation, Security, Service, Source
 from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.address import Address
     from maildiag.discovery import DiscoveryResult
-    from maildiag.discovery.providers import Provider, ProviderDb
+    from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.rulebase import RuleBase
 
 SETTINGS_SCHEMA = "maildiag.settings/1"
@@ -83,6 +83,7 @@ class _Answer:
     alternatives: list[_Row] = field(default_factory=list)
     urls: dict[Source, str] = field(default_factory=dict)  # the document each source read
     problems: list[dict[str, Any]] = field(default_factory=list)
+    dns: Observation | None = None  # discovery's dns check, whose problems say why
 
 
 def run_settings(
@@ -104,7 +105,8 @@ def run_settings(
     ``providers``: the provider database (default: loaded from the package and ``rules_dirs``);
     ``port_map``, ``ca_file``: passed to discovery (tests on loopback).
     """
-    from maildiag.discovery.providers import ProviderError, load_providers
+    from maildiag.discovery.providerdb import ProviderError
+    from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
     from maildiag.lang import LANGS, default_lang
 
@@ -141,7 +143,13 @@ def run_settings(
     except RuleBaseError as exc:
         print(f"maildiag: cannot load the rule base: {exc}", file=err)
         return 3
-    findings = _explain(answer.problems, lang, rules) if rules and explain else []
+    findings: list[Finding] = []
+    if rules is not None and explain and answer.dns is not None:
+        from maildiag.diagnose import diagnose_one
+
+        # the check's own path: the same findings `check` gives for the same dns problems
+        provider = answer.provider.id if answer.provider is not None else None
+        findings = list(diagnose_one(answer.dns, rules, lang=lang, provider=provider).findings)
     if as_json or rules is None:
         json.dump(_json(addr, answer, db, lang, findings), out, ensure_ascii=False, indent=2)
         out.write("\n")
@@ -228,6 +236,7 @@ def _from_discovery(addr: Address, found: DiscoveryResult) -> _Answer:
     answer.problems = [
         {"signal": p.signal, "text": p.text, "params": dict(p.params)} for p in found.dns.problems
     ]
+    answer.dns = found.dns
     return answer
 
 
@@ -242,22 +251,6 @@ def _urls(data: Mapping[str, Any]) -> dict[Source, str]:
             pox.get("url", "") if pox.get("result") == "ok" else online.get("url", "")
         ),
     }
-
-
-def _explain(problems: Sequence[Mapping[str, Any]], lang: str, rules: RuleBase) -> list[Finding]:
-    """The rule base's findings for discovery's problems (the one diagnosis path)."""
-    findings: list[Finding] = []
-    for p in problems:
-        matches = rules.match(p["text"], signal=p["signal"]) or rules.match(
-            p["text"], signal="unexplained"
-        )
-        if matches:
-            findings.append(
-                rules.finding(
-                    matches[0], lang=lang, check="dns", params={"text": p["text"], **p["params"]}
-                )
-            )
-    return findings
 
 
 def _form(login: str, addr: Address) -> str:

@@ -12,6 +12,11 @@ Params every problem may quote in a rule's title or steps: ``service``, ``host``
 from __future__ import annotations
 
 REPLY = "reply"  # a server reply that is not a plain success; text = the reply, verbatim
+UNEXPLAINED = "unexplained"  # the catch-all a problem falls back to when no rule explains it
+# Signals whose text is a server reply worth reading: a greeting that refuses us ("554 ... blocked
+# using zen.spamhaus.org") or a refused STARTTLS. A text rule that recognises the words says more
+# than the signal's generic rule.
+READ_THE_REPLY = frozenset({"greeting.rejected", "starttls.refused"})
 
 SIGNALS: dict[str, str] = {
     # dns

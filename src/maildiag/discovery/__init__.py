@@ -44,7 +44,7 @@ from maildiag.threads import DaemonPool
 
 if TYPE_CHECKING:
     from maildiag.address import Address
-    from maildiag.discovery.providers import Provider, ProviderDb
+    from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.dnsclient import Dns
 
 __all__ = ["DiscoveryResult", "discover", "SERVICE_ORDER", "SOURCE_RANK"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from maildiag.discovery.providers import (
+from maildiag.discovery.providerdb import (
     DOMAIN_PLACEHOLDER,
     Provider,
     ProviderError,
@@ -36,7 +36,7 @@ from maildiag.discovery.providers import (
 from maildiag.models import Security, Service
 
 if TYPE_CHECKING:
-    from maildiag.discovery.providers import ProviderDb
+    from maildiag.discovery.providerdb import ProviderDb
 
 FORMAT = "maildiag.ispdb/1"
 ID_PREFIX = "ispdb:"

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from maildiag.address import Address
     from maildiag.discovery.autoconfig import AutoconfigResult
     from maildiag.discovery.lookups import Budget, Lookups, Resolved
-    from maildiag.discovery.providers import Provider, ProviderDb
+    from maildiag.discovery.providerdb import Provider, ProviderDb
 
 # RFC 8314 section 5.1: implicit TLS first, STARTTLS as the fallback; RFC 6186 names.
 SRV_NAMES: dict[Service, tuple[tuple[str, Security], ...]] = {

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.config import RunConfig
 from maildiag.models import ClockFacts, Observation, Problem, Status, Summary, Target, TlsFacts
-from maildiag.scheduler import Job
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
@@ -529,21 +528,18 @@ def measure(
     )
 
 
-def clock_job(
+def observe(
     config: RunConfig,
     *,
     now: Callable[[], dt.datetime],
     provider: Any,
     targets: Sequence[Target] = (),
     dns: Dns | None = None,
-) -> Job:
-    def work(emit: Callable[[Observation], None]) -> None:
-        if not config.check_clock:
-            emit(Observation("clock", Status.SKIP, Summary("clock.disabled")))
-            return
-        emit(measure(config, now=now, provider=provider, targets=targets, dns=dns))
-
-    return Job("clock", ("clock",), work)
+) -> Observation:
+    """The ``clock`` check of a run: skipped with ``--no-clock``, else ``measure``d."""
+    if not config.check_clock:
+        return Observation("clock", Status.SKIP, Summary("clock.disabled"))
+    return measure(config, now=now, provider=provider, targets=targets, dns=dns)
 
 
 # -- certificates judged by both clocks ---------------------------------------------------------

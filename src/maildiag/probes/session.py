@@ -342,10 +342,7 @@ class Session:
         greeting = self._greeting(conn2, dialect)
         if greeting is None:
             return conn2
-        caps = self._capabilities(conn2, dialect, greeting, before=None)
-        if caps is not None:
-            self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
-        return conn2
+        return self._finish(conn2, dialect, greeting, Security.SSL, trusted=failure is None)
 
     def _emit_tls(
         self,
@@ -445,10 +442,7 @@ class Session:
         else:
             self._emit_mismatch(greeting, actual=Security.SSL)
         self._emit_tls(session, failure, started, conn2)
-        caps = self._capabilities(conn2, dialect, greeting, before=None)
-        if caps is not None:
-            self._login(conn2, dialect, caps, Security.SSL, tls=True, trusted=failure is None)
-        return conn2
+        return self._finish(conn2, dialect, greeting, Security.SSL, trusted=failure is None)
 
     def _after_connect_plain(self, conn: Conn, *, mismatch_from: Security | None) -> Conn | None:
         """A plaintext greeting is (about to be) on the wire."""
@@ -487,9 +481,7 @@ class Session:
                 Status.SKIP,
                 Summary("tls.plain_requested"),
             )
-            self._emit_caps(caps_before, None)
-            self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
-            return conn
+            return self._finish(conn, dialect, greeting, Security.PLAIN, caps=caps_before)
         if not offers_tls:
             if want_tls and expected is Security.STARTTLS:
                 self.emit(
@@ -519,9 +511,7 @@ class Session:
                         ),
                     ),
                 )
-            self._emit_caps(caps_before, None)
-            self._login(conn, dialect, caps_before, Security.PLAIN, tls=False, trusted=False)
-            return conn
+            return self._finish(conn, dialect, greeting, Security.PLAIN, caps=caps_before)
         return self._starttls(conn, dialect, greeting, caps_before)
 
     def _starttls(
@@ -586,12 +576,9 @@ class Session:
                 self.skip(Summary("skip.refetch_failed"))
                 return conn
         self._emit_tls(session, failure, started, conn, Security.STARTTLS)
-        caps_after = self._read_caps(conn, dialect, greeting, after_tls=True)
-        if caps_after is None:
-            return conn
-        self._emit_caps(caps_after, caps_before)
-        self._login(conn, dialect, caps_after, Security.STARTTLS, tls=True, trusted=failure is None)
-        return conn
+        return self._finish(
+            conn, dialect, greeting, Security.STARTTLS, trusted=failure is None, before=caps_before
+        )
 
     # -- pieces ----------------------------------------------------------------------------
     def _command(self, conn: Conn, fn: Callable[[], Reply], check: str) -> Reply | None:
@@ -716,13 +703,28 @@ class Session:
             self.skip(Summary("skip.caps_unreadable"))
             return None
 
-    def _capabilities(
-        self, conn: Conn, dialect: Dialect, greeting: Reply, before: Capabilities | None
-    ) -> Capabilities | None:
-        caps = self._read_caps(conn, dialect, greeting, after_tls=True)
-        if caps is not None:
-            self._emit_caps(caps, before)
-        return caps
+    def _finish(
+        self,
+        conn: Conn,
+        dialect: Dialect,
+        greeting: Reply,
+        mode: Security,
+        *,
+        trusted: bool = False,
+        caps: Capabilities | None = None,
+        before: Capabilities | None = None,
+    ) -> Conn:
+        """The tail every path shares once the mode is settled: the capabilities (read now over
+        TLS, or the plaintext ones already read), then the login stage. ``trusted``: the
+        certificate verified, so a password may go out; ``before``: the capabilities read before
+        STARTTLS, kept beside the ones after it."""
+        if caps is None:
+            caps = self._read_caps(conn, dialect, greeting, after_tls=True)
+            if caps is None:
+                return conn
+        self._emit_caps(caps, before)
+        self._login(conn, dialect, caps, mode, tls=mode is not Security.PLAIN, trusted=trusted)
+        return conn
 
     def _emit_caps(self, caps: Capabilities, before: Capabilities | None) -> None:
         data = capability_data(caps)

@@ -1,0 +1,176 @@
+"""The provider database as data: a provider's servers and login form, and the database that
+finds a provider by address domain or MX host. ``providers.load_providers`` builds it from
+rules/providers/*.yaml and Thunderbird's ISPDB (``ispdb``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from maildiag.models import Security, Service
+
+if TYPE_CHECKING:
+    from maildiag.address import Address
+
+LoginForm = Literal["address", "localpart"]
+LOGIN_FORMS: tuple[str, ...] = ("address", "localpart")
+
+
+class ProviderError(ValueError):
+    """The provider database cannot be loaded; str() is one line naming the file."""
+
+
+DOMAIN_PLACEHOLDER = "%EMAILDOMAIN%"  # in an ISPDB host name: the address's domain
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    host: str
+    port: int
+    security: Security
+    login: LoginForm | None = None  # overrides the provider's login form for this server
+    # an unusual login (ISPDB: "%EMAILLOCALPART%.%EMAILDOMAIN%"); wins over ``login``
+    login_template: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "security": str(self.security)}
+
+    def label(self) -> str:
+        return f"{self.host}:{self.port}/{self.security}"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    id: str
+    name: str
+    domains: tuple[str, ...]
+    mx_patterns: tuple[str, ...]
+    servers: Mapping[Service, tuple[ServerSpec, ...]]
+    login: LoginForm
+    custom_domain_login: LoginForm
+    notes: Mapping[str, tuple[str, ...]]
+    links: tuple[str, ...]
+    custom_domain_servers: Mapping[Service, tuple[ServerSpec, ...]] = field(default_factory=dict)
+    source_file: str = ""
+    origin: str = "maildiag"  # "maildiag" (rules/providers/*.yaml) or "ispdb"
+
+    def for_domain(self, domain: str) -> Provider:
+        """This entry with ``%EMAILDOMAIN%`` in its host names filled with ``domain`` (A-labels)."""
+        if not any(DOMAIN_PLACEHOLDER in s.host for specs in self.servers.values() for s in specs):
+            return self
+        servers = {
+            service: tuple(
+                dataclasses.replace(s, host=s.host.replace(DOMAIN_PLACEHOLDER, domain))
+                for s in specs
+            )
+            for service, specs in self.servers.items()
+        }
+        return dataclasses.replace(self, servers=servers)
+
+    def servers_for(self, custom_domain: bool) -> Mapping[Service, tuple[ServerSpec, ...]]:
+        """The servers to use: custom domains may have their own (else the common ones)."""
+        if custom_domain and self.custom_domain_servers:
+            return self.custom_domain_servers
+        return self.servers
+
+    def _first(self, custom_domain: bool, service: Service | None) -> ServerSpec | None:
+        if service is None or custom_domain:
+            return None
+        specs = self.servers_for(custom_domain).get(service, ())
+        return specs[0] if specs else None
+
+    def login_form(self, custom_domain: bool, service: Service | None = None) -> str:
+        """``address``, ``localpart``, or ``other`` (an ISPDB login template)."""
+        spec = self._first(custom_domain, service)
+        if spec is not None and spec.login_template:
+            return "other"
+        if spec is not None and spec.login is not None:
+            return spec.login
+        return self.custom_domain_login if custom_domain else self.login
+
+    def login_for(
+        self, address: Address, custom_domain: bool, service: Service | None = None
+    ) -> str:
+        """The login name the provider expects for this address (and service, when it differs).
+
+        ``custom_domain``: the address's domain is not one of ``domains`` but is hosted here.
+        """
+        spec = self._first(custom_domain, service)
+        if spec is not None and spec.login_template:
+            return (
+                spec.login_template.replace("%EMAILADDRESS%", f"{address.local}@{address.domain}")
+                .replace("%EMAILLOCALPART%", address.local)
+                .replace("%EMAILDOMAIN%", address.domain)
+            )
+        if self.login_form(custom_domain, service) == "localpart":
+            return address.local
+        return f"{address.local}@{address.domain}"
+
+    def matches_mx(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return any(_mx_match(pattern, host) for pattern in self.mx_patterns)
+
+    def notes_in(self, lang: str) -> tuple[str, ...]:
+        return self.notes.get(lang) or self.notes.get("en", ())
+
+
+def _mx_match(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+class ProviderDb:
+    """Providers indexed by address domain and searchable by MX host.
+
+    ``providers``: the hand-written entries (a domain may belong to one of them only);
+    ``ispdb``: Thunderbird's entries, each answering for the domains no hand-written entry claims.
+    """
+
+    def __init__(self, providers: Sequence[Provider], ispdb: Sequence[Provider] = ()) -> None:
+        self._providers = tuple(providers)
+        self.ispdb = tuple(ispdb)
+        self._by_id = {p.id: p for p in (*self.ispdb, *self._providers)}
+        self._ispdb_domains = {d: p for p in self.ispdb for d in p.domains}
+        self._by_domain = dict(self._ispdb_domains)
+        self._by_domain.update({d: p for p in self._providers for d in p.domains})
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._providers)
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    def get(self, provider_id: str) -> Provider | None:
+        return self._by_id.get(provider_id)
+
+    def by_domain(self, domain: str) -> Provider | None:
+        """The provider whose address domain this is (Unicode or A-label form), with its host
+        names filled in for that domain."""
+        domain = domain.lower().rstrip(".")
+        if not domain.isascii():
+            from maildiag.address import AddressError, to_ascii_host
+
+            try:
+                domain = to_ascii_host(domain)
+            except AddressError:
+                return None
+        found = self._by_domain.get(domain)
+        return found.for_domain(domain) if found is not None else None
+
+    def by_mx(self, host: str) -> Provider | None:
+        """The provider hosting a domain whose MX is ``host``: an MX pattern of a hand-written
+        entry (exact name or ``*.``), else, as Thunderbird does with its ISPDB, the entry for a
+        parent domain of ``host`` that the ISPDB lists (mx1.isp.test → isp.test), longest first
+        (a hand-written entry still wins for its own domains)."""
+        for provider in self._providers:
+            if provider.matches_mx(host):
+                return provider
+        labels = host.lower().rstrip(".").split(".")
+        for start in range(1, len(labels) - 1):
+            parent = ".".join(labels[start:])
+            if parent in self._ispdb_domains:
+                return self._by_domain[parent]
+        return None
