@@ -74,6 +74,8 @@ class LineServer:
         self.tls = tls
         self.received: list[str] = []
         self.connections = 0
+        self._active = 0
+        self._idle = threading.Condition()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -92,9 +94,19 @@ class LineServer:
                 return
             self.connections += 1
             self._open.append(sock)
+            with self._idle:
+                self._active += 1
             threading.Thread(target=self._handle, args=(sock,), daemon=True).start()
 
     def _handle(self, sock: socket.socket) -> None:
+        try:
+            self._converse(sock)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _converse(self, sock: socket.socket) -> None:
         if self.tls is not None:
             try:
                 sock.settimeout(10)
@@ -112,6 +124,16 @@ class LineServer:
                 peer.sock.close()
             except OSError:
                 pass
+
+    def settled(self, timeout: float = 10.0) -> list[str]:
+        """What was received once every accepted connection's handler has finished.
+
+        The client may return before the handler has read its last line; tests that assert on
+        ``received`` after a run wait here instead of racing the handler thread.
+        """
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout)
+        return list(self.received)
 
     def close(self) -> None:
         self._stop.set()

@@ -52,7 +52,7 @@ def test_imap_app_password_required(imap_server: Any, certs: Any) -> None:
     a = run(Service.IMAP, server.port, certs, password=PASSWORD)["imap.auth"]
     assert a.status is Status.FAIL and signals(a) == ["reply"]
     assert a.problems[0].text == "NO " + GMAIL_ALERT  # our tag stripped, the rest verbatim
-    assert sum(line.split(" ")[1] == "LOGIN" for line in server.received) == 1
+    assert sum(line.split(" ")[1] == "LOGIN" for line in server.settled()) == 1
 
 
 def test_imap_logindisabled_on_plain(imap_server: Any, certs: Any) -> None:
@@ -60,7 +60,7 @@ def test_imap_logindisabled_on_plain(imap_server: Any, certs: Any) -> None:
     a = run(Service.IMAP, server.port, certs, Security.PLAIN, password=PASSWORD)["imap.auth"]
     assert a.status is Status.FAIL and signals(a) == ["auth.plaintext_refused"]
     assert "LOGINDISABLED" in a.problems[0].text
-    assert not any(" LOGIN " in f" {line} " for line in server.received)
+    assert not any(" LOGIN " in f" {line} " for line in server.settled())
 
 
 def test_imap_starttls_then_login(imap_server: Any, certs: Any) -> None:
@@ -74,7 +74,7 @@ def test_imap_without_password_is_skipped(imap_server: Any, certs: Any) -> None:
     server = imap_server(implicit_tls=True, users=USERS)
     a = run(Service.IMAP, server.port, certs)["imap.auth"]
     assert a.status is Status.SKIP and "needs a password" in english(a)
-    assert not any(line.split(" ")[1] == "LOGIN" for line in server.received)
+    assert not any(line.split(" ")[1] == "LOGIN" for line in server.settled())
 
 
 def test_imap_password_with_quotes(imap_server: Any, certs: Any) -> None:
@@ -94,7 +94,7 @@ def test_pop3_login_ok(pop3_server: Any, certs: Any) -> None:
     a = run(Service.POP3, server.port, certs, password=PASSWORD)["pop3.auth"]
     assert a.status is Status.OK and a.data["mechanism"] == "USER/PASS"
     assert "C: PASS ********" in a.transcript
-    assert [line.split(" ")[0] for line in server.received] == ["CAPA", "USER", "PASS", "QUIT"]
+    assert [line.split(" ")[0] for line in server.settled()] == ["CAPA", "USER", "PASS", "QUIT"]
 
 
 def test_pop3_disabled_yandex_text(pop3_server: Any, certs: Any) -> None:
@@ -104,14 +104,14 @@ def test_pop3_disabled_yandex_text(pop3_server: Any, certs: Any) -> None:
     a = run(Service.POP3, server.port, certs, password=PASSWORD)["pop3.auth"]
     assert a.status is Status.FAIL and signals(a) == ["reply"]
     assert a.problems[0].text == YANDEX_POP3_OFF
-    assert [line.split(" ")[0] for line in server.received].count("PASS") == 1
+    assert [line.split(" ")[0] for line in server.settled()].count("PASS") == 1
 
 
 def test_pop3_without_password_is_skipped(pop3_server: Any, certs: Any) -> None:
     server = pop3_server(implicit_tls=True, users=USERS)
     a = run(Service.POP3, server.port, certs)["pop3.auth"]
     assert a.status is Status.SKIP
-    assert "USER" not in [line.split(" ")[0] for line in server.received]
+    assert "USER" not in [line.split(" ")[0] for line in server.settled()]
 
 
 # -- across protocols --------------------------------------------------------------------------

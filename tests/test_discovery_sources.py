@@ -460,7 +460,7 @@ def test_an_mx_host_that_serves_imap_is_found(
     probes = result.dns.data["guess"]["probes"]
     assert probes["mx.small.test:993"] == "greeting:*"
     assert probes["mx.small.test:465"] == "refused"
-    assert imap.received == ["a LOGOUT"], "a probe reads the greeting and leaves, nothing else"
+    assert imap.settled() == ["a LOGOUT"], "a probe reads the greeting and leaves, nothing else"
 
 
 def test_a_server_of_another_protocol_is_not_taken(

@@ -120,7 +120,7 @@ def test_no_leak_in_any_format(
     assert "C: PASS ********" in lines
     assert any(line.endswith(f'LOGIN "{ALICE}" ********') for line in lines)
     # and the peers did receive the real secret, so there was something to leak
-    assert any(PASSWORD in line for line in pop3.received)
+    assert any(PASSWORD in line for line in pop3.settled())
 
 
 def test_no_leak_auth_login_and_refusals(
@@ -255,7 +255,7 @@ def test_line_breaks_in_login_or_password_never_reach_a_pop3_server(
     result = run_cli("check", "--config", str(cfg), "--no-clock")
     print(f"config login: exit {result.code}, POP3 peer received {pop3.received}")
     assert result.code == 3 and "line break" in result.err, result.err
-    assert pop3.connections == 0 and pop3.received == []
+    assert pop3.connections == 0 and pop3.settled() == []
 
 
 def test_the_writer_refuses_a_line_break_as_a_last_line_of_defence(
@@ -272,8 +272,8 @@ def test_the_writer_refuses_a_line_break_as_a_last_line_of_defence(
         cfg = config(login=login, password=password, ca_file=str(certs.ca_pem))
         obs = by_check(drive(target(Service.POP3, pop3.port, Security.SSL), cfg))
         print(f"login {login!r}: POP3 peer received {pop3.received}")
-        assert not _commands(pop3.received) & {"DELE", "RETR"}
-        assert not any("DELE" in line for line in pop3.received)
+        assert not _commands(pop3.settled()) & {"DELE", "RETR"}
+        assert not any("DELE" in line for line in pop3.settled())
         auth = obs["pop3.auth"]
         assert auth.status is Status.FAIL
         assert signals(auth) == ["check.internal_error"]
@@ -389,7 +389,7 @@ def test_no_leak_when_a_pop3_server_echoes_the_password(
     if form == "cut":  # the part before the 200th character, which a cut-then-mask let through
         forms.append(password[:7])
     run_leak(certs, forms=forms, pop3=pop3.port, env_pw={"MAILDIAG_TEST_PW": password})
-    assert any(f"PASS {password}" == line for line in pop3.received)
+    assert any(f"PASS {password}" == line for line in pop3.settled())
 
 
 def test_no_leak_when_an_imap_server_echoes_the_quoted_password(

@@ -161,8 +161,8 @@ def test_smtp_plain_port_without_auth_is_tls_required(
     assert auth and auth[0]["category"] == "tls_required", auth
     assert "other" not in {f["category"] for f in auth}, auth
     assert "STARTTLS" in auth[0]["evidence"], auth[0]  # the server's EHLO reply
-    assert not any(line.upper().startswith("AUTH") for line in server.received), server.received
-    assert not sent_secret(server.received)
+    assert not any(line.upper().startswith("AUTH") for line in server.settled()), server.settled()
+    assert not sent_secret(server.settled())
     assert report["exit_code"] == 2
 
 
@@ -174,8 +174,8 @@ def test_smtp_plain_port_without_auth_or_starttls_sends_no_auth(
     report = check(cli, certs, "--smtp", f"127.0.0.1:{server.port}/plain", only="smtp")
     auth = findings_of(report, "smtp.auth")
     assert auth and "tls_required" not in {f["category"] for f in auth}, auth
-    assert not any(line.upper().startswith("AUTH") for line in server.received), server.received
-    assert not sent_secret(server.received)
+    assert not any(line.upper().startswith("AUTH") for line in server.settled()), server.settled()
+    assert not sent_secret(server.settled())
 
 
 def test_smtp_plain_port_without_auth_and_without_password(
@@ -193,7 +193,7 @@ def test_smtp_plain_port_without_auth_and_without_password(
     assert [f["category"] for f in auth] == ["tls_required", "auth_required"], auth
     assert "STARTTLS" in auth[0]["evidence"] and auth[1]["evidence"].startswith("530"), auth
     assert report["exit_code"] == 2
-    assert not any(line.upper().startswith("AUTH") for line in server.received)
+    assert not any(line.upper().startswith("AUTH") for line in server.settled())
 
 
 def test_smtp_check_and_explain_agree(line_server: Any, certs: Any, cli: Any) -> None:
@@ -250,8 +250,8 @@ def test_pop3_user_only_under_a_layer_is_tls_required(
     assert "other" not in {f["category"] for f in auth}, auth
     assert all(f["evidence"] for f in auth), auth  # every finding quotes the server
     # the password never went out, so nothing may say it was sent unencrypted
-    assert not any(line.upper().startswith("PASS") for line in server.received)
-    assert not sent_secret(server.received)
+    assert not any(line.upper().startswith("PASS") for line in server.settled())
+    assert not sent_secret(server.settled())
     top = [f for f in report["findings"] if f["check"] == "pop3.auth"]
     assert top[0]["category"] == "tls_required", top
     assert explained(cli, CYRUS_POP3_NO_PLAINTEXT) == "tls_required"
