@@ -24,6 +24,7 @@ def normalise(report: dict[str, Any]) -> dict[str, Any]:
     """Replace what differs between runs (ports, times, dates, peer banners) by placeholders."""
     text = json.dumps(report, sort_keys=True)
     text = re.sub(r'"duration_ms": \d+', '"duration_ms": 0', text)
+    text = re.sub(r'"ms": \d+', '"ms": 0', text)
     text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
     text = re.sub(r'"port": \d+', '"port": 0', text)
     text = re.sub(r"(port|порт[уа]?) \d+", r"\1 PORT", text)

@@ -80,6 +80,7 @@ def check_mailbox(
         timeout=config.timeout,
         ca_file=config.ca_file,
         providers=providers,
+        port_map=dns.port_map,
     )
     if on_observation is not None:
         on_observation(found.dns)

@@ -196,8 +196,10 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "connect",
         Scope.SERVER,
-        "TCP reachability of host:port (refused and timed out told apart)",
-        summaries=("connect.ok",),
+        "TCP reachability of host:port (refused and timed out told apart), each address of "
+        "both families (RFC 8305)",
+        signals=("connect.family_timeout", "connect.family_refused"),
+        summaries=("connect.ok", "connect.family_timeout", "connect.family_refused"),
     ),
     CheckSpec(
         "greeting",
