@@ -99,6 +99,7 @@ def test_failing_checks_json_golden(
         "--ca-file",
         str(certs.ca_pem),
         "--json",
+        "--no-alternatives",  # the standard ports on 127.0.0.1 are the machine's, not the test's
     )
     assert result.code == 2
     report = result.json

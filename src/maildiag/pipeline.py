@@ -14,9 +14,23 @@ from typing import TYPE_CHECKING, TypeVar
 
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
-from maildiag.diagnose import diagnose, overall
-from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
+from maildiag.diagnose import diagnose, merge_findings, overall
+from maildiag.models import (
+    Alternative,
+    CheckResult,
+    Discovery,
+    Finding,
+    MultiReport,
+    Observation,
+    Problem,
+    Recommended,
+    Report,
+    Service,
+    Source,
+    Target,
+)
 from maildiag.net import make_tls_context
+from maildiag.probes import spec_of
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -24,6 +38,7 @@ from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from maildiag.alternatives import Finder
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 
@@ -54,10 +69,24 @@ def check_mailbox(
     except ProviderError as exc:
         raise UsageError(f"cannot load the provider database: {exc}") from exc
 
+    from maildiag.alternatives import Finder
     from maildiag.probes import auth, clock
+    from maildiag.reachability import HostProbes
+
+    # A failure seen in the stream starts more work at once, in the same scheduler: the failing
+    # server's alternatives, and the port-443 probe of a host whose mail port timed out.
+    probes = HostProbes(timeout=config.timeout, dns=dns)
+    finder: Finder | None = None
+
+    def observed(obs: Observation) -> None:
+        if on_observation is not None:
+            on_observation(obs)
+        jobs = [*probes.observe(obs), *(finder.observe(obs) if finder is not None else ())]
+        if jobs:
+            scheduler.start(jobs)
 
     scheduler = Scheduler(
-        max_per_host=config.max_per_host, on_observation=on_observation, limiter=limiter
+        max_per_host=config.max_per_host, on_observation=observed, limiter=limiter
     )
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
@@ -109,15 +138,29 @@ def check_mailbox(
             redact=redact,
         )
 
+    finder = Finder(
+        targets,
+        found.alternatives,
+        lambda t: session_job(t, make_env),
+        enabled=config.alternatives,
+    )
     scheduler.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.
     remaining = max(config.deadline - (time.monotonic() - started), config.timeout)
     observations = scheduler.collect(remaining)
+    observations = probes.apply(observations)  # timeouts explained: ports blocked, host down
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
-    results, findings = diagnose(
-        observations, rules, lang=config.lang, provider=provider_id, servers=targets
+    plan = auth.make_plan(config, address, found.provider, redact)
+    results, findings, recommended, tried = settle(
+        observations,
+        targets,
+        finder,
+        rules,
+        config=config,
+        provider=provider_id,
+        login_for=plan.login,
     )
     status, exit_code = overall(results)
     discovery = found.discovery
@@ -133,7 +176,48 @@ def check_mailbox(
         exit_code=exit_code,
         duration_ms=int((time.monotonic() - started) * 1000),
         transcript=config.transcript,
+        recommended=tuple(recommended),
+        alternatives=tuple(tried),
     )
+
+
+def settle(
+    observations: Sequence[Observation],
+    targets: Sequence[Target],
+    finder: Finder,
+    rules: RuleBase,
+    *,
+    config: RunConfig,
+    provider: str | None,
+    login_for: Callable[[Service], str | None],
+) -> tuple[tuple[CheckResult, ...], tuple[Finding, ...], list[Recommended], list[Alternative]]:
+    """The configured servers' results and findings, what this run proved to work, and the
+    alternatives tried (``maildiag.alternatives``).
+
+    An alternative's own failures are not the configured servers' findings; its login is, when
+    the run's one login of that service happened there (a refused password is the account's).
+    """
+    from maildiag import alternatives as alt
+
+    need_login = config.password is not None and not config.server
+    recommended = alt.recommend(
+        targets, finder.alternatives(), observations, need_login=need_login, login_for=login_for
+    )
+    mine = alt.annotate(
+        [o for o in observations if not finder.is_alternative(o.target)], targets, recommended
+    )
+    results, _ = diagnose(mine, rules, lang=config.lang, provider=provider, servers=targets)
+    tried: list[Alternative] = []
+    account: list[CheckResult] = []
+    for cand in finder.alternatives():
+        theirs = [o for o in observations if o.target == cand.target]
+        checks, _ = diagnose(
+            theirs, rules, lang=config.lang, provider=provider, servers=(cand.target,)
+        )
+        works = alt.proven(cand.target, theirs, need_login=need_login) is not None
+        tried.append(Alternative(cand.target, cand.origin, works, checks))
+        account += [c for c in checks if spec_of(c.id).login_stage and c.findings]
+    return results, merge_findings([*results, *account]), recommended, tried
 
 
 _LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")

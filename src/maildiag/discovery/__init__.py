@@ -73,6 +73,8 @@ class DiscoveryResult:
     # how sure each answer is: certain, published, via_mx, answered (a guess whose probe got the
     # protocol's greeting), resolves (a guess by name only)
     certainty: Mapping[Service, str] = field(default_factory=dict)
+    # the chosen source's other servers per service, in its order (``maildiag.alternatives``)
+    alternatives: Mapping[Service, tuple[Target, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class _Plan:
 @dataclass
 class _Choice:
     chosen: dict[Service, Target]
+    alternatives: dict[Service, tuple[Target, ...]] = field(default_factory=dict)
     logins: dict[Service, str] = field(default_factory=dict)
     certainty: dict[Service, str] = field(default_factory=dict)
     not_offered: set[Service] = field(default_factory=set)
@@ -220,6 +223,7 @@ def _take(plan: _Plan, choice: _Choice, offer: Offer, source: Source) -> None:
             continue
         used = True
         choice.chosen[service] = target
+        choice.alternatives[service] = tuple(offer.alternatives.get(service, ()))
         choice.certainty[service] = offer.certainty.get(service, CERTAINTY[target.source])
         if service in offer.logins:
             choice.logins[service] = offer.logins[service]
@@ -269,5 +273,11 @@ def _result(plan: _Plan, ctx: Context, steps: Sequence[Step], choice: _Choice) -
         note="; ".join(choice.notes),
     )
     return DiscoveryResult(
-        discovery, targets, observe(facts), provider, choice.logins, choice.certainty
+        discovery,
+        targets,
+        observe(facts),
+        provider,
+        choice.logins,
+        choice.certainty,
+        {s: alts for s, alts in choice.alternatives.items() if alts},
     )

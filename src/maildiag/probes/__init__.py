@@ -198,7 +198,12 @@ CHECKS: tuple[CheckSpec, ...] = (
         Scope.SERVER,
         "TCP reachability of host:port (refused and timed out told apart), each address of "
         "both families (RFC 8305)",
-        signals=("connect.family_timeout", "connect.family_refused"),
+        signals=(
+            "connect.family_timeout",
+            "connect.family_refused",
+            "connect.ports_blocked",
+            "connect.host_down",
+        ),
         summaries=("connect.ok", "connect.family_timeout", "connect.family_refused"),
     ),
     CheckSpec(

@@ -160,7 +160,9 @@ def make_login_stage(
     def stage(state: LoginState) -> None:
         service = state.target.service
         first = True
-        if plan.password is not None:
+        # a session whose password could not go out (an unverified certificate, no TLS) did not
+        # use the attempt: an alternative server of the service may still make it
+        if plan.password is not None and _password_may_go_out(state):
             with lock:
                 first = service not in tried
                 if first:
@@ -173,6 +175,13 @@ def make_login_stage(
         _Login(state, plan).check()
 
     return stage
+
+
+def _password_may_go_out(state: LoginState) -> bool:
+    """What ``_Login.may_send_password`` allows: verified TLS, or clear text asked for."""
+    if state.tls:
+        return state.trusted
+    return state.target.security is Security.PLAIN
 
 
 # -- one session's login checks ---------------------------------------------------------------
