@@ -27,6 +27,8 @@ from maildiag.models import (
     Report,
     Service,
     Source,
+    Status,
+    Summary,
     Target,
 )
 from maildiag.net import make_tls_context
@@ -52,20 +54,21 @@ def check_mailbox(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
 ) -> Report:
-    """Check one address. ``limiter``: the per-host connection cap shared with the other runs
+    """Check one address, or with ``config.server`` one server without a mailbox (its servers
+    are ``config.explicit``). ``limiter``: the per-host connection cap shared with the other runs
     of a ``--config`` run (else this run has its own)."""
-    from maildiag.discovery import discover
+    from maildiag.discovery import discover, discover_servers
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
     from maildiag.errors import UsageError
 
     started = time.monotonic()
-    address = parse_address(config.address)
+    address = None if config.server else parse_address(config.address)
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
     try:
-        providers = load_providers(config.rules_dirs)
+        providers = load_providers(config.rules_dirs) if address is not None else None
     except ProviderError as exc:
         raise UsageError(f"cannot load the provider database: {exc}") from exc
 
@@ -95,22 +98,29 @@ def check_mailbox(
             clock_job(
                 config,
                 now=now,
-                provider=providers.by_domain(address.domain),
+                provider=(
+                    providers.by_domain(address.domain)
+                    if providers is not None and address is not None
+                    else None
+                ),
                 targets=config.explicit,
                 dns=dns,
             )
         ]
     )
-    found = discover(
-        address,
-        explicit=config.explicit,
-        only=config.only,
-        dns=dns,
-        timeout=config.timeout,
-        ca_file=config.ca_file,
-        providers=providers,
-        port_map=dns.port_map,
-    )
+    if address is None:
+        found = discover_servers(config.explicit, dns=dns, timeout=config.timeout)
+    else:
+        found = discover(
+            address,
+            explicit=config.explicit,
+            only=config.only,
+            dns=dns,
+            timeout=config.timeout,
+            ca_file=config.ca_file,
+            providers=providers,
+            port_map=dns.port_map,
+        )
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
@@ -119,7 +129,13 @@ def check_mailbox(
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
     redact = Redactor(config.password)
-    login_stage = auth.make_login_stage(config, address, found.provider, redact)
+    login_for: Callable[[Service], str | None]
+    if address is None:
+        login_stage = auth.make_server_stage()
+        login_for = _no_login
+    else:
+        login_stage = auth.make_login_stage(config, address, found.provider, redact)
+        login_for = auth.make_plan(config, address, found.provider, redact).login
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)
 
@@ -142,17 +158,18 @@ def check_mailbox(
         targets,
         found.alternatives,
         lambda t: session_job(t, make_env),
-        enabled=config.alternatives,
+        enabled=config.alternatives and not config.server,
     )
     scheduler.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.
     remaining = max(config.deadline - (time.monotonic() - started), config.timeout)
     observations = scheduler.collect(remaining)
     observations = probes.apply(observations)  # timeouts explained: ports blocked, host down
+    if config.server:
+        observations = not_offered(observations, targets)
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
-    plan = auth.make_plan(config, address, found.provider, redact)
     results, findings, recommended, tried = settle(
         observations,
         targets,
@@ -160,14 +177,14 @@ def check_mailbox(
         rules,
         config=config,
         provider=provider_id,
-        login_for=plan.login,
+        login_for=login_for,
     )
     status, exit_code = overall(results)
     discovery = found.discovery
     if discovery.source is None and targets:
         discovery = Discovery(Source.EXPLICIT, provider_id)
     return Report(
-        address=address.original,
+        address=address.original if address is not None else config.address,
         discovery=discovery,
         servers=targets,
         checks=results,
@@ -218,6 +235,43 @@ def settle(
         tried.append(Alternative(cand.target, cand.origin, works, checks))
         account += [c for c in checks if spec_of(c.id).login_stage and c.findings]
     return results, merge_findings([*results, *account]), recommended, tried
+
+
+def not_offered(
+    observations: Sequence[Observation], targets: Sequence[Target]
+) -> list[Observation]:
+    """A server checked on all its standard ports: a port that refuses or drops connections while
+    another port of the same service connects is a port the server does not offer (``skip``),
+    not a failure — a server with submission on 587 only is healthy. When no port of a service
+    connects, every one of them stays a failure."""
+    connected = {
+        o.target.service
+        for o in observations
+        if o.target is not None and o.check.endswith(".connect") and o.status is not Status.FAIL
+    }
+    several = {t.service for t in targets if sum(u.service is t.service for u in targets) > 1}
+    out = []
+    for obs in observations:
+        t = obs.target
+        if (
+            t is not None
+            and obs.check.endswith(".connect")
+            and obs.status is Status.FAIL
+            and t.service in connected & several
+            and all(p.signal in _UNOFFERED for p in obs.problems)
+        ):
+            summary = Summary("connect.not_offered", {"port": t.port, "error": obs.summary})
+            obs = dataclasses.replace(obs, status=Status.SKIP, summary=summary, problems=())
+        out.append(obs)
+    return out
+
+
+# what a port the server does not offer looks like (a firewall that rejects, or drops)
+_UNOFFERED = frozenset({"connect.refused", "connect.timeout", "connect.ports_blocked"})
+
+
+def _no_login(service: Service) -> str | None:
+    return None  # a server checked without a mailbox has no user name to recommend
 
 
 _LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")

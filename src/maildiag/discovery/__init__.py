@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.dnsclient import Dns
 
-__all__ = ["DiscoveryResult", "discover", "SERVICE_ORDER", "SOURCE_RANK"]
+__all__ = ["DiscoveryResult", "discover", "discover_servers", "SERVICE_ORDER", "SOURCE_RANK"]
 
 SERVICE_ORDER: tuple[Service, ...] = (Service.SMTP, Service.IMAP, Service.POP3)
 SOURCE_RANK: dict[Source, int] = {
@@ -137,6 +137,29 @@ def discover(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return _result(plan, ctx, steps, choice)
+
+
+def discover_servers(targets: Sequence[Target], *, dns: Dns, timeout: float) -> DiscoveryResult:
+    """A server checked without a mailbox (``check HOST[:PORT]``): nothing to discover; the
+    ``dns`` check says whether the server's name resolves."""
+    from maildiag.discovery.dnscheck import DnsFacts, observe
+
+    budget = Budget(timeout)
+    look = Lookups(dns, budget)
+    look.resolve_all([t.host for t in targets])
+    facts = DnsFacts(
+        address=None,
+        look=look,
+        budget=budget,
+        targets=targets,
+        needed=(),
+        mx=None,
+        known_domain=False,
+        explicit_given=True,
+        discovered_any=False,
+        data={"resolver": dns.label},
+    )
+    return DiscoveryResult(Discovery(Source.EXPLICIT), tuple(targets), observe(facts), None)
 
 
 def _plan(

@@ -83,6 +83,7 @@ SKIP_SUMMARIES = (
     "skip.login_unfinished",
     "skip.cert_unverified",
     "skip.not_encrypted",
+    "skip.no_mailbox",
 )
 ANY_CHECK_SUMMARIES = ("internal_error", "run.deadline")
 # What a server said instead of its protocol, as the wrong-protocol finding quotes it ({heard}).
@@ -204,7 +205,12 @@ CHECKS: tuple[CheckSpec, ...] = (
             "connect.ports_blocked",
             "connect.host_down",
         ),
-        summaries=("connect.ok", "connect.family_timeout", "connect.family_refused"),
+        summaries=(
+            "connect.ok",
+            "connect.family_timeout",
+            "connect.family_refused",
+            "connect.not_offered",
+        ),
     ),
     CheckSpec(
         "greeting",
@@ -299,6 +305,8 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.no_mechanism_offered",
             "auth.login_disabled",
             "auth.offered_after_tls",
+            "auth.offered",
+            "auth.not_offered",
         ),
     ),
     CheckSpec(

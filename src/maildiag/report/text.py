@@ -100,8 +100,14 @@ def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
 
     console.print(f"\n[bold]{labels['checks']}[/]")
     table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    services = [t.service for t in report.servers]
     for result in report.checks:
-        _check_row(table, result, escape, ui.summary_text(result.observation.summary, lang))
+        target = result.observation.target
+        # several servers of one service (a server checked on all its ports): name the port
+        port = None
+        if target is not None and services.count(target.service) > 1:
+            port = target.port
+        _check_row(table, result, escape, ui.summary_text(result.observation.summary, lang), port)
     console.print(table)
     if report.transcript:
         for result in report.checks:
@@ -196,10 +202,13 @@ def _where(result: CheckResult) -> str:
     return f"{result.id} {t.host}:{t.port}" if t else result.id
 
 
-def _check_row(table: Any, result: CheckResult, escape: Any, summary: str) -> None:
-    # one server per service, so the check id names the server listed above
+def _check_row(
+    table: Any, result: CheckResult, escape: Any, summary: str, port: int | None = None
+) -> None:
+    # with one server per service the check id names the server listed above
     mark, style = _STATUS_STYLE[result.status]
-    table.add_row(f"[{style}]{mark}[/]", result.id, escape(" ".join(summary.split())[:160]))
+    name = result.id if port is None else f"{result.id} {port}"
+    table.add_row(f"[{style}]{mark}[/]", name, escape(" ".join(summary.split())[:160]))
 
 
 class Progress:
