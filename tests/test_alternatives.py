@@ -402,3 +402,34 @@ def test_one_mail_port_is_not_enough_to_blame_the_network(
     )
     connect = by_id(report)["smtp.connect"]
     assert [f.rule for f in connect.findings] == ["net.connection-timeout-smtp"]
+
+
+# -- a domain whose only server is its MX host ---
+
+
+def test_the_whole_check_of_a_domain_served_by_its_mx_host_alone(
+    dns_zone: Callable[..., Any],
+    imap_server: Callable[..., LineServer],
+    certs: Certs,
+    rules: RuleBase,
+) -> None:
+    """small.test publishes nothing but an MX record; its MX host serves IMAP on 993. Discovery
+    finds it by probing (a guess), the check passes, and it is the recommended IMAP server."""
+    imaps = imap_server(implicit_tls=True)
+    zone = dns_zone({"small.test": {"MX": [f"10 {HOST}."]}, HOST: {"A": ["127.0.0.1"]}})
+    closed = {port: free_port() for port in (465, 587, 143, 995, 110, 443)}
+    cfg = RunConfig("bob@small.test", ca_file=str(certs.ca_pem), check_clock=False, timeout=2)
+    dns = Dns(zone.address, timeout=2, port_map={**closed, 993: imaps.port})
+    report = check_mailbox(cfg, rules=rules, dns=dns)
+    assert report.discovery.source == "guess"
+    assert [(t.service, t.host, t.port) for t in report.servers] == [(Service.IMAP, HOST, 993)]
+    assert {c.id: c.status for c in report.checks if c.id.startswith("imap.")} == {
+        "imap.connect": "ok",
+        "imap.greeting": "ok",
+        "imap.tls": "ok",
+        "imap.capabilities": "ok",
+        "imap.auth": "skip",
+    }
+    assert report.recommended == (
+        Recommended(Service.IMAP, HOST, 993, Security.SSL, "bob@small.test"),
+    )
