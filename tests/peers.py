@@ -61,22 +61,29 @@ Handler = Callable[[PeerConn], None]
 
 
 class LineServer:
-    """A TCP server on 127.0.0.1:0 that runs ``handler`` for each connection in a thread.
+    """A TCP server (127.0.0.1 on a free port, unless ``host``/``port`` say otherwise) that runs
+    ``handler`` for each connection in a thread.
 
     ``tls`` makes it an implicit-TLS server. ``accept=False`` listens without ever accepting
     (the kernel completes the handshake but nothing is said: a silent peer).
     """
 
     def __init__(
-        self, handler: Handler, *, tls: ssl.SSLContext | None = None, accept: bool = True
+        self,
+        handler: Handler,
+        *,
+        tls: ssl.SSLContext | None = None,
+        accept: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.handler = handler
         self.tls = tls
         self.received: list[str] = []
         self.connections = 0
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.port = int(self.sock.getsockname()[1])
         self._stop = threading.Event()

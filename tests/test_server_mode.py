@@ -61,6 +61,23 @@ def test_the_standard_ports_of_every_service_or_the_one_given() -> None:
 
 
 @pytest.mark.parametrize(
+    ("address", "only", "required"),
+    [
+        (HOST, None, set()),
+        (HOST, "pop3,smtp", {Service.POP3, Service.SMTP}),
+        (f"{HOST}:995", None, {Service.POP3}),
+    ],
+)
+def test_the_services_that_must_answer(
+    address: str, only: str | None, required: set[Service]
+) -> None:
+    from maildiag.options import CHECK, check_config
+
+    config = check_config(CHECK.checked({"address": address, "only": only}), password=None)
+    assert config.server and config.required == required and not config.alternatives
+
+
+@pytest.mark.parametrize(
     ("args", "says"),
     [
         ([f"{HOST}:2526"], "port 2526 is no standard mail port: name its service with --only"),
@@ -178,6 +195,38 @@ def test_a_service_with_no_port_that_answers_fails(
     assert int(report.exit_code) == 2
     assert [f.rule for f in report.findings] == ["net.connection-refused"] * 2
     assert report.recommended == ()
+
+
+@pytest.mark.parametrize(("required", "exit_code"), [(frozenset(), 0), ({Service.POP3}, 2)])
+def test_a_service_the_server_does_not_offer_fails_only_when_asked_for(
+    dns_zone: Callable[..., Any],
+    smtp_server: Callable[..., Any],
+    certs: Certs,
+    rules: RuleBase,
+    required: frozenset[Service],
+    exit_code: int,
+) -> None:
+    """Submission works, POP3 refuses on 995 and 110: a server without POP3 is fine unless
+    --only named POP3 (``required``)."""
+    submission = smtp_server("starttls")
+    targets = server_targets(HOST, frozenset({Service.SMTP, Service.POP3}))
+    ports = {587: submission.port} | {p: free_port() for p in (465, 25, 995, 110)}
+    config = RunConfig(
+        HOST,
+        explicit=targets,
+        only=frozenset({Service.SMTP, Service.POP3}),
+        ca_file=str(certs.ca_pem),
+        check_clock=False,
+        timeout=2,
+        server=True,
+        required=frozenset(required),
+    )
+    zone = dns_zone({HOST: {"A": ["127.0.0.1"]}})
+    report = check_mailbox(config, rules=rules, dns=Dns(zone.address, timeout=2, port_map=ports))
+    assert int(report.exit_code) == exit_code
+    pop3 = [c for c in report.checks if c.id == "pop3.connect"]
+    assert [c.status for c in pop3] == (["skip"] * 2 if exit_code == 0 else ["fail"] * 2)
+    assert [r.service for r in report.recommended] == [Service.SMTP]
 
 
 def test_a_server_and_its_port_on_the_command_line(

@@ -768,8 +768,10 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
     # With servers given and no `only`, those servers are all that is checked: nothing about the
     # address's domain is looked up. Naming more services in `only` has them discovered too.
     only = v["only"] or frozenset(t.service for t in explicit) or frozenset(Service)
+    required: frozenset[Service] = frozenset()
     if server:
         only = frozenset(t.service for t in explicit)
+        required = only if (v["only"] or len(explicit) == 1) else frozenset()
     return RunConfig(
         address=v["address"],
         explicit=explicit,
@@ -783,6 +785,7 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
         check_clock=v["clock"],
         alternatives=v["alternatives"] and not server,
         server=server,
+        required=required,
         timeout=v["timeout"],
         warn_days=v["warn_days"],
         crit_days=v["crit_days"],

@@ -166,7 +166,7 @@ def check_mailbox(
     observations = scheduler.collect(remaining)
     observations = probes.apply(observations)  # timeouts explained: ports blocked, host down
     if config.server:
-        observations = not_offered(observations, targets)
+        observations = not_offered(observations, targets, config.required)
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
@@ -238,12 +238,15 @@ def settle(
 
 
 def not_offered(
-    observations: Sequence[Observation], targets: Sequence[Target]
+    observations: Sequence[Observation],
+    targets: Sequence[Target],
+    required: frozenset[Service] = frozenset(),
 ) -> list[Observation]:
-    """A server checked on all its standard ports: a port that refuses or drops connections while
-    another port of the same service connects is a port the server does not offer (``skip``),
-    not a failure — a server with submission on 587 only is healthy. When no port of a service
-    connects, every one of them stays a failure."""
+    """A server checked on its standard ports: a port that refuses or drops connections is one
+    the server does not offer (``skip``), not a failure, when another port of the same service
+    connects — a server with submission on 587 only is healthy — or, for a service not in
+    ``required``, when another service of the server connects (a server without POP3). When
+    nothing connects at all, or a required service does not, those stay failures."""
     connected = {
         o.target.service
         for o in observations
@@ -257,8 +260,11 @@ def not_offered(
             t is not None
             and obs.check.endswith(".connect")
             and obs.status is Status.FAIL
-            and t.service in connected & several
             and all(p.signal in _UNOFFERED for p in obs.problems)
+            and (
+                (t.service in connected and t.service in several)
+                or (t.service not in connected and t.service not in required and connected)
+            )
         ):
             summary = Summary("connect.not_offered", {"port": t.port, "error": obs.summary})
             obs = dataclasses.replace(obs, status=Status.SKIP, summary=summary, problems=())
