@@ -264,6 +264,7 @@ def test_the_provider_alternative_logs_in_once_when_the_configured_server_cannot
     smtp_peers: Callable[..., Any],
     certs: Certs,
     provider_rules: str,
+    rules: RuleBase,
 ) -> None:
     """465 has a certificate nobody trusts: the password does not go there, so the provider's
     587 gets the run's one login of SMTP, and that is what works."""
@@ -273,14 +274,13 @@ def test_the_provider_alternative_logs_in_once_when_the_configured_server_cannot
         Sink(), mode="ssl", users={ALICE: PASSWORD}, ssl_context=certs.self_signed
     )
     good = smtp_peers(Sink(), mode="starttls", users={ALICE: PASSWORD})
-    rules = RuleBase.load((provider_rules,), cache=False)
     report = check(
         dns_zone(ZONE),
         certs,
         rules,
         {465: untrusted.port, 2587: good.port, 587: free_port()},
         password=PASSWORD,
-        rules_dirs=(provider_rules,),
+        rules_dirs=(provider_rules,),  # the provider database reads its providers/ folder
     )
     assert report.discovery.provider == "example-test"
     checks = by_id(report)

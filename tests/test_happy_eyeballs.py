@@ -58,6 +58,11 @@ def test_interleave_puts_ipv6_first_and_alternates() -> None:
     assert [ip for _, ip in interleave(addresses, prefer="127.0.0.2")][:2] == ["127.0.0.2", "::1"]
 
 
+@pytest.fixture(scope="module")
+def rules() -> RuleBase:
+    return RuleBase.load(cache=False)
+
+
 @pytest.fixture
 def imap_v4(imap_server: Callable[..., LineServer]) -> LineServer:
     return imap_server(implicit_tls=True)
@@ -72,7 +77,11 @@ def dropped_v6(imap_v4: LineServer) -> Iterator[FilteredPort]:
 
 
 def test_a_dropped_ipv6_address_is_waited_out_beside_the_ipv4_session(
-    dns_zone: Callable[..., Any], imap_v4: LineServer, dropped_v6: FilteredPort, certs: Certs
+    dns_zone: Callable[..., Any],
+    imap_v4: LineServer,
+    dropped_v6: FilteredPort,
+    certs: Certs,
+    rules: RuleBase,
 ) -> None:
     server = dns_zone(DUAL)
     seen: list[Observation] = []
@@ -86,7 +95,7 @@ def test_a_dropped_ipv6_address_is_waited_out_beside_the_ipv4_session(
     )
     report = check_mailbox(
         config,
-        rules=RuleBase.load(cache=False),
+        rules=rules,
         dns=Dns(server.address, timeout=2),
         on_observation=seen.append,
     )
