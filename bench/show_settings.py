@@ -116,9 +116,13 @@ def run(lab: Lab, args: list[str], *, env: dict[str, str] | None = None) -> None
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=SCENARIOS)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
     parser.add_argument("--json", action="store_true", help="also run each one with --json")
     opts = parser.parse_args()
+    unknown = [name for name in opts.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"no scenario {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
+    scenarios = opts.scenarios or list(SCENARIOS)
     import logging
     import warnings
 
@@ -150,7 +154,7 @@ def main() -> int:
         }
         timeouts = {"ipv6": "5", "blocked": "3", "down": "3"}
         try:
-            for name in opts.scenarios:
+            for name in scenarios:
                 print(f"## {name}\n")
                 for args, env in runs[name]:
                     if name in timeouts:

@@ -351,6 +351,7 @@ def test_mail_ports_filtered_but_443_answers_is_a_blocked_network(
     )
     connect = by_id(report)["smtp.connect"]
     assert connect.observation.data["https_probe"] == {"port": 443, "result": "connected"}
+    assert [a["result"] for a in connect.observation.data["addresses"]] == ["timeout"]
     [finding] = connect.findings
     assert (finding.rule, finding.category) == ("net.ports-blocked", "connection_timeout")
     assert "465, 587" in finding.title

@@ -238,6 +238,7 @@ def connect(
     rec.attempts = [Attempt(family, ip, port) for family, ip in addresses]
     won = _race(rec, real_port)
     if won is None:
+        rec.settle()  # an attempt ending right at the deadline has its outcome in a moment
         raise _best_error(rec) or ConnectFailed(
             f"connect to {host}:{port} timed out", signal="connect.timeout"
         )
