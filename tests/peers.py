@@ -61,14 +61,21 @@ Handler = Callable[[PeerConn], None]
 
 
 class LineServer:
-    """A TCP server on 127.0.0.1:0 that runs ``handler`` for each connection in a thread.
+    """A TCP server (127.0.0.1 on a free port, unless ``host``/``port`` say otherwise) that runs
+    ``handler`` for each connection in a thread.
 
     ``tls`` makes it an implicit-TLS server. ``accept=False`` listens without ever accepting
     (the kernel completes the handshake but nothing is said: a silent peer).
     """
 
     def __init__(
-        self, handler: Handler, *, tls: ssl.SSLContext | None = None, accept: bool = True
+        self,
+        handler: Handler,
+        *,
+        tls: ssl.SSLContext | None = None,
+        accept: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.handler = handler
         self.tls = tls
@@ -76,9 +83,9 @@ class LineServer:
         self.connections = 0
         self._active = 0
         self._idle = threading.Condition()
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.port = int(self.sock.getsockname()[1])
         self._stop = threading.Event()
@@ -157,22 +164,28 @@ class LineServer:
 # connect() times out here, as behind a firewall that drops SYNs, without root or iptables: a
 # listening socket with backlog 0 whose accept queue is already full (tcp_abort_on_overflow=0).
 class FilteredPort:
-    """A 127.0.0.1 port on which ``connect()`` hangs until the client's own timeout."""
+    """A loopback port on which ``connect()`` hangs until the client's own timeout.
 
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+    ``host``: 127.0.0.1 or ::1; ``port``: a given port number (e.g. the one a server listens on
+    at the other family's address), else a free one.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(self.family)
+        self.listener.bind((host, port))
         self.listener.listen(0)
         self.port = int(self.listener.getsockname()[1])
         # Fill the accept queue (backlog 0 holds one connection) and never accept it.
-        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        self.filler = socket.create_connection((host, self.port), timeout=2)
 
     def verify(self, wait: float = 0.3) -> bool:
         """True when a connect really times out (not refused, not accepted)."""
-        probe = socket.socket()
+        probe = socket.socket(self.family)
         probe.settimeout(wait)
         try:
-            probe.connect(("127.0.0.1", self.port))
+            probe.connect((self.host, self.port))
         except TimeoutError:
             return True
         except OSError:

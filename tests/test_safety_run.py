@@ -105,11 +105,12 @@ def dripping(where: str) -> Callable[[PeerConn], None]:
     return handle
 
 
-# discover() with autoconfig on the test's port instead of 443, then the real command.
+# the run's resolver with HTTPS on the test's port instead of 443 (Dns.port_map, which the
+# pipeline hands to discovery), then the real command.
 _AUTOCONFIG_ON_PORT = (
     "import functools, sys\n"
-    "import maildiag.discovery as d\n"
-    "d.discover = functools.partial(d.discover, port_map={443: int(sys.argv[1])})\n"
+    "import maildiag.dnsclient as c\n"
+    "c.Dns = functools.partial(c.Dns, port_map={443: int(sys.argv[1])})\n"
     "from maildiag.__main__ import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )

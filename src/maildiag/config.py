@@ -38,6 +38,11 @@ class RunConfig:
     rules_dirs: tuple[str, ...] = ()
     # concurrent connections to one host and service: mail servers ban eager clients
     max_per_host: int = 2
+    alternatives: bool = True  # try other servers and ports when one fails (--no-alternatives)
+    server: bool = False  # ``check HOST[:PORT]``: a server without a mailbox (address = HOST...)
+    # server mode: the services that must answer (named by --only, or the one PORT given); the
+    # others may simply not be offered
+    required: frozenset[Service] = frozenset()
 
     @property
     def deadline(self) -> float:

@@ -54,12 +54,18 @@ def finding_for(
     if severity is not Severity.INFO and obs.status in (Status.WARN, Status.FAIL):
         severity = Severity(str(obs.status))
     evidence = problem.text or finding.evidence
+    steps = finding.steps
+    if problem.params.get("alternative"):
+        # other settings of this service were proven to work (maildiag.alternatives): the
+        # first thing to do is to use them
+        first = rules.words("step.alternative", lang, alternative=problem.params["alternative"])
+        steps = (first, *steps)
     return Finding(
         finding.rule,
         finding.category,
         severity,
         finding.title,
-        finding.steps,
+        steps,
         obs.check,
         evidence,
         finding.links,

@@ -11,6 +11,7 @@ one timeout. Names may be given in Unicode; they go on the wire as A-labels (UTS
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,10 +47,20 @@ def parse_server(spec: str) -> tuple[str, int]:
 class Dns:
     """A resolver: the system's, or one DNS server named by ``--resolver``."""
 
-    def __init__(self, server: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        timeout: float = 10.0,
+        *,
+        port_map: Mapping[int, int] | None = None,
+    ) -> None:
         import dns.resolver
 
         self.timeout = timeout
+        # tests on loopback: a connect to port p of any name goes to port_map[p] (net.connect),
+        # as if the servers this resolver names listened there; discovery's probes and HTTPS
+        # fetches go there too (pipeline)
+        self.port_map: Mapping[int, int] = dict(port_map or {})
         self._memo: dict[str, list[str] | DnsError] = {}  # addresses() outcomes of this run
         if server:
             ip, port = parse_server(server)

@@ -37,6 +37,10 @@ class Security(StrEnum):
     AUTO = "auto"  # unknown port without a mode: detected from what the server does
 
 
+# How mail programs name the two TLS modes in their settings (protocol names, not words).
+SECURITY_LABELS = {Security.SSL: "SSL/TLS", Security.STARTTLS: "STARTTLS"}
+
+
 class Status(StrEnum):
     OK = "ok"
     WARN = "warn"
@@ -275,6 +279,45 @@ class Discovery:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Recommended:
+    """Settings this run proved to work for one service: TCP, the greeting, TLS with a verified
+    certificate, and the login when a password was given (``recommended`` in JSON)."""
+
+    service: Service
+    host: str
+    port: int
+    security: Security  # the mode the port really speaks (ssl or starttls)
+    login: str | None  # the user name to enter; None for a server checked without a mailbox
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": str(self.service),
+            "host": self.host,
+            "port": self.port,
+            "security": str(self.security),
+            "login": self.login,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """Another way to a service, tried because the configured server failed."""
+
+    target: Target
+    origin: str  # "standard" (the other port and mode on the same host), or a discovery source
+    works: bool  # proven as ``Recommended`` requires
+    checks: tuple[CheckResult, ...]
+
+    def to_json(self, *, transcript: bool = False) -> dict[str, Any]:
+        return {
+            **self.target.to_json(),
+            "origin": self.origin,
+            "works": self.works,
+            "checks": [c.to_json(transcript=transcript) for c in self.checks],
+        }
+
+
 REPORT_SCHEMA = "maildiag.report/1"
 MULTI_SCHEMA = "maildiag.multi/1"
 EXPLAIN_SCHEMA = "maildiag.explain/1"
@@ -291,6 +334,8 @@ class Report:
     exit_code: ExitCode
     duration_ms: int = 0
     transcript: bool = False  # include each check's transcript in JSON
+    recommended: tuple[Recommended, ...] = ()  # per service, what this run proved to work
+    alternatives: tuple[Alternative, ...] = ()  # what was tried when a server failed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -302,6 +347,8 @@ class Report:
             "servers": [t.to_json() for t in self.servers],
             "checks": [c.to_json(transcript=self.transcript) for c in self.checks],
             "findings": [f.to_json() for f in self.findings],
+            "recommended": [r.to_json() for r in self.recommended],
+            "alternatives": [a.to_json(transcript=self.transcript) for a in self.alternatives],
         }
 
 

@@ -13,10 +13,12 @@ LF or NUL in it: the server would read it as several commands.
 
 from __future__ import annotations
 
+import queue
 import socket
 import ssl
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from maildiag.config import MAX_LINE
@@ -129,6 +131,88 @@ def _getaddrinfo(host: str, port: int, timeout: float) -> list[tuple[int, str]]:
     return seen
 
 
+# RFC 8305 section 8: the "Connection Attempt Delay" — how long one address may keep us waiting
+# before the next one (of the other family, when there is one) is tried alongside it.
+ATTEMPT_DELAY = 0.25
+
+FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET6): "ipv6", int(socket.AF_INET): "ipv4"}
+
+
+def sockaddr_text(ip: str, port: int) -> str:
+    """``127.0.0.1:25``, ``[::1]:25``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def interleave(
+    addresses: list[tuple[int, str]], prefer: str | None = None
+) -> list[tuple[int, str]]:
+    """RFC 8305 section 4: IPv6 first, then the families alternate (``prefer`` goes first: the
+    address that answered this run already, so a reconnect does not wait on a broken one)."""
+    v6 = [a for a in addresses if a[0] == socket.AF_INET6]
+    v4 = [a for a in addresses if a[0] != socket.AF_INET6]
+    first, second = (v6, v4) if v6 else (v4, [])
+    out: list[tuple[int, str]] = []
+    for i in range(max(len(first), len(second))):
+        out += first[i : i + 1] + second[i : i + 1]
+    if prefer is not None:
+        out.sort(key=lambda a: a[1] != prefer)  # stable: the rest keep their order
+    return out
+
+
+@dataclass
+class Attempt:
+    """One address tried: its outcome once known (``pending`` while the connect runs)."""
+
+    family: int
+    ip: str
+    port: int
+    started: float = 0.0
+    result: str = "not_tried"  # connected, refused, timeout, unreachable, unresolved, error
+    error: NetError | None = None
+    elapsed_ms: int | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def family_name(self) -> str:
+        return FAMILY_NAMES.get(self.family, "ipv4")
+
+    @property
+    def failed(self) -> bool:
+        return self.result not in ("connected", "not_tried", "pending")
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "address": self.ip,
+            "family": self.family_name,
+            "result": self.result,
+        }
+        if self.elapsed_ms is not None:
+            out["ms"] = self.elapsed_ms
+        return out
+
+
+@dataclass
+class ConnectRecord:
+    """What ``connect()`` did, address by address (``<svc>.connect`` data). Attempts still
+    running when a connection was made go on in the background until their own deadline, so
+    a family that does not answer is known as such (``settle``)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    deadline: float = 0.0
+
+    def settled(self) -> bool:
+        return all(a.done.is_set() for a in self.attempts if a.result != "not_tried")
+
+    def settle(self) -> None:
+        """Wait (at most until the connect deadline) for the attempts still running."""
+        for a in self.attempts:
+            if a.result != "not_tried":
+                a.done.wait(max(0.0, self.deadline - time.monotonic()) + 0.05)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [a.to_json() for a in self.attempts]
+
+
 def connect(
     host: str,
     port: int,
@@ -138,33 +222,123 @@ def connect(
     transcript: list[str] | None = None,
     max_line: int = MAX_LINE,
     redact: Redactor | None = None,
+    prefer: str | None = None,
+    record: ConnectRecord | None = None,
 ) -> Conn:
-    """TCP connect to the first address that answers; refused and timed out are told apart."""
-    addresses = resolve(host, port, dns, timeout)
-    deadline = time.monotonic() + timeout
-    last: NetError | None = None
-    for family, ip in addresses:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.settimeout(remaining)
+    """TCP connect, both address families as RFC 8305 (Happy Eyeballs) has it: IPv6 first, the
+    next address every ``ATTEMPT_DELAY`` seconds (at once when one fails), the first to connect
+    wins. Refused and timed out are told apart; ``record`` keeps every address's outcome.
+
+    ``dns.port_map`` (tests on loopback) sends a connect for port ``p`` to ``port_map[p]``.
+    """
+    addresses = interleave(resolve(host, port, dns, timeout), prefer)
+    real_port = dns.port_map.get(port, port) if dns is not None else port
+    rec = record if record is not None else ConnectRecord()
+    rec.deadline = time.monotonic() + timeout
+    rec.attempts = [Attempt(family, ip, port) for family, ip in addresses]
+    won = _race(rec, real_port)
+    if won is None:
+        rec.settle()  # an attempt ending right at the deadline has its outcome in a moment
+        raise _best_error(rec) or ConnectFailed(
+            f"connect to {host}:{port} timed out", signal="connect.timeout"
+        )
+    sock, attempt = won
+    sock.settimeout(timeout)
+    return Conn(
+        sock,
+        timeout=timeout,
+        peer=sockaddr_text(attempt.ip, port),
+        transcript=transcript,
+        max_line=max_line,
+        redact=redact,
+    )
+
+
+def _race(rec: ConnectRecord, real_port: int) -> tuple[socket.socket, Attempt] | None:
+    """Start the attempts staggered; the first socket that connects, or None at the deadline.
+
+    An attempt that fails starts the next one at once (RFC 8305 section 5). Attempts still
+    running when one connects (or when the deadline passes) finish on their own thread and
+    close whatever they get: their outcome is kept in ``rec``.
+    """
+    events: queue.Queue[Attempt] = queue.Queue()
+    lock = threading.Lock()
+    winner: list[tuple[socket.socket, Attempt]] = []
+    over = threading.Event()
+
+    def attempt_one(a: Attempt) -> None:
+        sock = socket.socket(a.family, socket.SOCK_STREAM)
+        sock.settimeout(max(0.01, rec.deadline - time.monotonic()))
         try:
-            sock.connect((ip, port))
+            sock.connect((a.ip, real_port))
         except OSError as exc:
             sock.close()
-            last = classify(exc, phase="connect", address=f"{ip}:{port}")
+            a.error = classify(exc, phase="connect", address=sockaddr_text(a.ip, a.port))
+            a.result = _RESULTS.get(a.error.signal, "error")
+        else:
+            a.result = "connected"
+            with lock:
+                if winner or over.is_set():  # another address won, or the race is over
+                    sock.close()
+                else:
+                    winner.append((sock, a))
+        a.elapsed_ms = int((time.monotonic() - a.started) * 1000)
+        a.done.set()
+        events.put(a)
+
+    started = running = 0
+    next_at = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if started < len(rec.attempts) and now >= next_at:
+            a = rec.attempts[started]
+            a.started, a.result = now, "pending"
+            started, running, next_at = started + 1, running + 1, now + ATTEMPT_DELAY
+            threading.Thread(
+                target=attempt_one, args=(a,), name=f"connect:{a.ip}", daemon=True
+            ).start()
             continue
-        sock.settimeout(timeout)
-        return Conn(
-            sock,
-            timeout=timeout,
-            peer=f"{ip}:{port}",
-            transcript=transcript,
-            max_line=max_line,
-            redact=redact,
-        )
-    raise last or ConnectFailed(f"connect to {host}:{port} timed out", signal="connect.timeout")
+        if running == 0 or now >= rec.deadline:
+            with lock:  # from now on an attempt that connects closes its own socket
+                over.set()
+                return winner[0] if winner else None
+        wait = rec.deadline - now
+        if started < len(rec.attempts):
+            wait = min(wait, next_at - now)
+        try:
+            done = events.get(timeout=max(0.0, wait))
+        except queue.Empty:
+            continue
+        running -= 1
+        if done.result == "connected":
+            with lock:
+                if winner:
+                    return winner[0]
+        next_at = time.monotonic()  # a failure: the next address at once
+
+
+_RESULTS = {
+    "connect.refused": "refused",
+    "connect.timeout": "timeout",
+    "connect.unreachable": "unreachable",
+    "dns.host_unresolved": "unresolved",
+}
+# which failure speaks for the host when every address failed: one that the server (or a
+# firewall in front of it) answered, before one that never came back
+_RANK = ("refused", "timeout", "unreachable", "error")
+
+
+def _best_error(rec: ConnectRecord) -> NetError | None:
+    for result in _RANK:
+        for a in rec.attempts:
+            if a.result == result and a.error is not None:
+                return a.error
+    for a in rec.attempts:
+        if a.result in ("pending", "not_tried"):
+            return ConnectFailed(
+                f"connect timed out ({sockaddr_text(a.ip, a.port)})", signal="connect.timeout"
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from maildiag.terminal import printable
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
-    from maildiag.models import Service, Target
+    from maildiag.models import Security, Service, Target
 
 # This module is on every command's path: it imports no dataclasses, no models and no sockets
 # until a value needs them (``maildiag explain`` starts in a few milliseconds).
@@ -173,6 +173,98 @@ def parse_mail_address(value: Any) -> str:
     except AddressError as exc:
         raise OptionError(str(exc)) from exc
     return text
+
+
+def parse_check_target(value: Any) -> str:
+    """What ``check`` checks: a mailbox ADDRESS (with ``@``), or a server ``HOST[:PORT][/MODE]``
+    checked without a mailbox (``server_targets``)."""
+    text = parse_text(value)
+    host = text.rpartition("/")[0] if "/" in text else text
+    if "@" in text or not ("." in host or ":" in host):
+        return parse_mail_address(text)  # a server's name has a dot (or it is an IP address)
+    server_host(text)
+    return text
+
+
+def server_host(text: str) -> tuple[str, int | None, Security | None]:
+    """``HOST[:PORT][/ssl|starttls|plain]`` of a server check -> host, port, mode."""
+    from maildiag.address import AddressError, to_ascii_host
+    from maildiag.models import Security
+
+    mode: Security | None = None
+    if "/" in text:
+        text, _, mode_text = text.rpartition("/")
+        try:
+            mode = Security(mode_text.lower())
+        except ValueError as exc:
+            raise OptionError(f"mode must be ssl, starttls or plain, not {mode_text!r}") from exc
+        if mode is Security.AUTO:
+            raise OptionError("mode must be ssl, starttls or plain")
+    host, port = split_host_port(text)
+    if _is_ip(host):
+        return host, port, mode
+    try:
+        ascii_host = to_ascii_host(host)
+    except AddressError as exc:
+        raise OptionError(str(exc)) from exc
+    labels = ascii_host.split(".")
+    if not all(label and all(c.isalnum() or c in "-_" for c in label) for label in labels):
+        raise OptionError("expected a mail address (name@domain) or a server name (HOST[:PORT])")
+    return host, port, mode
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# The ports a server check without a port looks at, per service (RFC 8314: implicit TLS first;
+# 25 is where other servers deliver, what check_smtp -H checks).
+SERVER_PORTS: dict[str, tuple[tuple[int, str], ...]] = {
+    "smtp": ((465, "ssl"), (587, "starttls"), (25, "starttls")),
+    "imap": ((993, "ssl"), (143, "starttls")),
+    "pop3": ((995, "ssl"), (110, "starttls")),
+}
+PORT_SERVICES = {25: "smtp", 465: "smtp", 587: "smtp", 2525: "smtp", 143: "imap", 993: "imap"}
+PORT_SERVICES.update({110: "pop3", 995: "pop3"})
+
+
+def server_targets(text: str, only: frozenset[Service] | None) -> tuple[Target, ...]:
+    """The servers of ``check HOST[:PORT][/MODE]``: each standard port of the services asked
+    for (all by default), or the one port given (its service from the port, else ``only``)."""
+    from maildiag.config import explicit_security
+    from maildiag.models import Security, Service, Source, Target
+
+    host, port, mode = server_host(text)
+    if port is None:
+        wanted = [s for s in SERVICES if only is None or Service(s) in only]
+        return tuple(
+            Target(Service(s), host, p, Security(m), Source.EXPLICIT)
+            for s in wanted
+            for p, m in SERVER_PORTS[s]
+            if mode is None or Security(m) is mode
+        )
+    name = PORT_SERVICES.get(port)
+    if name is None:
+        if only is None or len(only) != 1:
+            raise UsageError(
+                f"{text}: port {port} is no standard mail port: name its service with "
+                "--only smtp, --only imap or --only pop3"
+            )
+        name = str(next(iter(only)))
+    elif only is not None and Service(name) not in only:
+        raise UsageError(f"{text}: port {port} is {name}'s, and --only leaves {name} out")
+    return (Target(Service(name), host, port, mode or explicit_security(port), Source.EXPLICIT),)
+
+
+def is_server(address: str | None) -> bool:
+    """``check HOST[:PORT]``: a server checked without a mailbox (``parse_check_target``)."""
+    return bool(address) and "@" not in str(address)
 
 
 def parse_port(text: str) -> int:
@@ -405,9 +497,10 @@ CHECK = Command(
         Option(
             "address",
             (),
-            "the mailbox address, e.g. you@yandex.ru (not with --config)",
+            "the mailbox address, e.g. you@yandex.ru; or a server HOST[:PORT][/MODE] to check "
+            "without a mailbox, on its standard mail ports or the one given (not with --config)",
             metavar="ADDRESS",
-            parse=parse_mail_address,
+            parse=parse_check_target,
             config="address",
             scope=Scope.TARGET,
         ),
@@ -479,6 +572,16 @@ CHECK = Command(
             scope=Scope.SHARED,
             negated_by="--no-clock",
         ),
+        Option(
+            "alternatives",
+            (),
+            "try the other servers and ports of a service when its server fails",
+            default=True,
+            parse=parse_bool,
+            config="alternatives",
+            scope=Scope.SHARED,
+            negated_by="--no-alternatives",
+        ),
         TIMEOUT,
         Option(
             "warn_days",
@@ -537,6 +640,8 @@ CHECK = Command(
         "MAIL_PASSWORD=... maildiag check you@example.com --password-env MAIL_PASSWORD",
         "maildiag check you@example.com --smtp mail.example.com:587/starttls --only smtp",
         "maildiag check --config targets.yaml --format junit > maildiag.xml",
+        "maildiag check mail.example.com --format nagios",
+        "maildiag check mail.example.com:587",
     ),
 )
 
@@ -620,6 +725,14 @@ def conflict(values: Mapping[str, Any], label: Callable[[Option], str] | None = 
     (its flag by default; a targets file names its key)."""
     name = label or (lambda o: o.label)
     only = values.get("only")
+    if is_server(values.get("address")):
+        for key in (*SERVICES, "login", "sender", "password_env", "ask_password"):
+            if values.get(key):
+                return (
+                    f"{name(CHECK.option(key))} needs a mailbox, and {values['address']} is a "
+                    "server checked without one: to check logins there, name a mailbox ADDRESS "
+                    "and this server as its smtp, imap or pop3 server"
+                )
     for service in SERVICES:
         if only and values.get(service) is not None and service not in only:
             server, scope = name(CHECK.option(service)), name(CHECK.option("only"))
@@ -647,10 +760,18 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
     problem = conflict(v)
     if problem:
         raise UsageError(problem)
-    explicit = tuple(v[s] for s in SERVICES if v[s] is not None)
+    server = is_server(v["address"])
+    if server:
+        explicit = server_targets(v["address"], v["only"])
+    else:
+        explicit = tuple(v[s] for s in SERVICES if v[s] is not None)
     # With servers given and no `only`, those servers are all that is checked: nothing about the
     # address's domain is looked up. Naming more services in `only` has them discovered too.
     only = v["only"] or frozenset(t.service for t in explicit) or frozenset(Service)
+    required: frozenset[Service] = frozenset()
+    if server:
+        only = frozenset(t.service for t in explicit)
+        required = only if (v["only"] or len(explicit) == 1) else frozenset()
     return RunConfig(
         address=v["address"],
         explicit=explicit,
@@ -662,6 +783,9 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
         resolver=v["resolver"],
         time_server=v["time_server"],
         check_clock=v["clock"],
+        alternatives=v["alternatives"] and not server,
+        server=server,
+        required=required,
         timeout=v["timeout"],
         warn_days=v["warn_days"],
         crit_days=v["crit_days"],

@@ -14,9 +14,25 @@ from typing import TYPE_CHECKING, TypeVar
 
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
-from maildiag.diagnose import diagnose, overall
-from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
+from maildiag.diagnose import diagnose, merge_findings, overall
+from maildiag.models import (
+    Alternative,
+    CheckResult,
+    Discovery,
+    Finding,
+    MultiReport,
+    Observation,
+    Problem,
+    Recommended,
+    Report,
+    Service,
+    Source,
+    Status,
+    Summary,
+    Target,
+)
 from maildiag.net import make_tls_context
+from maildiag.probes import spec_of
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -24,6 +40,7 @@ from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from maildiag.alternatives import Finder
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 
@@ -37,27 +54,42 @@ def check_mailbox(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
 ) -> Report:
-    """Check one address. ``limiter``: the per-host connection cap shared with the other runs
+    """Check one address, or with ``config.server`` one server without a mailbox (its servers
+    are ``config.explicit``). ``limiter``: the per-host connection cap shared with the other runs
     of a ``--config`` run (else this run has its own)."""
-    from maildiag.discovery import discover
+    from maildiag.discovery import discover, discover_servers
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
     from maildiag.errors import UsageError
 
     started = time.monotonic()
-    address = parse_address(config.address)
+    address = None if config.server else parse_address(config.address)
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
     try:
-        providers = load_providers(config.rules_dirs)
+        providers = load_providers(config.rules_dirs) if address is not None else None
     except ProviderError as exc:
         raise UsageError(f"cannot load the provider database: {exc}") from exc
 
+    from maildiag.alternatives import Finder
     from maildiag.probes import auth, clock
+    from maildiag.reachability import HostProbes
+
+    # A failure seen in the stream starts more work at once, in the same scheduler: the failing
+    # server's alternatives, and the port-443 probe of a host whose mail port timed out.
+    probes = HostProbes(timeout=config.timeout, dns=dns)
+    finder: Finder | None = None
+
+    def observed(obs: Observation) -> None:
+        if on_observation is not None:
+            on_observation(obs)
+        jobs = [*probes.observe(obs), *(finder.observe(obs) if finder is not None else ())]
+        if jobs:
+            scheduler.start(jobs)
 
     scheduler = Scheduler(
-        max_per_host=config.max_per_host, on_observation=on_observation, limiter=limiter
+        max_per_host=config.max_per_host, on_observation=observed, limiter=limiter
     )
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
@@ -66,21 +98,29 @@ def check_mailbox(
             clock_job(
                 config,
                 now=now,
-                provider=providers.by_domain(address.domain),
+                provider=(
+                    providers.by_domain(address.domain)
+                    if providers is not None and address is not None
+                    else None
+                ),
                 targets=config.explicit,
                 dns=dns,
             )
         ]
     )
-    found = discover(
-        address,
-        explicit=config.explicit,
-        only=config.only,
-        dns=dns,
-        timeout=config.timeout,
-        ca_file=config.ca_file,
-        providers=providers,
-    )
+    if address is None:
+        found = discover_servers(config.explicit, dns=dns, timeout=config.timeout)
+    else:
+        found = discover(
+            address,
+            explicit=config.explicit,
+            only=config.only,
+            dns=dns,
+            timeout=config.timeout,
+            ca_file=config.ca_file,
+            providers=providers,
+            port_map=dns.port_map,
+        )
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
@@ -89,7 +129,13 @@ def check_mailbox(
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
     redact = Redactor(config.password)
-    login_stage = auth.make_login_stage(config, address, found.provider, redact)
+    login_for: Callable[[Service], str | None]
+    if address is None:
+        login_stage = auth.make_server_stage()
+        login_for = _no_login
+    else:
+        login_stage = auth.make_login_stage(config, address, found.provider, redact)
+        login_for = auth.make_plan(config, address, found.provider, redact).login
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)
 
@@ -108,22 +154,37 @@ def check_mailbox(
             redact=redact,
         )
 
+    finder = Finder(
+        targets,
+        found.alternatives,
+        lambda t: session_job(t, make_env),
+        enabled=config.alternatives and not config.server,
+    )
     scheduler.start([session_job(t, make_env) for t in targets])
     # The whole run is bounded: what the jobs have not said by then is reported as such.
     remaining = max(config.deadline - (time.monotonic() - started), config.timeout)
     observations = scheduler.collect(remaining)
+    observations = probes.apply(observations)  # timeouts explained: ports blocked, host down
+    if config.server:
+        observations = not_offered(observations, targets, config.required)
     observations = blame_resolver(found.dns, observations)
     observations = auth.cross_check([found.dns, *observations])
     observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
-    results, findings = diagnose(
-        observations, rules, lang=config.lang, provider=provider_id, servers=targets
+    results, findings, recommended, tried = settle(
+        observations,
+        targets,
+        finder,
+        rules,
+        config=config,
+        provider=provider_id,
+        login_for=login_for,
     )
     status, exit_code = overall(results)
     discovery = found.discovery
     if discovery.source is None and targets:
         discovery = Discovery(Source.EXPLICIT, provider_id)
     return Report(
-        address=address.original,
+        address=address.original if address is not None else config.address,
         discovery=discovery,
         servers=targets,
         checks=results,
@@ -132,7 +193,91 @@ def check_mailbox(
         exit_code=exit_code,
         duration_ms=int((time.monotonic() - started) * 1000),
         transcript=config.transcript,
+        recommended=tuple(recommended),
+        alternatives=tuple(tried),
     )
+
+
+def settle(
+    observations: Sequence[Observation],
+    targets: Sequence[Target],
+    finder: Finder,
+    rules: RuleBase,
+    *,
+    config: RunConfig,
+    provider: str | None,
+    login_for: Callable[[Service], str | None],
+) -> tuple[tuple[CheckResult, ...], tuple[Finding, ...], list[Recommended], list[Alternative]]:
+    """The configured servers' results and findings, what this run proved to work, and the
+    alternatives tried (``maildiag.alternatives``).
+
+    An alternative's own failures are not the configured servers' findings; its login is, when
+    the run's one login of that service happened there (a refused password is the account's).
+    """
+    from maildiag import alternatives as alt
+
+    need_login = config.password is not None and not config.server
+    recommended = alt.recommend(
+        targets, finder.alternatives(), observations, need_login=need_login, login_for=login_for
+    )
+    mine = alt.annotate(
+        [o for o in observations if not finder.is_alternative(o.target)], targets, recommended
+    )
+    results, _ = diagnose(mine, rules, lang=config.lang, provider=provider, servers=targets)
+    tried: list[Alternative] = []
+    account: list[CheckResult] = []
+    for cand in finder.alternatives():
+        theirs = [o for o in observations if o.target == cand.target]
+        checks, _ = diagnose(
+            theirs, rules, lang=config.lang, provider=provider, servers=(cand.target,)
+        )
+        works = alt.proven(cand.target, theirs, need_login=need_login) is not None
+        tried.append(Alternative(cand.target, cand.origin, works, checks))
+        account += [c for c in checks if spec_of(c.id).login_stage and c.findings]
+    return results, merge_findings([*results, *account]), recommended, tried
+
+
+def not_offered(
+    observations: Sequence[Observation],
+    targets: Sequence[Target],
+    required: frozenset[Service] = frozenset(),
+) -> list[Observation]:
+    """A server checked on its standard ports: a port that refuses or drops connections is one
+    the server does not offer (``skip``), not a failure, when another port of the same service
+    connects — a server with submission on 587 only is healthy — or, for a service not in
+    ``required``, when another service of the server connects (a server without POP3). When
+    nothing connects at all, or a required service does not, those stay failures."""
+    connected = {
+        o.target.service
+        for o in observations
+        if o.target is not None and o.check.endswith(".connect") and o.status is not Status.FAIL
+    }
+    several = {t.service for t in targets if sum(u.service is t.service for u in targets) > 1}
+    out = []
+    for obs in observations:
+        t = obs.target
+        if (
+            t is not None
+            and obs.check.endswith(".connect")
+            and obs.status is Status.FAIL
+            and all(p.signal in _UNOFFERED for p in obs.problems)
+            and (
+                (t.service in connected and t.service in several)
+                or (t.service not in connected and t.service not in required and connected)
+            )
+        ):
+            summary = Summary("connect.not_offered", {"port": t.port, "error": obs.summary})
+            obs = dataclasses.replace(obs, status=Status.SKIP, summary=summary, problems=())
+        out.append(obs)
+    return out
+
+
+# what a port the server does not offer looks like (a firewall that rejects, or drops)
+_UNOFFERED = frozenset({"connect.refused", "connect.timeout", "connect.ports_blocked"})
+
+
+def _no_login(service: Service) -> str | None:
+    return None  # a server checked without a mailbox has no user name to recommend
 
 
 _LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")

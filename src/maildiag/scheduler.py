@@ -7,8 +7,10 @@ schedulers of all its targets, so the cap holds for the whole run, not per targe
 and POP3 daemons of one host keep separate limits, so they are probed side by side: three
 services take as long as the slowest, three filtered ports one timeout.
 Observations stream out through ``on_observation`` as they happen, so the text renderer can show
-progress. When the run's deadline passes, every check still missing is reported as ``fail`` with a
-timeout problem — the run ends on time even if some thread is stuck in a library call.
+progress, and the run can start more jobs as it learns (an alternative server when one fails): a
+job started while ``collect`` runs is waited for too, within the same deadline. When the run's
+deadline passes, every check still missing is reported as ``fail`` with a timeout problem — the
+run ends on time even if some thread is stuck in a library call.
 """
 
 from __future__ import annotations
@@ -95,13 +97,19 @@ class Scheduler:
         # shared with the other targets' schedulers of a --config run; else this run's own
         self._limiter = limiter if limiter is not None else HostLimiter(max_per_host)
         self._jobs: list[Job] = []
+        self._started: set[str] = set()  # job names; a name is started once
+        self._closed = False  # collect() is over: nothing more starts
 
     def start(self, jobs: Sequence[Job]) -> None:
+        """Start ``jobs`` (also from ``on_observation``, while ``collect`` runs)."""
         for job in jobs:
+            if job.name in self._started or self._closed:
+                continue
             lock = None
             if job.host is not None:
                 lock = self._limiter.semaphore(_lock_key(job))
             self._jobs.append(job)
+            self._started.add(job.name)
             threading.Thread(
                 target=self._work, args=(job, lock), name=f"maildiag:{job.name}", daemon=True
             ).start()
@@ -123,14 +131,13 @@ class Scheduler:
 
     def collect(self, deadline: float) -> list[Observation]:
         """Observations of all started jobs, in completion order; missing ones filled in."""
-        jobs = self._jobs
         on_observation = self.on_observation
         results = self._results
         end = time.monotonic() + deadline
-        pending = {job.name for job in jobs}
+        finished: set[str] = set()
         seen: list[Observation] = []
         errors: dict[str, BaseException] = {}
-        while pending:
+        while self._started - finished:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 break
@@ -139,7 +146,7 @@ class Scheduler:
             except queue.Empty:
                 break
             if isinstance(item, str):
-                pending.discard(item)
+                finished.add(item)
             elif isinstance(item, tuple):
                 errors[item[0]] = item[1]
             else:
@@ -147,8 +154,10 @@ class Scheduler:
                 if on_observation is not None:
                     on_observation(item)
 
+        self._closed = True  # what the fill-ins below set off would outlive the run: not started
+        pending = self._started - finished
         have = {(o.check, o.target) for o in seen}
-        for job in jobs:
+        for job in list(self._jobs):
             missing = [c for c in job.expected if (c, job.target) not in have]
             for i, check in enumerate(missing):
                 if i == 0 and job.name in errors:

@@ -32,6 +32,15 @@ SIGNALS: dict[str, str] = {
     "connect.refused": "TCP connect refused (RST). params: address",
     "connect.timeout": "TCP connect got no answer within the timeout. params: address, timeout",
     "connect.unreachable": "no route to the host or network. params: address",
+    "connect.ports_blocked": "every mail port tried on the host timed out while its port 443 "
+    "answered: the network on the way drops mail ports. params: address, ports, https",
+    "connect.host_down": "every mail port tried on the host timed out, and so did its port 443: "
+    "the host is down or unreachable. params: address, ports, https",
+    "connect.family_timeout": "an address of one family (IPv6 or IPv4) did not answer while one "
+    "of the other family connected. params: family, failed_address, working_family, address, "
+    "timeout",
+    "connect.family_refused": "an address of one family refused while one of the other family "
+    "connected. params: family, failed_address, working_family, address",
     # greeting / mode
     "greeting.silent": "connected, but the server said nothing in either mode. params: timeout",
     "greeting.closed": "the server closed the connection before greeting",

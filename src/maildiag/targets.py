@@ -8,6 +8,7 @@ The file::
       warn_days: 21
     targets:                     # required: one entry per mailbox
       - alice@example.test       # an address alone is a target with the defaults
+      - mail.example.test        # a server, checked without a mailbox: HOST[:PORT][/MODE]
       - address: support@example.test
         smtp: smtp.example.test:465/ssl     # HOST[:PORT][/ssl|starttls|plain], like --smtp
         only: [smtp]                        # or "smtp,imap"
@@ -17,7 +18,9 @@ The file::
 
 The keys are the ``config`` names of the check options (``maildiag.options``): a target may hold
 every option of one mailbox, ``defaults`` those that may be shared; each value goes through the
-same parser as on the command line. Keys are checked strictly: an unknown key, a value of the
+same parser as on the command line. A target's ``address`` may be a server ``HOST[:PORT][/MODE]``
+(no ``@``), checked without a mailbox as ``maildiag check HOST`` does; the file's default
+``password_env`` does not apply to it. Keys are checked strictly: an unknown key, a value of the
 wrong type, a target without an address, a repeated key or address, or broken YAML raises
 ``ConfigError`` whose message is one line naming the file and line (``targets.yaml:12: unknown
 key 'pasword_env' in target 2 (did you mean 'password_env'?)``), so the CLI prints it and exits 3
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maildiag.errors import UsageError
-from maildiag.options import CHECK, Option, OptionError, Scope, conflict
+from maildiag.options import CHECK, Option, OptionError, Scope, conflict, is_server
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_TARGETS = 500
@@ -267,9 +270,7 @@ class _Loader:
         first_seen: dict[str, int] = {}
         for index, node in enumerate(t_node.value, start=1):
             spec = self.target(index, node, defaults)
-            from maildiag.address import parse_address
-
-            key = parse_address(spec.address).ascii.lower()
+            key = _target_key(spec.address)
             if key in first_seen:
                 raise self.fail(
                     node,
@@ -290,11 +291,22 @@ class _Loader:
                 raise self.fail(node, f"{what} has no 'address'")
         else:
             raise self.fail(node, f"{what} must be an address or a mapping of options")
+        if is_server(values["address"]):  # the file's password applies to its mailboxes
+            defaults = {k: v for k, v in defaults.items() if k != "password_env"}
         merged = {**defaults, **values}
         problem = conflict(merged, lambda o: f"'{o.config}'")
         if problem:
             raise self.fail(node, f"{what}: {problem}")
         return TargetSpec(index, node.start_mark.line + 1, self.path, merged)
+
+
+def _target_key(text: str) -> str:
+    """What makes two targets the same: the address (domain in A-labels), or the server."""
+    if is_server(text):
+        return text.strip().lower()
+    from maildiag.address import parse_address
+
+    return parse_address(text).ascii.lower()
 
 
 def _kind(node: Any) -> str:

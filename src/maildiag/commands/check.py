@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import UsageError
 from maildiag.models import MultiReport, Observation, Report
-from maildiag.options import Command, check_config, password_problem, secret_from_env
+from maildiag.options import Command, check_config, conflict, password_problem, secret_from_env
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
@@ -51,6 +51,9 @@ def _main(values: Mapping[str, Any], fmt: str) -> int:
         return _check_many(values, fmt)
     if not values.get("address"):
         raise UsageError("Missing argument 'ADDRESS' (or --config FILE)")
+    problem = conflict(values)  # before a password prompt that would be for nothing
+    if problem:
+        raise UsageError(problem)
     config = check_config(values, password=read_password(values))
     rules = load_rules(config.rules_dirs)
     report = _check_one(config, rules, fmt)

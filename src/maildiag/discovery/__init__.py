@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.dnsclient import Dns
 
-__all__ = ["DiscoveryResult", "discover", "SERVICE_ORDER", "SOURCE_RANK"]
+__all__ = ["DiscoveryResult", "discover", "discover_servers", "SERVICE_ORDER", "SOURCE_RANK"]
 
 SERVICE_ORDER: tuple[Service, ...] = (Service.SMTP, Service.IMAP, Service.POP3)
 SOURCE_RANK: dict[Source, int] = {
@@ -73,6 +73,8 @@ class DiscoveryResult:
     # how sure each answer is: certain, published, via_mx, answered (a guess whose probe got the
     # protocol's greeting), resolves (a guess by name only)
     certainty: Mapping[Service, str] = field(default_factory=dict)
+    # the chosen source's other servers per service, in its order (``maildiag.alternatives``)
+    alternatives: Mapping[Service, tuple[Target, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class _Plan:
 @dataclass
 class _Choice:
     chosen: dict[Service, Target]
+    alternatives: dict[Service, tuple[Target, ...]] = field(default_factory=dict)
     logins: dict[Service, str] = field(default_factory=dict)
     certainty: dict[Service, str] = field(default_factory=dict)
     not_offered: set[Service] = field(default_factory=set)
@@ -134,6 +137,29 @@ def discover(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return _result(plan, ctx, steps, choice)
+
+
+def discover_servers(targets: Sequence[Target], *, dns: Dns, timeout: float) -> DiscoveryResult:
+    """A server checked without a mailbox (``check HOST[:PORT]``): nothing to discover; the
+    ``dns`` check says whether the server's name resolves."""
+    from maildiag.discovery.dnscheck import DnsFacts, observe
+
+    budget = Budget(timeout)
+    look = Lookups(dns, budget)
+    look.resolve_all([t.host for t in targets])
+    facts = DnsFacts(
+        address=None,
+        look=look,
+        budget=budget,
+        targets=targets,
+        needed=(),
+        mx=None,
+        known_domain=False,
+        explicit_given=True,
+        discovered_any=False,
+        data={"resolver": dns.label},
+    )
+    return DiscoveryResult(Discovery(Source.EXPLICIT), tuple(targets), observe(facts), None)
 
 
 def _plan(
@@ -220,6 +246,7 @@ def _take(plan: _Plan, choice: _Choice, offer: Offer, source: Source) -> None:
             continue
         used = True
         choice.chosen[service] = target
+        choice.alternatives[service] = tuple(offer.alternatives.get(service, ()))
         choice.certainty[service] = offer.certainty.get(service, CERTAINTY[target.source])
         if service in offer.logins:
             choice.logins[service] = offer.logins[service]
@@ -269,5 +296,11 @@ def _result(plan: _Plan, ctx: Context, steps: Sequence[Step], choice: _Choice) -
         note="; ".join(choice.notes),
     )
     return DiscoveryResult(
-        discovery, targets, observe(facts), provider, choice.logins, choice.certainty
+        discovery,
+        targets,
+        observe(facts),
+        provider,
+        choice.logins,
+        choice.certainty,
+        {s: alts for s, alts in choice.alternatives.items() if alts},
     )

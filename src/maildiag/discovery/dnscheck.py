@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class DnsFacts:
     """What discovery hands the ``dns`` check."""
 
-    address: Address
+    address: Address | None  # None: a server checked without a mailbox (check HOST[:PORT])
     look: Lookups
     budget: Budget
     targets: Sequence[Target]
@@ -68,7 +68,7 @@ class _DnsCheck:
 
     @property
     def domain(self) -> str:
-        return self.f.address.domain
+        return self.f.address.domain if self.f.address is not None else ""
 
     def fact(self, key: str, **params: Any) -> None:
         self.facts.append(Summary(key, params))

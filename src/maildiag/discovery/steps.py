@@ -20,7 +20,7 @@ A step never raises for network trouble: what went wrong is a fact in its ``data
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,9 @@ class Offer:
     """A step's answer: at most one server per service, with what the source says about it."""
 
     servers: dict[Service, Target] = field(default_factory=dict)
+    # the source's other servers per service, in its order: what ``check`` tries when the first
+    # one fails (the provider's other entries, more SRV records, the document's other servers)
+    alternatives: dict[Service, list[Target]] = field(default_factory=dict)
     logins: dict[Service, str] = field(default_factory=dict)
     certainty: dict[Service, str] = field(default_factory=dict)
     not_offered: frozenset[Service] = frozenset()
@@ -125,6 +128,10 @@ class Step:
     def target(self, service: Service, host: str, port: int, security: Security) -> Target:
         return Target(service=service, host=host, port=port, security=security, source=self.source)
 
+    def targets(self, service: Service, specs: Sequence[Any]) -> list[Target]:
+        """Targets of server specs (``ServerSpec``-like: host, port, security)."""
+        return [self.target(service, s.host, s.port, s.security) for s in specs]
+
 
 # --- the provider database -------------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class ProviderStep(Step):
                 continue
             spec = specs[0]
             offer.servers[service] = self.target(service, spec.host, spec.port, spec.security)
+            offer.alternatives[service] = self.targets(service, specs[1:])
             offer.logins[service] = self.provider.login_for(self.ctx.address, False, service)
             offer.certainty[service] = CERTAINTY[self.source]
         offer.not_offered = frozenset(missing)
@@ -216,6 +224,15 @@ class SrvStep(Step):
             best = _usable(outcome)[0]
             offer.servers[service] = self.target(service, best.target, best.port, outcome.security)
             offer.certainty[service] = CERTAINTY[self.source]
+        for service, _, outcome in self._outcomes():  # the other records, implicit TLS first
+            if outcome is None or service not in offer.servers:
+                continue
+            chosen = offer.servers[service]
+            offer.alternatives.setdefault(service, []).extend(
+                t
+                for r in _usable(outcome)
+                if (t := self.target(service, r.target, r.port, outcome.security)) != chosen
+            )
         offer.not_offered = frozenset(
             s for s, st in states.items() if "dot" in st and not {"usable", "failed"} & set(st)
         )
@@ -350,6 +367,7 @@ def offer_document(step: Step, fetched: _Fetched | None) -> Offer | None:
             continue
         spec = specs[0]
         offer.servers[service] = step.target(service, spec.host, spec.port, spec.security)
+        offer.alternatives[service] = step.targets(service, specs[1:])
         offer.certainty[service] = CERTAINTY[step.source]
         if spec.login:
             offer.logins[service] = spec.login
@@ -524,6 +542,7 @@ class AutodiscoverStep(Step):
             if servers.get(service):
                 spec = servers[service][0]
                 offer.servers[service] = self.target(service, spec.host, spec.port, spec.security)
+                offer.alternatives[service] = self.targets(service, servers[service][1:])
                 offer.logins[service] = provider.login_for(self.ctx.address, True, service)
                 offer.certainty[service] = CERTAINTY[self.source]
         return offer if offer.servers else None
@@ -589,6 +608,7 @@ class MxStep(Step):
             if servers.get(service):
                 spec = servers[service][0]
                 offer.servers[service] = self.target(service, spec.host, spec.port, spec.security)
+                offer.alternatives[service] = self.targets(service, servers[service][1:])
                 offer.logins[service] = provider.login_for(self.ctx.address, True, service)
                 offer.certainty[service] = CERTAINTY[self.source]
         return offer

@@ -83,6 +83,7 @@ SKIP_SUMMARIES = (
     "skip.login_unfinished",
     "skip.cert_unverified",
     "skip.not_encrypted",
+    "skip.no_mailbox",
 )
 ANY_CHECK_SUMMARIES = ("internal_error", "run.deadline")
 # What a server said instead of its protocol, as the wrong-protocol finding quotes it ({heard}).
@@ -196,8 +197,20 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "connect",
         Scope.SERVER,
-        "TCP reachability of host:port (refused and timed out told apart)",
-        summaries=("connect.ok",),
+        "TCP reachability of host:port (refused and timed out told apart), each address of "
+        "both families (RFC 8305)",
+        signals=(
+            "connect.family_timeout",
+            "connect.family_refused",
+            "connect.ports_blocked",
+            "connect.host_down",
+        ),
+        summaries=(
+            "connect.ok",
+            "connect.family_timeout",
+            "connect.family_refused",
+            "connect.not_offered",
+        ),
     ),
     CheckSpec(
         "greeting",
@@ -292,6 +305,8 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.no_mechanism_offered",
             "auth.login_disabled",
             "auth.offered_after_tls",
+            "auth.offered",
+            "auth.not_offered",
         ),
     ),
     CheckSpec(

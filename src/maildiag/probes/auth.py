@@ -43,7 +43,7 @@ from maildiag.probes.pop3 import Pop3, parse_status
 from maildiag.probes.session import LoginState
 from maildiag.redact import MASK, Redactor
 
-__all__ = ["MASK", "Redactor", "cross_check", "make_login_stage", "make_plan"]
+__all__ = ["MASK", "Redactor", "cross_check", "make_login_stage", "make_plan", "make_server_stage"]
 
 # Mechanisms we can speak, best first. Over TLS PLAIN is simplest and universal; in clear text
 # (only when the user asked for /plain) CRAM-MD5 keeps the password itself off the wire.
@@ -160,7 +160,9 @@ def make_login_stage(
     def stage(state: LoginState) -> None:
         service = state.target.service
         first = True
-        if plan.password is not None:
+        # a session whose password could not go out (an unverified certificate, no TLS) did not
+        # use the attempt: an alternative server of the service may still make it
+        if plan.password is not None and _password_may_go_out(state):
             with lock:
                 first = service not in tried
                 if first:
@@ -173,6 +175,46 @@ def make_login_stage(
         _Login(state, plan).check()
 
     return stage
+
+
+def make_server_stage() -> Callable[[LoginState], None]:
+    """The login stage of a server checked without a mailbox (``check HOST[:PORT]``).
+
+    ``smtp.auth`` reports the AUTH mechanisms the server offers (after STARTTLS when the port has
+    it) and sends nothing more: whether the server *requires* AUTH shows only at MAIL FROM or
+    RCPT TO, and without a mailbox there is no address the server is known to accept — a made-up
+    one (postmaster@HOST) would test its recipient policy for that name, not its login, and on
+    port 25 accepting mail for its own domains without AUTH is right. So no envelope command (and
+    never DATA) goes to a server checked this way. The other login checks are ``skip``.
+    """
+
+    def stage(state: LoginState) -> None:
+        session = state.session
+        try:
+            state.dialect.quit(state.conn)
+        except (NetError, ProtocolViolation):
+            pass
+        reason = Summary("skip.no_mailbox")
+        if state.target.service is Service.SMTP:
+            offered = state.caps.auth_mechanisms()
+            data = {"auth_offered": offered, "tls": state.tls}
+            if offered:
+                summary = Summary("auth.offered", {"mechanisms": " ".join(offered)})
+            else:
+                summary = Summary("auth.not_offered")
+            session.emit("auth", Status.OK, summary, data=data)
+        for name in login_checks(state.target.service):
+            if f"{state.target.service}.{name}" not in session.emitted:
+                session.emit(name, Status.SKIP, reason)
+
+    return stage
+
+
+def _password_may_go_out(state: LoginState) -> bool:
+    """What ``_Login.may_send_password`` allows: verified TLS, or clear text asked for."""
+    if state.tls:
+        return state.trusted
+    return state.target.security is Security.PLAIN
 
 
 # -- one session's login checks ---------------------------------------------------------------

@@ -35,7 +35,7 @@ from maildiag.models import (
     Summary,
     Target,
 )
-from maildiag.net import Conn, TlsSession, connect
+from maildiag.net import Conn, ConnectRecord, TlsSession, connect, sockaddr_text
 from maildiag.probes import check_ids
 from maildiag.probes.base import Capabilities, Dialect, Reply, identify
 from maildiag.probes.dialects import make_dialect
@@ -44,6 +44,8 @@ from maildiag.redact import Redactor
 
 if TYPE_CHECKING:
     from maildiag.dnsclient import Dns
+
+_FAMILY_LABEL = {"ipv6": "IPv6", "ipv4": "IPv4"}
 
 # How long a plaintext greeting may keep us waiting before we also try implicit TLS. A silent
 # port is often an implicit-TLS port waiting for our ClientHello (SPEC: try the other mode first).
@@ -99,6 +101,10 @@ class Session:
     emitted: set[str] = field(default_factory=set)
     transcript: list[str] = field(default_factory=list)
     skip_reason: Summary | None = None  # why the checks not run yet will be ``skip``
+    # the connect check when an address of the other family has not answered yet: emitted at
+    # the end, once it has (the session carries on over the address that connected)
+    _late_connect: tuple[Conn, ConnectRecord, int] | None = None
+    _good_ip: str | None = None  # the address that connected: reconnects try it first
     _mark: int = 0
     _t0: float = 0.0
 
@@ -217,6 +223,10 @@ class Session:
         finally:
             if conn is not None:
                 conn.close()
+            if self._late_connect is not None:
+                first, record, duration_ms = self._late_connect
+                record.settle()
+                self.env.emit(self._connect_observation(first, record, duration_ms))
             for check in check_ids(self.target.service):
                 if check not in self.emitted:
                     self.emitted.add(check)
@@ -231,19 +241,22 @@ class Session:
 
     def _connect(self) -> Conn | None:
         t = self.target
+        record = ConnectRecord()
         try:
-            return connect(
+            conn = connect(
                 t.host,
                 t.port,
                 timeout=self.env.config.timeout,
                 dns=self.env.dns,
                 transcript=self.transcript,
                 redact=self.env.redact,
+                record=record,
             )
         except NetError as exc:
             self.emit_error(
                 "connect",
                 exc,
+                data={"addresses": record.to_json()} if record.attempts else None,
                 problems=(
                     self.problem(
                         exc.signal,
@@ -255,18 +268,72 @@ class Session:
             )
             self.skip(Summary("skip.unreachable", {"address": f"{t.host}:{t.port}"}))
             return None
+        self._good_ip = next((a.ip for a in record.attempts if a.result == "connected"), None)
+        duration_ms = int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
+        if record.settled():
+            self.emit_observation(self._connect_observation(conn, record, duration_ms))
+        else:
+            self._late_connect = (conn, record, duration_ms)
+            self.emitted.add(f"{t.service}.connect")
+            self._t0 = time.monotonic()
+        return conn
+
+    def _connect_observation(self, conn: Conn, record: ConnectRecord, ms: int) -> Observation:
+        """``<svc>.connect``: connected; ``warn`` when an address of the other family did not
+        answer or refused while this one connected (RFC 8305: a program that tries the broken
+        family first hangs or fails now and then)."""
+        data: dict[str, Any] = {"address": conn.peer, "addresses": record.to_json()}
+        working = {a.family for a in record.attempts if a.result == "connected"}
+        broken = [
+            a
+            for a in record.attempts
+            if a.result in ("timeout", "refused") and a.family not in working
+        ]
+        if not broken:
+            summary = Summary("connect.ok", {"address": conn.peer})
+            check = f"{self.target.service}.connect"
+            return Observation(check, Status.OK, summary, self.target, data, duration_ms=ms)
+        problems = []
+        for family in dict.fromkeys(a.family for a in broken):
+            a = next(x for x in broken if x.family == family)
+            problems.append(
+                self.problem(
+                    f"connect.family_{a.result}",
+                    str(a.error or ""),
+                    family=_FAMILY_LABEL[a.family_name],
+                    failed_address=sockaddr_text(a.ip, self.target.port),
+                    working_family=_FAMILY_LABEL[
+                        next(x.family_name for x in record.attempts if x.result == "connected")
+                    ],
+                    address=conn.peer,
+                    timeout=f"{self.env.config.timeout:g}",
+                )
+            )
+        first = broken[0]
+        summary = Summary(
+            f"connect.family_{first.result}",
+            {
+                "address": conn.peer,
+                "family": _FAMILY_LABEL[first.family_name],
+                "failed": sockaddr_text(first.ip, self.target.port),
+                "timeout": f"{self.env.config.timeout:g}",
+            },
+        )
+        return Observation(
+            f"{self.target.service}.connect",
+            Status.WARN,
+            summary,
+            self.target,
+            data,
+            tuple(problems),
+            duration_ms=ms,
+        )
 
     def _run(self) -> Conn | None:
         self.start()
         conn = self._connect()
         if conn is None:
             return None
-        self.emit(
-            "connect",
-            Status.OK,
-            Summary("connect.ok", {"address": conn.peer}),
-            data={"address": conn.peer},
-        )
         if self.target.security is Security.SSL:
             return self._implicit(conn)
         return self._plaintext_first(conn)
@@ -281,6 +348,7 @@ class Session:
                 dns=self.env.dns,
                 transcript=self.transcript,
                 redact=self.env.redact,
+                prefer=self._good_ip,
             )
         except NetError as exc:
             self.skip(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from maildiag.models import CheckResult, Observation, Report, Severity, Status
+from maildiag.models import SECURITY_LABELS, CheckResult, Observation, Report, Severity, Status
 from maildiag.terminal import safe
 
 if TYPE_CHECKING:
@@ -100,8 +100,14 @@ def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
 
     console.print(f"\n[bold]{labels['checks']}[/]")
     table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    services = [t.service for t in report.servers]
     for result in report.checks:
-        _check_row(table, result, escape, ui.summary_text(result.observation.summary, lang))
+        target = result.observation.target
+        # several servers of one service (a server checked on all its ports): name the port
+        port = None
+        if target is not None and services.count(target.service) > 1:
+            port = target.port
+        _check_row(table, result, escape, ui.summary_text(result.observation.summary, lang), port)
     console.print(table)
     if report.transcript:
         for result in report.checks:
@@ -113,7 +119,13 @@ def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
     console.print()
     if not report.findings:
         console.print(f"[green]{labels['ok']}[/]")
-        return
+    else:
+        _findings(report, console, labels)
+    _settings(report, console, ui, lang)
+
+
+def _findings(report: Report, console: Any, labels: _Labels) -> None:
+    escape = _escape
     console.print(f"[bold]{labels['findings']}[/]")
     for i, group in enumerate(_grouped(report.findings), 1):
         f = group[0]
@@ -130,6 +142,43 @@ def _render_one(report: Report, lang: str, console: Any, ui: RuleBase) -> None:
                 console.print(f"   [dim]{labels['evidence']}: {escape(evidence[:300])}[/]")
         for link in f.links:
             console.print(f"   [dim]{escape(link)}[/]")
+
+
+def _settings(report: Report, console: Any, ui: RuleBase, lang: str) -> None:
+    """ "Settings that work", ready to copy into a mail program, then the alternatives tried."""
+    services = list(dict.fromkeys(t.service for t in report.servers))
+    if not services:
+        return
+    labels = _Labels(ui, lang)
+    escape = _escape
+    console.print(f"\n[bold]{labels['settings']}[/]")
+    by_service = {r.service: r for r in report.recommended}
+    for service in services:
+        entry = by_service.get(service)
+        if entry is None:
+            console.print(f"  {service:<5} [red]{labels['settings.nothing']}[/]")
+            continue
+        parts = [
+            f"{labels['settings.server']} [bold]{escape(entry.host)}[/]",
+            f"{labels['settings.port']} [bold]{entry.port}[/]",
+            f"{labels['settings.security']} [bold]{SECURITY_LABELS[entry.security]}[/]",
+        ]
+        if entry.login is not None:
+            parts.append(f"{labels['settings.login']} [bold]{escape(entry.login)}[/]")
+        console.print(f"  [green]{service:<5}[/] " + "  ".join(parts))
+    for tried in report.alternatives:
+        t = tried.target
+        where = f"{t.service} {escape(t.host)}:{t.port} {SECURITY_LABELS.get(t.security, '')}"
+        if tried.works:
+            outcome = labels["settings.works"]
+        else:
+            failed = next((c for c in tried.checks if c.status is Status.FAIL), None)
+            shown = failed or next((c for c in tried.checks if c.status is Status.SKIP), None)
+            outcome = ""
+            if shown is not None:
+                text = ui.summary_text(shown.observation.summary, lang)
+                outcome = f"{shown.id}: {escape(' '.join(text.split())[:160])}"
+        console.print(f"  [dim]{labels['settings.tried']}: {where} — {outcome}[/]")
 
 
 def _escape(text: str) -> str:
@@ -153,10 +202,13 @@ def _where(result: CheckResult) -> str:
     return f"{result.id} {t.host}:{t.port}" if t else result.id
 
 
-def _check_row(table: Any, result: CheckResult, escape: Any, summary: str) -> None:
-    # one server per service, so the check id names the server listed above
+def _check_row(
+    table: Any, result: CheckResult, escape: Any, summary: str, port: int | None = None
+) -> None:
+    # with one server per service the check id names the server listed above
     mark, style = _STATUS_STYLE[result.status]
-    table.add_row(f"[{style}]{mark}[/]", result.id, escape(" ".join(summary.split())[:160]))
+    name = result.id if port is None else f"{result.id} {port}"
+    table.add_row(f"[{style}]{mark}[/]", name, escape(" ".join(summary.split())[:160]))
 
 
 class Progress:
