@@ -4,9 +4,11 @@ the fast paths' answers being the same as the slow ones'. Speed itself is measur
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,8 +18,11 @@ from typing import Any
 import pytest
 from peers import Certs, LineServer
 
-# a check with every server an IP address needs none of these
-HEAVY = ("dns",)
+from maildiag.certinfo import describe_decoded
+from maildiag.probes.tls import describe_certificate
+
+# a check with every server an IP address and a verified chain needs none of these
+HEAVY = ("dns", "cryptography")
 
 
 def run_python(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -98,7 +103,9 @@ def mailbox(
     ]
 
 
-def test_healthy_check_imports_no_resolver(mailbox: list[str], tmp_path: Path) -> None:
+def test_healthy_check_imports_no_resolver_and_no_x509_parser(
+    mailbox: list[str], tmp_path: Path
+) -> None:
     code = CHECK_PROBE.format(heavy=HEAVY)
     for fmt in ("nagios", "json"):
         p = run_python(code, tmp_path, *mailbox, "--format", fmt)
@@ -177,3 +184,115 @@ def test_system_resolver_label_reads_resolv_conf(tmp_path: Path) -> None:
     conf.write_text("# comment\nsearch example.test\nnameserver 192.0.2.53\n; x\nnameserver ::1\n")
     assert _system_nameservers(str(conf)) == ["192.0.2.53", "::1"]
     assert _system_nameservers(str(tmp_path / "missing")) == []
+
+
+# -- certificates described from OpenSSL's decoded form -----------------------------------------
+
+
+def _decoded_pairs(ctx: ssl.SSLContext) -> list[tuple[dict[str, Any], bytes]]:
+    return list(zip(ctx.get_ca_certs(), ctx.get_ca_certs(binary_form=True), strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")  # an old root in certifi's bundle
+def test_decoded_form_describes_certifi_bundle_as_cryptography_does() -> None:
+    import certifi
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=certifi.where())
+    pairs = _decoded_pairs(ctx)
+    described = 0
+    for info, der in pairs:
+        fast = describe_decoded(info)
+        if fast is not None:
+            described += 1
+            assert fast == describe_certificate(der), info["subject"]
+    # the few it leaves to cryptography have names in other alphabets
+    assert described >= len(pairs) - 5, (described, len(pairs))
+
+
+def _ca_with_name(tmp_path: Path, attributes: list[list[tuple[Any, str]]], **kw: Any) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.RelativeDistinguishedName([x509.NameAttribute(o, v) for o, v in rdn])
+            for rdn in attributes
+        ]  # fmt: skip
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("mail.example.test"),
+        x509.IPAddress(ipaddress.ip_address("2001:db8::25")),
+        x509.RFC822Name("postmaster@example.test"),
+        x509.DNSName("*.example.test"),
+        x509.IPAddress(ipaddress.ip_address("192.0.2.25")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(kw.get("issuer", name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(kw.get("not_after", now + dt.timedelta(days=30)))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_decoded_form_of_odd_names_is_described_as_cryptography_does(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    every = [[(getattr(NameOID, n), v)] for n, v in (
+        ("COUNTRY_NAME", "RU"), ("STATE_OR_PROVINCE_NAME", "Moscow"), ("LOCALITY_NAME", "Moscow"),
+        ("STREET_ADDRESS", "Lva Tolstogo 16"), ("POSTAL_CODE", "119021"),
+        ("ORGANIZATION_NAME", 'Ex, "Ample" + <Co>; #1'), ("ORGANIZATIONAL_UNIT_NAME", " IT "),
+        ("BUSINESS_CATEGORY", "Private Organization"), ("SERIAL_NUMBER", "1027700229193"),
+        ("JURISDICTION_COUNTRY_NAME", "RU"), ("JURISDICTION_STATE_OR_PROVINCE_NAME", "Moscow"),
+        ("JURISDICTION_LOCALITY_NAME", "Moscow"), ("ORGANIZATION_IDENTIFIER", "VATRU-7736207543"),
+        ("DOMAIN_COMPONENT", "example"), ("USER_ID", "uid1"), ("EMAIL_ADDRESS", "ca@example.test"),
+        ("TITLE", "CA"), ("SURNAME", "Ivanov"), ("GIVEN_NAME", "Ivan"), ("INITIALS", "I"),
+        ("GENERATION_QUALIFIER", "Jr"), ("DN_QUALIFIER", "q"), ("PSEUDONYM", "p"),
+    )]  # fmt: skip
+    names = {
+        "every attribute": every,
+        "no common name": [[(NameOID.ORGANIZATION_NAME, "Only Org")]],
+        "common name": [[(NameOID.COMMON_NAME, "Example CA")], [(NameOID.COUNTRY_NAME, "RU")]],
+        "multi-valued RDN": [
+            [(NameOID.ORGANIZATION_NAME, "A"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "B")],
+            [(NameOID.COMMON_NAME, "#hash")],
+        ],
+        "Cyrillic (left to cryptography)": [[(NameOID.COMMON_NAME, "Пример")]],
+    }
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Other Issuer")])
+    for attributes in names.values():
+        ctx.load_verify_locations(cadata=_ca_with_name(tmp_path, attributes))
+    ctx.load_verify_locations(cadata=_ca_with_name(tmp_path, every, issuer=issuer))
+    pairs = _decoded_pairs(ctx)
+    assert len(pairs) == len(names) + 1
+    fast = [(describe_decoded(info), der) for info, der in pairs]
+    assert sum(d is None for d, _ in fast) == 1  # the Cyrillic one
+    for d, der in fast:
+        if d is not None:
+            assert d == describe_certificate(der)
+    assert {d["self_signed"] for d, _ in fast if d is not None} == {True, False}
+
+
+def test_decoded_form_with_an_unknown_attribute_or_date_is_left_to_cryptography() -> None:
+    leaf = {
+        "subject": ((("commonName", "mail.example.test"),),),
+        "issuer": ((("organizationName", "CA"),),),
+        "notBefore": "Jan  5 09:34:43 2026 GMT",
+        "notAfter": "Jan  5 09:34:43 2027 GMT",
+    }
+    assert describe_decoded(leaf) is not None
+    assert describe_decoded({**leaf, "issuer": ((("1.2.3.4.5", "x"),),)}) is None
+    assert describe_decoded({**leaf, "notAfter": "Jan  5 09:34:43.5 2027 GMT"}) is None
+    assert describe_decoded({**leaf, "subjectAltName": (("DNS", "пример.рф"),)}) is None
