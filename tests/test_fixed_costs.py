@@ -296,3 +296,22 @@ def test_decoded_form_with_an_unknown_attribute_or_date_is_left_to_cryptography(
     assert describe_decoded({**leaf, "issuer": ((("1.2.3.4.5", "x"),),)}) is None
     assert describe_decoded({**leaf, "notAfter": "Jan  5 09:34:43.5 2027 GMT"}) is None
     assert describe_decoded({**leaf, "subjectAltName": (("DNS", "пример.рф"),)}) is None
+
+
+# -- --ca-file is checked without the system's trust store --------------------------------------
+
+
+def test_ca_file_is_checked_without_loading_the_system_store(
+    monkeypatch: pytest.MonkeyPatch, certs: Certs, tmp_path: Path
+) -> None:
+    from maildiag.options import OptionError, parse_ca_file
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the system trust store was loaded")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", refuse)
+    assert parse_ca_file(str(certs.ca_pem)) == str(certs.ca_pem)
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(OptionError, match="not a readable PEM bundle"):
+        parse_ca_file(str(bad))
