@@ -315,3 +315,54 @@ def test_ca_file_is_checked_without_loading_the_system_store(
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     with pytest.raises(OptionError, match="not a readable PEM bundle"):
         parse_ca_file(str(bad))
+
+
+# -- the provider database from the cache -----------------------------------------------------
+
+PROVIDERS_PROBE = (
+    "import sys\n"
+    "from maildiag.discovery.providers import load_providers\n"
+    "db = load_providers()\n"
+    "print(db.by_domain('yandex.ru').id, 'yaml' in sys.modules)\n"
+)
+
+
+def test_provider_database_is_read_back_without_yaml(tmp_path: Path) -> None:
+    assert run_python(PROVIDERS_PROBE, tmp_path).stdout == "yandex True\n"  # parsed, cached
+    assert run_python(PROVIDERS_PROBE, tmp_path).stdout == "yandex False\n"  # read back
+
+
+EXTRA_PROVIDER = """id: acme
+name: ACME Mail
+domains: [acme.test]
+login: address
+servers:
+  imap: [{host: imap.acme.test, port: %d, security: ssl}]
+notes: {en: [Ask IT.], ru: [Спросите ИТ.]}
+links: [https://help.acme.test/mail]
+"""
+
+
+def test_cached_provider_database_is_the_one_the_files_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maildiag.discovery.providers import load_providers
+
+    monkeypatch.setenv("MAILDIAG_CACHE_DIR", str(tmp_path / "cache"))
+    extra = tmp_path / "rules"
+    (extra / "providers").mkdir(parents=True)
+    entry = extra / "providers" / "acme.yaml"
+    entry.write_text(EXTRA_PROVIDER % 993, encoding="utf-8")
+    fresh = load_providers([extra], cache=False)
+    load_providers([extra])  # writes the cache
+    assert list((tmp_path / "cache").glob("providers-*.marshal"))
+    cached = load_providers([extra])
+    assert list(cached) == list(fresh) and cached.ispdb == fresh.ispdb
+    for domain in ("acme.test", "yandex.ru", "gmx.de", "example.test"):
+        assert cached.by_domain(domain) == fresh.by_domain(domain)
+    assert cached.by_mx("mx.yandex.net") == fresh.by_mx("mx.yandex.net")
+    assert cached.get("gmail") == fresh.get("gmail")
+    # a changed file is read again
+    entry.write_text(EXTRA_PROVIDER % 10993, encoding="utf-8")
+    again = load_providers([extra]).by_domain("acme.test")
+    assert again is not None and again.servers[next(iter(again.servers))][0].port == 10993
