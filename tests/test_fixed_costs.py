@@ -366,3 +366,41 @@ def test_cached_provider_database_is_the_one_the_files_make(
     entry.write_text(EXTRA_PROVIDER % 10993, encoding="utf-8")
     again = load_providers([extra]).by_domain("acme.test")
     assert again is not None and again.servers[next(iter(again.servers))][0].port == 10993
+
+
+# -- TLS contexts on first use ------------------------------------------------------------------
+
+BUNDLE_PROBE = (
+    "import ssl, sys\n"
+    "loaded = []\n"
+    "original = ssl.SSLContext.load_verify_locations\n"
+    "def spy(self, cafile=None, capath=None, cadata=None):\n"
+    "    loaded.append(cafile or capath or 'cadata')\n"
+    "    return original(self, cafile, capath, cadata)\n"
+    "ssl.SSLContext.load_verify_locations = spy\n"
+    "from maildiag.__main__ import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "from maildiag.net import certifi_bundle\n"
+    "sys.stderr.write(repr((rc, loaded.count(certifi_bundle()), 'certifi' in sys.modules)))\n"
+)
+
+
+def test_ca_bundle_loaded_once_and_only_for_a_handshake(
+    mailbox: list[str], closed_port: int, tmp_path: Path
+) -> None:
+    p = run_python(BUNDLE_PROBE, tmp_path, *mailbox, "--format", "json")
+    assert p.stderr.endswith(repr((0, 1, False))), p.stderr
+    refused = [
+        "check", "alice@example.test", "--imap", f"127.0.0.1:{closed_port}/ssl",
+        "--only", "imap", "--no-clock", "--timeout", "2", "--format", "json",
+    ]  # fmt: skip
+    p = run_python(BUNDLE_PROBE, tmp_path, *refused)
+    assert p.stderr.endswith(repr((2, 0, False))), p.stderr
+
+
+def test_certifi_bundle_is_the_one_certifi_names() -> None:
+    import certifi
+
+    from maildiag.net import certifi_bundle
+
+    assert os.path.samefile(certifi_bundle(), certifi.where())

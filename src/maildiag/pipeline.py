@@ -16,7 +16,7 @@ from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
-from maildiag.net import make_tls_context
+from maildiag.net import TlsContexts
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -87,11 +87,10 @@ def check_mailbox(
     provider_id = found.provider.id if found.provider is not None else None
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
-    # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
+    # the contexts load certifi once, when the first handshake needs it
     redact = Redactor(config.password)
     login_stage = auth.make_login_stage(config, address, found.provider, redact)
-    verify_ctx = make_tls_context(config.ca_file)
-    noverify_ctx = make_tls_context(verify=False)
+    tls = TlsContexts(config.ca_file)
 
     interception = tuple(rules.interception)
 
@@ -103,8 +102,7 @@ def check_mailbox(
             dns=dns,
             now=now,
             login_stage=login_stage,
-            verify_ctx=verify_ctx,
-            noverify_ctx=noverify_ctx,
+            tls=tls,
             redact=redact,
         )
 
