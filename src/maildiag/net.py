@@ -54,7 +54,7 @@ def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
     except ssl.SSLError:  # pragma: no cover - OpenSSL builds without SECLEVEL syntax
         pass
     if verify:
-        ctx.load_verify_locations(cafile=certifi_bundle())
+        trust_certifi(ctx)
         if ca_file:
             ctx.load_verify_locations(cafile=ca_file)
         ctx.check_hostname = True
@@ -82,6 +82,22 @@ def certifi_bundle() -> str:
     import certifi
 
     return str(certifi.where())
+
+
+def trust_certifi(ctx: ssl.SSLContext) -> None:
+    """Trust certifi's bundle: through its hashed directory where one can be kept, so OpenSSL
+    reads only the CAs a chain asks for (``maildiag.castore``), else the whole file."""
+    from maildiag.castore import hashed_bundle
+
+    bundle = certifi_bundle()
+    hashed = hashed_bundle(bundle)
+    if hashed is None:
+        ctx.load_verify_locations(cafile=bundle)
+        return
+    directory, eager = hashed
+    ctx.load_verify_locations(capath=directory)
+    if eager:
+        ctx.load_verify_locations(cadata=eager)
 
 
 class TlsContexts:
