@@ -116,7 +116,8 @@ def timeline_tables(runs: list[dict[str, Any]], baseline_s: float) -> tuple[str,
     w("| ---: | ---: | ---: | ---: | ---: |\n")
     w(f"| {ms(process)} | {ms(startup)} | {ms(main)} | {ms(exit_s)} | {ms(baseline_s)} |\n\n")
     w("(interpreter start: spawn to the first line of bench/trace_check.py; exit: main() done\n")
-    w("to the process reaped: interpreter finalization. Traced runs: a wrapper per call.)\n\n")
+    w("to the process reaped, ending as the console entry does: flush, then os._exit. Traced\n")
+    w("runs: a wrapper per call.)\n\n")
 
     excl: dict[str, list[float]] = defaultdict(list)
     incl: dict[str, list[float]] = defaultdict(list)

@@ -412,14 +412,14 @@ RSS_STEPS: list[tuple[str, str | None]] = [
     ("dns.resolver (dnspython)", "dns.resolver"),
     ("cryptography.x509", "cryptography.x509"),
     (
-        "maildiag's check path (cli, options, commands.check, engine, probes, discovery, report)",
-        "maildiag.cli maildiag.options maildiag.commands.check maildiag.engine "
+        "maildiag's check path (cli, options, commands.check, pipeline, probes, discovery, report)",
+        "maildiag.cli maildiag.options maildiag.commands.check maildiag.pipeline "
         "maildiag.probes.session maildiag.probes.auth maildiag.probes.clock maildiag.discovery "
         "maildiag.report.nagios",
     ),
     ("every other module a check imports", None),
     ("the rule base, loaded (marshal cache)", None),
-    ("the provider database, loaded (YAML)", None),
+    ("the provider database, loaded (marshal cache)", None),
 ]
 RSS_BUILDERS = {
     "one TLS context holding certifi's CA bundle": _tls_context_with_certifi,
@@ -428,7 +428,7 @@ RSS_BUILDERS = {
     ),
     "every other module a check imports": _the_rest,
     "the rule base, loaded (marshal cache)": _rule_base,
-    "the provider database, loaded (YAML)": _provider_db,
+    "the provider database, loaded (marshal cache)": _provider_db,
 }
 
 
@@ -474,3 +474,10 @@ if __name__ == "__main__":
     if sep != "--" or mode not in MODES:
         sys.exit(f"usage: trace_check.py {'|'.join(MODES)} OUT -- MAILDIAG ARGS | MODULES")
     MODES[mode](out_path, rest)
+    if mode == "timeline":
+        # end as the console entry does (maildiag.__main__.run): flush, no finalization
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
