@@ -407,3 +407,68 @@ def test_certifi_bundle_is_the_one_certifi_names() -> None:
     from maildiag.net import certifi_bundle
 
     assert os.path.samefile(certifi_bundle(), certifi.where())
+
+
+# -- the rule base: texts at once, rules on first use -----------------------------------------
+
+
+def test_deferred_rule_base_reads_rules_only_when_a_reply_needs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from maildiag.models import Summary
+    from maildiag.rulebase import RuleBase
+
+    monkeypatch.setenv("MAILDIAG_CACHE_DIR", str(tmp_path / "cache"))
+    first = RuleBase.deferred()  # no texts cached yet: the whole rule base, texts left behind
+    assert type(first) is RuleBase
+    loads: list[int] = []
+    load = RuleBase.load.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[RuleBase], *args: Any, **kwargs: Any) -> RuleBase:
+        loads.append(1)
+        return load(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(RuleBase, "load", classmethod(counting))
+    rules = RuleBase.deferred()
+    assert type(rules) is not RuleBase and isinstance(rules, RuleBase)
+    summary = Summary("tls.ok", {"version": "TLSv1.3", "days": 90})
+    assert rules.summary_text(summary, "ru") == first.summary_text(summary, "ru")
+    assert rules.interception == first.interception and loads == []
+    text = "535 5.7.8 Error: authentication failed"
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(rules.match(text))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == [1]  # once, whichever thread asked first
+    assert [[m.rule.id for m in r] for r in results] == [[m.rule.id for m in first.match(text)]] * 4
+
+
+RULES_PROBE = (
+    "import sys\n"
+    "from maildiag.rulebase import RuleBase\n"
+    "loads = []\n"
+    "load = RuleBase.load.__func__\n"
+    "RuleBase.load = classmethod(lambda cls, *a, **k: loads.append(1) or load(cls, *a, **k))\n"
+    "from maildiag.__main__ import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "sys.stderr.write(repr((rc, len(loads))))\n"
+)
+
+
+def test_healthy_check_with_nothing_to_explain_reads_no_rules(
+    imap_server: Callable[..., LineServer], certs: Certs, tmp_path: Path
+) -> None:
+    imap = imap_server(implicit_tls=True)
+    args = ["check", "alice@example.test", "--only", "imap", "--imap",
+            f"127.0.0.1:{imap.port}/ssl", "--ca-file", str(certs.ca_pem), "--no-clock",
+            "--timeout", "5", "--format", "json"]  # fmt: skip
+    first = run_python(RULES_PROBE, tmp_path, *args)
+    assert first.stderr.endswith(repr((0, 1))), first.stderr  # the first run reads them
+    second = run_python(RULES_PROBE, tmp_path, *args)
+    assert second.stderr.endswith(repr((0, 0))), second.stderr
+    summaries = [[c["summary"] for c in json.loads(p.stdout)["checks"]] for p in (first, second)]
+    assert summaries[0] == summaries[1] and "TLSv1.3, certificate valid for" in str(summaries)

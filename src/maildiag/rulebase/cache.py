@@ -153,3 +153,16 @@ def _valid_data(data: dict[str, Any]) -> bool:
         and _is_list(data.get("dirs"), str)
         and all(_valid_rule_data(r, known) for r in rules)
     )
+
+
+def _valid_texts(texts: Any) -> bool:
+    """Whether cached texts have the structure ``RuleBase.deferred`` writes."""
+    if type(texts) is not dict or set(texts) != {"ui", "params", "interception"}:
+        return False
+    interception = texts["interception"]
+    return (
+        _is_texts(texts["ui"])
+        and _is_texts(texts["params"])
+        and _is_list(interception, list)
+        and all(_is_list(x, str) and len(x) == 2 for x in interception)
+    )
