@@ -472,3 +472,24 @@ def test_healthy_check_with_nothing_to_explain_reads_no_rules(
     assert second.stderr.endswith(repr((0, 0))), second.stderr
     summaries = [[c["summary"] for c in json.loads(p.stdout)["checks"]] for p in (first, second)]
     assert summaries[0] == summaries[1] and "TLSv1.3, certificate valid for" in str(summaries)
+
+
+THREADS_PROBE = (
+    "import sys, threading\n"
+    "started = []\n"
+    "start = threading.Thread.start\n"
+    "def spy(self):\n"
+    "    started.append(self.name.split(':')[0].split('-')[0])\n"
+    "    return start(self)\n"
+    "threading.Thread.start = spy\n"
+    "from maildiag.__main__ import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "sys.stderr.write(repr((rc, sorted(started))))\n"
+)
+
+
+def test_threads_only_for_what_waits_on_the_network(mailbox: list[str], tmp_path: Path) -> None:
+    # servers given as addresses and --no-clock: one thread per session, none to look up an
+    # address or to say the clock check is off
+    p = run_python(THREADS_PROBE, tmp_path, *mailbox, "--format", "json")
+    assert p.stderr.endswith(repr((0, ["maildiag"] * 3))), p.stderr
