@@ -493,3 +493,31 @@ def test_threads_only_for_what_waits_on_the_network(mailbox: list[str], tmp_path
     # address or to say the clock check is off
     p = run_python(THREADS_PROBE, tmp_path, *mailbox, "--format", "json")
     assert p.stderr.endswith(repr((0, ["maildiag"] * 3))), p.stderr
+
+
+def test_discovery_contexts_load_neither_the_whole_bundle_nor_the_system_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from maildiag.discovery import guess, https
+    from maildiag.net import certifi_bundle
+
+    monkeypatch.setenv("MAILDIAG_CACHE_DIR", str(tmp_path / "cache"))
+    loaded: list[str] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def spy(
+        self: ssl.SSLContext, cafile: Any = None, capath: Any = None, cadata: Any = None
+    ) -> Any:
+        loaded.append(str(cafile or capath or "cadata"))
+        return original(self, cafile, capath, cadata)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the system trust store was loaded")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", refuse)
+    strict = https.make_context(None)  # one per fetch
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+    assert certifi_bundle() not in loaded and any("ca-" in x for x in loaded)
+    probe = guess._unverified_context()
+    assert probe.verify_mode == ssl.CERT_NONE and not probe.check_hostname
