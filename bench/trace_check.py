@@ -70,6 +70,9 @@ HOOKS: dict[str, list[tuple[str, str]]] = {
     "regex compile": [("re", "_compile")],
     "maildiag: rule base load": [("maildiag.rulebase", "RuleBase.load")],
     "maildiag: provider database load": [("maildiag.discovery.providers", "load_providers")],
+    "maildiag: certifi's hashed directory found (or built)": [
+        ("maildiag.castore", "hashed_bundle"),
+    ],
     "maildiag: discovery": [("maildiag.discovery", "discover")],
     "maildiag: diagnosis": [("maildiag.diagnose", "diagnose")],
     "maildiag: report rendering": [("maildiag.commands.check", "emit")],
@@ -80,6 +83,10 @@ MAIN = "other Python work (argument parsing, config, probes, models)"
 # regex compiled inside an enum or dataclass is that class's cost
 OPAQUE = {"thread start", "regex compile"}
 CERTIFI = "CA load: certifi's bundle"
+# maildiag.castore: the bundle as a hashed directory (CAs read on demand, inside the handshake),
+# and the few CAs it leaves out, loaded at once
+CERTIFI_DIR = "CA load: certifi's hashed directory (CAs read during the handshake)"
+CERTIFI_EAGER = "CA load: certifi's CAs left out of the hashed directory"
 CA_OTHER = "CA load: another file (--ca-file)"
 
 
@@ -171,7 +178,12 @@ def _patch_load_verify_locations(ssl: object) -> None:
     load = ctx.load_verify_locations
 
     def traced(self, cafile=None, capath=None, cadata=None):  # type: ignore[no-untyped-def]
-        cat = CERTIFI if "certifi" in str(cafile) else CA_OTHER
+        if capath is not None:
+            cat = CERTIFI_DIR
+        elif cadata is not None:
+            cat = CERTIFI_EAGER
+        else:
+            cat = CERTIFI if "certifi" in str(cafile) else CA_OTHER
         opened = LEDGER.enter(cat)
         try:
             return load(self, cafile, capath, cadata)
@@ -412,14 +424,14 @@ RSS_STEPS: list[tuple[str, str | None]] = [
     ("dns.resolver (dnspython)", "dns.resolver"),
     ("cryptography.x509", "cryptography.x509"),
     (
-        "maildiag's check path (cli, options, commands.check, engine, probes, discovery, report)",
-        "maildiag.cli maildiag.options maildiag.commands.check maildiag.engine "
+        "maildiag's check path (cli, options, commands.check, pipeline, probes, discovery, report)",
+        "maildiag.cli maildiag.options maildiag.commands.check maildiag.pipeline "
         "maildiag.probes.session maildiag.probes.auth maildiag.probes.clock maildiag.discovery "
         "maildiag.report.nagios",
     ),
     ("every other module a check imports", None),
     ("the rule base, loaded (marshal cache)", None),
-    ("the provider database, loaded (YAML)", None),
+    ("the provider database, loaded (marshal cache)", None),
 ]
 RSS_BUILDERS = {
     "one TLS context holding certifi's CA bundle": _tls_context_with_certifi,
@@ -428,7 +440,7 @@ RSS_BUILDERS = {
     ),
     "every other module a check imports": _the_rest,
     "the rule base, loaded (marshal cache)": _rule_base,
-    "the provider database, loaded (YAML)": _provider_db,
+    "the provider database, loaded (marshal cache)": _provider_db,
 }
 
 
@@ -474,3 +486,10 @@ if __name__ == "__main__":
     if sep != "--" or mode not in MODES:
         sys.exit(f"usage: trace_check.py {'|'.join(MODES)} OUT -- MAILDIAG ARGS | MODULES")
     MODES[mode](out_path, rest)
+    if mode == "timeline":
+        # end as the console entry does (maildiag.__main__.run): flush, no finalization
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

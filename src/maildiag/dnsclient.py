@@ -7,10 +7,17 @@
 Each lookup method takes an optional ``lifetime`` (seconds, capped at ``timeout``): a caller with
 a deadline (discovery) passes what is left of it, so dependent lookups never add up to more than
 one timeout. Names may be given in Unicode; they go on the wire as A-labels (UTS 46).
+
+dnspython is imported on the first query, not before: a run whose servers are IP addresses asks
+nothing. Without ``--resolver``, a server's addresses come from the system's resolver first (as
+the user's mail program gets them: /etc/hosts, nsswitch, the system's DNS servers); dnspython is
+asked only when the system finds nothing, to tell why (NXDOMAIN, no record, no answer).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,31 +61,53 @@ class Dns:
         *,
         port_map: Mapping[int, int] | None = None,
     ) -> None:
-        import dns.resolver
-
         self.timeout = timeout
         # tests on loopback: a connect to port p of any name goes to port_map[p] (net.connect),
         # as if the servers this resolver names listened there; discovery's probes and HTTPS
         # fetches go there too (pipeline)
         self.port_map: Mapping[int, int] = dict(port_map or {})
         self._memo: dict[str, list[str] | DnsError] = {}  # addresses() outcomes of this run
-        if server:
-            ip, port = parse_server(server)
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [ip]
-            self._resolver.port = port
-            self.label = f"{ip}:{port}"
+        self._server = parse_server(server) if server else None
+        self._resolver: Any = None  # dnspython's, built on the first query (_dnspython)
+        self._lock = threading.Lock()
+        self._label = f"{self._server[0]}:{self._server[1]}" if self._server else None
+        self.explicit = bool(server)
+
+    @property
+    def label(self) -> str:
+        """The DNS server(s) asked, for reports: ``--resolver``'s, else the system's."""
+        if self._label is None:
+            servers = _system_nameservers()
+            if servers:
+                self._label = ",".join(servers)
+            else:  # no /etc/resolv.conf to read (Windows): as dnspython finds them
+                self._label = ",".join(str(n) for n in self._dnspython().nameservers) or "system"
+        return self._label
+
+    def _dnspython(self) -> Any:
+        """dnspython's resolver for this run, built (and dnspython imported) on first use."""
+        with self._lock:
+            if self._resolver is None:
+                self._resolver = self._build_resolver()
+            return self._resolver
+
+    def _build_resolver(self) -> Any:
+        import dns.resolver
+
+        if self._server is not None:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [self._server[0]]
+            resolver.port = self._server[1]
         else:
             try:
-                self._resolver = dns.resolver.Resolver()
+                resolver = dns.resolver.Resolver()
             except dns.resolver.NoResolverConfiguration:
-                self._resolver = dns.resolver.Resolver(configure=False)
-                self._resolver.nameservers = ["127.0.0.1"]
-            self.label = ",".join(str(n) for n in self._resolver.nameservers) or "system"
+                resolver = dns.resolver.Resolver(configure=False)
+                resolver.nameservers = ["127.0.0.1"]
         # timeout bounds one query to one server; lifetime bounds the whole lookup incl. retries
-        self._resolver.timeout = timeout
-        self._resolver.lifetime = timeout
-        self.explicit = bool(server)
+        resolver.timeout = self.timeout
+        resolver.lifetime = self.timeout
+        return resolver
 
     def _lifetime(self, lifetime: float | None) -> float:
         if lifetime is None:
@@ -96,7 +125,7 @@ class Dns:
         except AddressError as exc:
             raise DnsError("error", name, self.label, str(exc)) from exc
         try:
-            return self._resolver.resolve(
+            return self._dnspython().resolve(
                 wire_name, rdtype, search=False, lifetime=self._lifetime(lifetime)
             )
         except dns.resolver.NXDOMAIN as exc:
@@ -145,6 +174,17 @@ class Dns:
         return list(found)
 
     def _lookup_addresses(self, host: str, lifetime: float | None) -> list[str]:
+        if not self.explicit:
+            wait = self._lifetime(lifetime)
+            started = time.monotonic()
+            found = _system_addresses(host, wait)
+            if found:
+                return found
+            # why the system found nothing, within what is left of the same lifetime
+            lifetime = wait - (time.monotonic() - started)
+        return self._dns_addresses(host, lifetime)
+
+    def _dns_addresses(self, host: str, lifetime: float | None) -> list[str]:
         from maildiag.threads import DaemonPool
 
         with DaemonPool(2, "dns-addr") as pool:
@@ -179,6 +219,50 @@ class Dns:
         answer = self._query(name, "SRV", lifetime)
         records = [SrvRecord(r.priority, r.weight, r.port, _host_text(r.target)) for r in answer]
         return sorted(records, key=lambda r: (r.priority, -r.weight))
+
+
+def _system_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The ``nameserver`` entries of resolv.conf, as dnspython reads them ([] when none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read(65536).splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] == "nameserver":
+            out.append(tokens[1])
+    return out
+
+
+def _system_addresses(host: str, wait: float) -> list[str]:
+    """The system resolver's addresses of ``host`` (IPv4 first), within ``wait`` seconds; []
+    when it finds none or does not answer in time (getaddrinfo has no timeout: a thread)."""
+    import socket
+
+    from maildiag.address import AddressError, to_ascii_host
+
+    try:
+        name = to_ascii_host(host)
+    except AddressError:
+        return []
+    box: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            box.append(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError):
+            box.append(None)
+
+    worker = threading.Thread(target=lookup, name=f"getaddrinfo:{name}", daemon=True)
+    worker.start()
+    worker.join(wait)
+    if not box or not box[0]:
+        return []
+    v4 = [str(a[4][0]) for a in box[0] if a[0] == socket.AF_INET]
+    v6 = [str(a[4][0]) for a in box[0] if a[0] == socket.AF_INET6]
+    return list(dict.fromkeys(v4 + v6))
 
 
 def _host_text(name: Any) -> str:

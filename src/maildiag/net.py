@@ -56,9 +56,7 @@ def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
     except ssl.SSLError:  # pragma: no cover - OpenSSL builds without SECLEVEL syntax
         pass
     if verify:
-        import certifi
-
-        ctx.load_verify_locations(cafile=certifi.where())
+        trust_certifi(ctx)
         if ca_file:
             ctx.load_verify_locations(cafile=ca_file)
         ctx.check_hostname = True
@@ -67,6 +65,69 @@ def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def certifi_bundle() -> str:
+    """certifi's CA bundle: the ``cacert.pem`` beside its package, which is what
+    ``certifi.where()`` returns for an installed package (found without importing certifi,
+    whose ``importlib.resources`` costs more than the lookup); else ``certifi.where()`` (a
+    zipped install, a distribution's patched certifi)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("certifi")
+    origin = spec.origin if spec is not None else None
+    if origin and os.path.basename(origin) == "__init__.py":
+        bundle = os.path.join(os.path.dirname(origin), "cacert.pem")
+        if os.path.isfile(bundle):
+            return bundle
+    import certifi
+
+    return str(certifi.where())
+
+
+def trust_certifi(ctx: ssl.SSLContext) -> None:
+    """Trust certifi's bundle: through its hashed directory where one can be kept, so OpenSSL
+    reads only the CAs a chain asks for (``maildiag.castore``), else the whole file."""
+    from maildiag.castore import hashed_bundle
+
+    bundle = certifi_bundle()
+    hashed = hashed_bundle(bundle)
+    if hashed is None:
+        ctx.load_verify_locations(cafile=bundle)
+        return
+    directory, eager = hashed
+    ctx.load_verify_locations(capath=directory)
+    if eager:
+        ctx.load_verify_locations(cadata=eager)
+
+
+class TlsContexts:
+    """The run's two client contexts, shared by every session, each built once when the first
+    handshake needs it: a run whose ports are all refused or filtered never loads a CA bundle.
+    An ``SSLContext`` may wrap sockets of several threads at once."""
+
+    def __init__(self, ca_file: str | None = None) -> None:
+        import threading
+
+        self.ca_file = ca_file
+        self._lock = threading.Lock()
+        self._verify: ssl.SSLContext | None = None
+        self._noverify: ssl.SSLContext | None = None
+
+    def verify(self) -> ssl.SSLContext:
+        """certifi's bundle plus ``--ca-file``, verifying the chain and the host name."""
+        with self._lock:
+            if self._verify is None:
+                self._verify = make_tls_context(self.ca_file)
+            return self._verify
+
+    def noverify(self) -> ssl.SSLContext:
+        """No verification: to fetch a chain that failed and judge it."""
+        with self._lock:
+            if self._noverify is None:
+                self._noverify = make_tls_context(verify=False)
+            return self._noverify
 
 
 def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple[int, str]]:

@@ -31,7 +31,7 @@ from maildiag.models import (
     Summary,
     Target,
 )
-from maildiag.net import make_tls_context
+from maildiag.net import TlsContexts
 from maildiag.probes import spec_of
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
@@ -127,7 +127,7 @@ def check_mailbox(
     provider_id = found.provider.id if found.provider is not None else None
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
-    # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
+    # the contexts load certifi once, when the first handshake needs it
     redact = Redactor(config.password)
     login_for: Callable[[Service], str | None]
     if address is None:
@@ -136,8 +136,7 @@ def check_mailbox(
     else:
         login_stage = auth.make_login_stage(config, address, found.provider, redact)
         login_for = auth.make_plan(config, address, found.provider, redact).login
-    verify_ctx = make_tls_context(config.ca_file)
-    noverify_ctx = make_tls_context(verify=False)
+    tls = TlsContexts(config.ca_file)
 
     interception = tuple(rules.interception)
 
@@ -149,8 +148,7 @@ def check_mailbox(
             dns=dns,
             now=now,
             login_stage=login_stage,
-            verify_ctx=verify_ctx,
-            noverify_ctx=noverify_ctx,
+            tls=tls,
             redact=redact,
         )
 

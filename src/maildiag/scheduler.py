@@ -39,6 +39,8 @@ class Job:
     work: Callable[[Callable[[Observation], None]], None]
     host: str | None = None
     target: Target | None = None
+    # runs in the thread that starts it: a job with nothing to wait for (a check turned off)
+    inline: bool = False
 
 
 def session_job(target: Target, make_env: Callable[[Callable[[Observation], None]], Env]) -> Job:
@@ -57,7 +59,8 @@ def clock_job(config: RunConfig, **kwargs: Any) -> Job:
     def work(emit: Callable[[Observation], None]) -> None:
         emit(clock.observe(config, **kwargs))
 
-    return Job("clock", ("clock",), work)
+    # --no-clock: nothing to wait for, no thread to start
+    return Job("clock", ("clock",), work, inline=not config.check_clock)
 
 
 class HostLimiter:
@@ -110,6 +113,9 @@ class Scheduler:
                 lock = self._limiter.semaphore(_lock_key(job))
             self._jobs.append(job)
             self._started.add(job.name)
+            if job.inline:
+                self._work(job, lock)
+                continue
             threading.Thread(
                 target=self._work, args=(job, lock), name=f"maildiag:{job.name}", daemon=True
             ).start()

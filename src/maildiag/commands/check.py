@@ -83,10 +83,11 @@ def read_password(values: Mapping[str, Any]) -> str | None:
 
 
 def load_rules(dirs: tuple[str, ...]) -> RuleBase:
+    """The rule base, its rules read on first use (a healthy run matches no reply)."""
     from maildiag.rulebase import RuleBase, RuleBaseError
 
     try:
-        return RuleBase.load(dirs)
+        return RuleBase.deferred(dirs)
     except RuleBaseError as exc:
         raise UsageError(f"cannot load the rule base: {exc}") from exc
 

@@ -37,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from maildiag.discovery.lookups import Budget, Lookups
+from maildiag.discovery.lookups import Budget, Lookups, is_ip
 from maildiag.discovery.steps import CERTAINTY, Context, Offer, Step, build_steps
 from maildiag.models import Discovery, Observation, Service, Source, Target
 from maildiag.threads import DaemonPool
@@ -177,7 +177,8 @@ def _plan(
 
 def _start(plan: _Plan, ctx: Context, steps: Sequence[Step]) -> None:
     for target in plan.given.values():
-        ctx.pool.submit(ctx.look.resolve, target.host)
+        if not is_ip(target.host):  # an address needs no lookup, nor a thread to make it
+            ctx.pool.submit(ctx.look.resolve, target.host)
     if plan.needed:
         ctx.pool.submit(ctx.look.mx, ctx.domain)  # the dns check reports it in every case
     for step in steps:

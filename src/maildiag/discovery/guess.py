@@ -191,8 +191,9 @@ def choose(
 
 
 def _unverified_context() -> ssl.SSLContext:
-    # only "does this port speak TLS and then the protocol": the tls check verifies later
-    ctx = ssl.create_default_context()
+    # only "does this port speak TLS and then the protocol": the tls check verifies later (and
+    # a context that verifies nothing needs no trust store loaded)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx

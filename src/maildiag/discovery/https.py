@@ -37,10 +37,14 @@ class HttpsError(Exception):
 
 
 def make_context(ca_file: str | None) -> ssl.SSLContext:
-    """Strict verification: certifi's bundle plus ``ca_file`` (a private CA, tests)."""
-    import certifi
+    """Strict verification: certifi's bundle plus ``ca_file`` (a private CA, tests).
 
-    ctx = ssl.create_default_context(cafile=certifi.where())
+    certifi's CAs through its hashed directory (``maildiag.net.trust_certifi``): a context per
+    fetch costs nothing until its handshake asks for a CA."""
+    from maildiag.net import trust_certifi
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
+    trust_certifi(ctx)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
     return ctx

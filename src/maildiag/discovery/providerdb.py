@@ -127,24 +127,62 @@ class ProviderDb:
 
     ``providers``: the hand-written entries (a domain may belong to one of them only);
     ``ispdb``: Thunderbird's entries, each answering for the domains no hand-written entry claims.
+
+    Read from the cache (``providers.load_providers``), an entry stays plain data (``as_data``)
+    until something asks for it: a check of one address needs at most one of the ~180 entries,
+    and building them all would cost more than reading them.
     """
 
     def __init__(self, providers: Sequence[Provider], ispdb: Sequence[Provider] = ()) -> None:
-        self._providers = tuple(providers)
-        self.ispdb = tuple(ispdb)
-        self._by_id = {p.id: p for p in (*self.ispdb, *self._providers)}
-        self._ispdb_domains = {d: p for p in self.ispdb for d in p.domains}
-        self._by_domain = dict(self._ispdb_domains)
-        self._by_domain.update({d: p for p in self._providers for d in p.domains})
+        self._own: list[Provider | dict[str, Any]] = list(providers)
+        self._isp: list[Provider | dict[str, Any]] = list(ispdb)
+        self._index()
+
+    @classmethod
+    def of_data(cls, own: Sequence[dict[str, Any]], isp: Sequence[dict[str, Any]]) -> ProviderDb:
+        """The database of entries in their plain-data form, each built when first asked for."""
+        db = cls.__new__(cls)
+        db._own, db._isp = list(own), list(isp)
+        db._index()
+        return db
+
+    def _index(self) -> None:
+        self._own_domains = {d: i for i, p in enumerate(self._own) for d in _field(p, "domains")}
+        self._ispdb_domains = {d: i for i, p in enumerate(self._isp) for d in _field(p, "domains")}
+        self._own_ids = {_field(p, "id"): i for i, p in enumerate(self._own)}
+        self._isp_ids = {_field(p, "id"): i for i, p in enumerate(self._isp)}
+
+    @staticmethod
+    def _entry(table: list[Provider | dict[str, Any]], i: int) -> Provider:
+        entry = table[i]
+        if isinstance(entry, dict):
+            entry = table[i] = from_data(entry)
+        return entry
+
+    @property
+    def ispdb(self) -> tuple[Provider, ...]:
+        return tuple(self._entry(self._isp, i) for i in range(len(self._isp)))
 
     def __iter__(self) -> Iterator[Provider]:
-        return iter(self._providers)
+        return iter([self._entry(self._own, i) for i in range(len(self._own))])
 
     def __len__(self) -> int:
-        return len(self._providers)
+        return len(self._own)
 
     def get(self, provider_id: str) -> Provider | None:
-        return self._by_id.get(provider_id)
+        if provider_id in self._own_ids:
+            return self._entry(self._own, self._own_ids[provider_id])
+        if provider_id in self._isp_ids:
+            return self._entry(self._isp, self._isp_ids[provider_id])
+        return None
+
+    def _for(self, domain: str) -> Provider | None:
+        """The entry answering for an address domain: a hand-written one, else the ISPDB's."""
+        if domain in self._own_domains:
+            return self._entry(self._own, self._own_domains[domain])
+        if domain in self._ispdb_domains:
+            return self._entry(self._isp, self._ispdb_domains[domain])
+        return None
 
     def by_domain(self, domain: str) -> Provider | None:
         """The provider whose address domain this is (Unicode or A-label form), with its host
@@ -157,7 +195,7 @@ class ProviderDb:
                 domain = to_ascii_host(domain)
             except AddressError:
                 return None
-        found = self._by_domain.get(domain)
+        found = self._for(domain)
         return found.for_domain(domain) if found is not None else None
 
     def by_mx(self, host: str) -> Provider | None:
@@ -165,12 +203,69 @@ class ProviderDb:
         entry (exact name or ``*.``), else, as Thunderbird does with its ISPDB, the entry for a
         parent domain of ``host`` that the ISPDB lists (mx1.isp.test → isp.test), longest first
         (a hand-written entry still wins for its own domains)."""
-        for provider in self._providers:
+        for provider in self:
             if provider.matches_mx(host):
                 return provider
         labels = host.lower().rstrip(".").split(".")
         for start in range(1, len(labels) - 1):
             parent = ".".join(labels[start:])
             if parent in self._ispdb_domains:
-                return self._by_domain[parent]
+                return self._for(parent)
         return None
+
+
+def _field(entry: Provider | dict[str, Any], name: str) -> Any:
+    return entry[name] if isinstance(entry, dict) else getattr(entry, name)
+
+
+def as_data(p: Provider) -> dict[str, Any]:
+    """A provider as plain data (for marshal): every field, the enums by value."""
+
+    def servers(table: Mapping[Service, tuple[ServerSpec, ...]]) -> dict[str, Any]:
+        return {
+            str(svc): [[s.host, s.port, str(s.security), s.login, s.login_template] for s in specs]
+            for svc, specs in table.items()
+        }
+
+    return {
+        "id": p.id,
+        "name": p.name,
+        "domains": list(p.domains),
+        "mx_patterns": list(p.mx_patterns),
+        "servers": servers(p.servers),
+        "login": p.login,
+        "custom_domain_login": p.custom_domain_login,
+        "notes": {lang: list(notes) for lang, notes in p.notes.items()},
+        "links": list(p.links),
+        "custom_domain_servers": servers(p.custom_domain_servers),
+        "source_file": p.source_file,
+        "origin": p.origin,
+    }
+
+
+def from_data(d: dict[str, Any]) -> Provider:
+    """The provider ``as_data`` gave."""
+
+    def servers(table: dict[str, Any]) -> dict[Service, tuple[ServerSpec, ...]]:
+        return {
+            Service(svc): tuple(
+                ServerSpec(host, int(port), Security(sec), login, template)
+                for host, port, sec, login, template in specs
+            )
+            for svc, specs in table.items()
+        }
+
+    return Provider(
+        id=d["id"],
+        name=d["name"],
+        domains=tuple(d["domains"]),
+        mx_patterns=tuple(d["mx_patterns"]),
+        servers=servers(d["servers"]),
+        login=d["login"],
+        custom_domain_login=d["custom_domain_login"],
+        notes={lang: tuple(notes) for lang, notes in d["notes"].items()},
+        links=tuple(d["links"]),
+        custom_domain_servers=servers(d["custom_domain_servers"]),
+        source_file=d["source_file"],
+        origin=d["origin"],
+    )

@@ -45,6 +45,7 @@ from maildiag.discovery.providerdb import (
     ProviderDb,
     ProviderError,
     ServerSpec,
+    as_data,
 )
 from maildiag.lang import LANGS
 from maildiag.models import Security, Service
@@ -75,30 +76,83 @@ _MAX_FILE = 256 * 1024
 
 
 def builtin_dir() -> Path:
-    """rules/providers as shipped: inside the wheel (maildiag/rules/providers) or the checkout."""
-    try:
-        from importlib.resources import files
+    """rules/providers as shipped: inside the wheel (maildiag/rules/providers) or the checkout
+    (the rule base's directory, found the same way, without importlib.resources)."""
+    from maildiag.rulebase.files import builtin_rules_dir
 
-        candidate = Path(str(files("maildiag.rules").joinpath("providers")))
-        if candidate.is_dir():
-            return candidate
-    except (ModuleNotFoundError, TypeError, ValueError):
-        pass
-    # source checkout: src/maildiag/discovery/providers.py -> <repo>/rules/providers
-    return Path(__file__).resolve().parents[3] / "rules" / "providers"
+    return builtin_rules_dir() / "providers"
 
 
-def load_providers(extra_dirs: Sequence[str | Path] = (), *, ispdb: bool = True) -> ProviderDb:
+# bump when the cached structure (``providerdb.as_data``) changes
+CACHE_FORMAT = 1
+
+
+def load_providers(
+    extra_dirs: Sequence[str | Path] = (), *, ispdb: bool = True, cache: bool = True
+) -> ProviderDb:
     """Built-in providers, then ``DIR/providers/*.yaml`` for each extra rules directory, over
     Thunderbird's ISPDB (left out with ``ispdb=False``).
 
-    Raises ``ProviderError`` (one line naming the file) on any invalid entry.
+    Raises ``ProviderError`` (one line naming the file) on any invalid entry. What a load
+    validated is kept in the cache directory (``maildiag.datacache``), keyed by the files'
+    paths, sizes and mtimes and this code's: while none changes, a run reads that instead of
+    parsing YAML (``cache=False`` always reads the files).
     """
+    from maildiag import datacache
+
     layers: list[list[Path]] = [sorted(builtin_dir().glob("*.yaml"))]
     for extra in extra_dirs:
         base = Path(extra)
         folder = base / "providers" if (base / "providers").is_dir() else None
         layers.append(sorted(folder.glob("*.yaml")) if folder else [])
+    ispdb_file = builtin_dir() / "ispdb" / "ispdb.json" if ispdb else None
+    path = stamp = None
+    if cache:
+        stamp = _stamp(layers, ispdb_file)
+        key = "\0".join([str(builtin_dir()), *map(str, extra_dirs), str(ispdb)])
+        path = datacache.cache_file("providers", key)
+    if path is not None:
+        cached = datacache.read(path, stamp)
+        if cached is not None:
+            try:
+                return _from_cache(cached)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                datacache.drop(path)  # not what we write: rebuilt below, rewritten
+    db = _load_files(layers, ispdb_file)
+    if path is not None:
+        datacache.write(path, stamp, _as_cache(db))
+    return db
+
+
+def _stamp(layers: Sequence[Sequence[Path]], ispdb_file: Path | None) -> list[Any]:
+    """What a cached database was made from: this code, and every file with its size and mtime."""
+    import os
+    import sys
+
+    from maildiag.datacache import file_stamp
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = [
+        file_stamp(os.path.join(here, n)) for n in ("providers.py", "providerdb.py", "ispdb.py")
+    ]
+    files = [[[str(f), *file_stamp(str(f))] for f in layer] for layer in layers]
+    if ispdb_file is not None:
+        files.append([[str(ispdb_file), *file_stamp(str(ispdb_file))]])
+    return [CACHE_FORMAT, sys.version, code, files]
+
+
+def _as_cache(db: ProviderDb) -> dict[str, Any]:
+    return {"providers": [as_data(p) for p in db], "ispdb": [as_data(p) for p in db.ispdb]}
+
+
+def _from_cache(data: dict[str, Any]) -> ProviderDb:
+    own, isp = data["providers"], data["ispdb"]
+    if not all(isinstance(d, dict) for d in (*own, *isp)):
+        raise TypeError("not the cached structure")
+    return ProviderDb.of_data(own, isp)
+
+
+def _load_files(layers: Sequence[Sequence[Path]], ispdb_file: Path | None) -> ProviderDb:
     by_id: dict[str, Provider] = {}
     for files in layers:
         layer: dict[str, Provider] = {}
@@ -113,11 +167,11 @@ def load_providers(extra_dirs: Sequence[str | Path] = (), *, ispdb: bool = True)
         by_id.update(layer)  # a later layer replaces a built-in entry with the same id
     providers = list(by_id.values())
     _check_unique(providers)
-    if not ispdb:
+    if ispdb_file is None:
         return ProviderDb(providers)
     from maildiag.discovery.ispdb import load_ispdb
 
-    return ProviderDb(providers, load_ispdb(builtin_dir() / "ispdb" / "ispdb.json"))
+    return ProviderDb(providers, load_ispdb(ispdb_file))
 
 
 def _check_unique(providers: Sequence[Provider]) -> None:

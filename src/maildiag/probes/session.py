@@ -35,7 +35,7 @@ from maildiag.models import (
     Summary,
     Target,
 )
-from maildiag.net import Conn, ConnectRecord, TlsSession, connect, sockaddr_text
+from maildiag.net import Conn, ConnectRecord, TlsContexts, TlsSession, connect, sockaddr_text
 from maildiag.probes import check_ids
 from maildiag.probes.base import Capabilities, Dialect, Reply, identify
 from maildiag.probes.dialects import make_dialect
@@ -63,21 +63,26 @@ class Env:
     login_stage: Callable[[LoginState], None] | None = None
     # (issuer substring, product) pairs of TLS-inspection products, from the rule base
     interception: tuple[tuple[str, str], ...] = ()
-    verify_ctx: ssl.SSLContext | None = None
-    noverify_ctx: ssl.SSLContext | None = None
+    # the run's TLS contexts, built on first use and shared by every session
+    tls: TlsContexts | None = None
     # the run's redactor, shared with the login stage: masks what a server echoes of the secret
     redact: Redactor | None = None
 
     def __post_init__(self) -> None:
-        from maildiag.net import make_tls_context
-
         if self.redact is None:
             self.redact = Redactor(self.config.password)
+        if self.tls is None:
+            self.tls = TlsContexts(self.config.ca_file)
 
-        if self.verify_ctx is None:
-            self.verify_ctx = make_tls_context(self.config.ca_file)
-        if self.noverify_ctx is None:
-            self.noverify_ctx = make_tls_context(verify=False)
+    @property
+    def verify_ctx(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        return self.tls.verify()
+
+    @property
+    def noverify_ctx(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        return self.tls.noverify()
 
 
 @dataclass
@@ -363,7 +368,6 @@ class Session:
     def _handshake(self, conn: Conn) -> tuple[Conn | None, TlsSession | None, TlsFailed | None]:
         """Verify; on a certificate failure fetch the chain again unverified to judge it."""
         env = self.env
-        assert env.verify_ctx is not None and env.noverify_ctx is not None
         try:
             return conn, conn.start_tls(env.verify_ctx, self.target.host), None
         except TlsFailed as exc:
@@ -586,7 +590,6 @@ class Session:
         self, conn: Conn, dialect: Dialect, greeting: Reply, caps_before: Capabilities
     ) -> Conn | None:
         env = self.env
-        assert env.verify_ctx is not None and env.noverify_ctx is not None
         started = time.monotonic()
         reply = self._command(conn, lambda: dialect.starttls(conn), "tls")
         if reply is None:

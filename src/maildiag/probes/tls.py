@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,25 +94,55 @@ class ChainFacts:
     chain_note: str = ""  # why ``chain`` is missing
     os_store: OsStoreCheck | None = None  # None: not tried (not needed, or not possible)
     products: tuple[tuple[str, str], ...] = ()  # (issuer substring, product) from rules/
+    # After a handshake that verified: OpenSSL's decoded form of the leaf (``getpeercert()``)
+    # and of each certificate of ``chain`` (None where not had). ``judge()`` describes them
+    # from these (``maildiag.certinfo``), and parses DER with cryptography only without them.
+    leaf_decoded: Mapping[str, Any] | None = None
+    decoded: tuple[Mapping[str, Any] | None, ...] = ()
 
 
 def peer_chain(conn: Conn | None) -> tuple[tuple[bytes, ...], str]:
     """The certificates the server sent (DER, leaf first), or () and the reason."""
+    chain, note, _ = _peer_chain(conn, decode=False)
+    return chain, note
+
+
+def _peer_chain(
+    conn: Conn | None, *, decode: bool
+) -> tuple[tuple[bytes, ...], str, tuple[Mapping[str, Any] | None, ...]]:
+    """``peer_chain()``, and with ``decode`` OpenSSL's decoded form of each certificate."""
     sock = getattr(conn, "sock", None)
     if not isinstance(sock, ssl.SSLSocket):
-        return (), "no TLS socket to read the chain from"
-    public = getattr(sock, "get_unverified_chain", None)  # Python >= 3.13
+        return (), "no TLS socket to read the chain from", ()
     try:
-        if public is not None:
-            return tuple(bytes(c) for c in public()[:MAX_CHAIN]), ""
+        # the certificate objects behind the public API of 3.13 (which gives DER only); they
+        # carry the decoded form too
         private = getattr(getattr(sock, "_sslobj", None), "get_unverified_chain", None)
         if private is None:
-            return (), "this Python exposes only the leaf certificate"
-        certs = private() or []
+            public = getattr(sock, "get_unverified_chain", None)
+            if public is not None:
+                return tuple(bytes(c) for c in public()[:MAX_CHAIN]), "", ()
+            return (), "this Python exposes only the leaf certificate", ()
+        certs = (private() or [])[:MAX_CHAIN]
         der = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009 - private constant, 3.10-3.12
-        return tuple(c.public_bytes(der) for c in certs[:MAX_CHAIN]), ""
+        chain = tuple(c.public_bytes(der) for c in certs)
+        decoded: tuple[Mapping[str, Any] | None, ...] = ()
+        if decode:
+            decoded = tuple(_decoded(c) for c in certs)
+        return chain, "", decoded
     except (AttributeError, TypeError, ValueError, ssl.SSLError) as exc:
-        return (), f"the chain could not be read: {exc}"
+        return (), f"the chain could not be read: {exc}", ()
+
+
+def _decoded(cert: Any) -> Mapping[str, Any] | None:
+    get_info = getattr(cert, "get_info", None)
+    if get_info is None:
+        return None
+    try:
+        info = get_info()
+    except (ValueError, ssl.SSLError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def os_store_context() -> ssl.SSLContext:
@@ -188,8 +218,13 @@ def assess(
     products: Sequence[tuple[str, str]],
 ) -> ChainFacts:
     """The chain, and for an untrusted one the interception evidence (may handshake again)."""
+    if failure is None:
+        chain, note, decoded = _peer_chain(conn, decode=True)
+        sock = getattr(conn, "sock", None)
+        leaf = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+        return ChainFacts(chain, note, leaf_decoded=leaf or None, decoded=decoded)
     chain, note = peer_chain(conn)
-    if failure is None or failure.verify_code not in UNTRUSTED_CODES:
+    if failure.verify_code not in UNTRUSTED_CODES:
         return ChainFacts(chain, note)
     issuers = [
         describe_certificate(d)["issuer_dn"] for d in chain or (session.cert_der or b"",) if d
@@ -201,11 +236,27 @@ def assess(
     return ChainFacts(chain, note, os_store, known)
 
 
-def _chain_entries(chain: Sequence[bytes], now: dt.datetime) -> list[dict[str, Any]]:
+def _describe(der: bytes, decoded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A certificate described from OpenSSL's decoded form when it is had and suffices, else
+    from its DER by cryptography."""
+    if decoded is not None:
+        from maildiag.certinfo import describe_decoded
+
+        described = describe_decoded(decoded)
+        if described is not None:
+            return described
+    return describe_certificate(der)
+
+
+def _chain_entries(
+    chain: Sequence[bytes],
+    now: dt.datetime,
+    decoded: Sequence[Mapping[str, Any] | None] = (),
+) -> list[dict[str, Any]]:
     entries = []
     for position, der in enumerate(chain):
         try:
-            c = describe_certificate(der)
+            c = _describe(der, decoded[position] if position < len(decoded) else None)
         except ValueError:
             entries.append({"position": position, "error": "unparsable certificate"})
             continue
@@ -249,11 +300,15 @@ def judge(
     problems: list[Problem] = []
     status = Status.OK
     base = {"service": str(target.service), "host": target.host, "port": target.port}
-    cert = describe_certificate(session.cert_der) if session.cert_der else None
+    # what OpenSSL decoded is used only for a chain it verified
+    leaf_decoded = facts.leaf_decoded if failure is None else None
+    decoded = list(facts.decoded) if failure is None else []
+    cert = _describe(session.cert_der, leaf_decoded) if session.cert_der else None
     chain = list(facts.chain)
     if session.cert_der and (not chain or chain[0] != session.cert_der):
         chain = [session.cert_der]  # the leaf alone is what we surely know
-    entries = _chain_entries(chain, now)
+        decoded = [leaf_decoded]
+    entries = _chain_entries(chain, now, decoded if len(decoded) == len(chain) else ())
     data["chain"] = entries
     data["chain_length"] = len(facts.chain) if facts.chain else None
     if not facts.chain:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import marshal
 import os
 import sys
 from collections.abc import Sequence
@@ -12,54 +11,13 @@ from maildiag.lang import LANGS
 from maildiag.rulebase.base import _ID_RE, CACHE_FORMAT, SEVERITIES
 
 # --------------------------------------------------------------------------- cache
-
-
-def _cache_dir() -> str | None:
-    if os.environ.get("MAILDIAG_NO_CACHE"):
-        return None
-    base = os.environ.get("MAILDIAG_CACHE_DIR")
-    if base:
-        return base
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "maildiag")
+# (where and how: maildiag.datacache, which the provider database's cache uses too)
 
 
 def _cache_path(dirs: Sequence[str]) -> str | None:
-    base = _cache_dir()
-    if not base:
-        return None
-    import zlib
+    from maildiag.datacache import cache_file
 
-    key = "\0".join(os.path.abspath(d) for d in dirs)
-    tag = f"{sys.implementation.cache_tag}-{zlib.crc32(key.encode('utf-8', 'replace')):08x}"
-    return os.path.join(base, f"rules-{tag}.marshal")
-
-
-def _own_directory(path: str, *, create: bool) -> bool:
-    """Whether ``path`` is a directory only this user can change (created 0700 if missing).
-
-    A cache directory another user owns or may write into (``/tmp``, a shared group directory)
-    is refused: whoever can write there could plant a file for maildiag to read or a link for it
-    to write through. Without such a directory maildiag runs without a cache.
-    """
-    import stat
-
-    if create:
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except (OSError, ValueError):
-            return False
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return False
-    getuid = getattr(os, "geteuid", None)
-    if getuid is not None and st.st_uid != getuid():
-        return False
-    return stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-_MAX_CACHE = 64 * 1024 * 1024  # bytes: the built-in rules take about 0.5 MB
+    return cache_file("rules", "\0".join(os.path.abspath(d) for d in dirs))
 
 
 def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[Any]:
@@ -78,74 +36,28 @@ def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[An
 
 
 def _read_cache(path: str, stamp: list[Any]) -> dict[str, Any] | None:
-    """The cached data, or None on any doubt: a link, a FIFO or another non-regular file, a file
-    of another user, too large, unreadable, another version, or a structure that is not the one
-    ``_load_fresh`` writes. (The regexes are linted again as they are first compiled.)"""
-    import stat
+    """The cached data (``maildiag.datacache.read``: None on any doubt — a link, a FIFO or
+    another non-regular file, a file of another user, too large, unreadable, another version),
+    or None when it is not the structure ``_load_fresh`` writes. (The regexes are linted again
+    as they are first compiled.)"""
+    from maildiag.datacache import read
 
-    if not _own_directory(os.path.dirname(path), create=False):
-        return None
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError):
-        return None
-    try:
-        st = os.fstat(fd)
-        getuid = getattr(os, "geteuid", None)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or st.st_size > _MAX_CACHE
-            or (getuid is not None and st.st_uid != getuid())
-        ):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            blob = fh.read(_MAX_CACHE + 1)
-        cached = marshal.loads(blob)
-    except (OSError, ValueError, EOFError, TypeError, MemoryError, RecursionError):
-        return None
-    finally:
-        os.close(fd)
-    if not isinstance(cached, dict) or cached.get("stamp") != stamp:
-        return None
-    data = cached.get("data")
+    data = read(path, stamp)
     return data if isinstance(data, dict) and _valid_data(data) else None
 
 
 def _write_cache(path: str, stamp: list[Any], data: dict[str, Any]) -> None:
-    """Best effort: a read-only, missing or shared cache directory just means no cache.
+    """Best effort (``maildiag.datacache.write``): no private cache directory, no cache."""
+    from maildiag.datacache import write
 
-    The file is written under a fresh name (``mkstemp``: O_EXCL, mode 0600, in the cache
-    directory itself) and renamed over the old one, so a reader never sees half a file and no
-    planted link can redirect the write.
-    """
-    import tempfile
-
-    directory = os.path.dirname(path)
-    if not _own_directory(directory, create=True):
-        return
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".rules-", suffix=".tmp", dir=directory)
-    except (OSError, ValueError):
-        return
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(marshal.dumps({"stamp": stamp, "data": data}))
-        os.replace(tmp, path)
-    except (OSError, ValueError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    write(path, stamp, data)
 
 
 def _drop_cache(path: str | None) -> None:
     """Remove a cache file found wanting, so the next run rebuilds it."""
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    from maildiag.datacache import drop
+
+    drop(path)
 
 
 def _is_list(value: Any, item: type) -> TypeGuard[list[Any]]:
@@ -240,4 +152,17 @@ def _valid_data(data: dict[str, Any]) -> bool:
         type(rules) is list
         and _is_list(data.get("dirs"), str)
         and all(_valid_rule_data(r, known) for r in rules)
+    )
+
+
+def _valid_texts(texts: Any) -> bool:
+    """Whether cached texts have the structure ``RuleBase.deferred`` writes."""
+    if type(texts) is not dict or set(texts) != {"ui", "params", "interception"}:
+        return False
+    interception = texts["interception"]
+    return (
+        _is_texts(texts["ui"])
+        and _is_texts(texts["params"])
+        and _is_list(interception, list)
+        and all(_is_list(x, str) and len(x) == 2 for x in interception)
     )

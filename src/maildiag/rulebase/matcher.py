@@ -14,7 +14,14 @@ from maildiag.rulebase.base import (
     USER_REGEX_BUDGET,
     USER_REGEX_TOTAL,
 )
-from maildiag.rulebase.cache import _cache_path, _drop_cache, _read_cache, _stamp, _write_cache
+from maildiag.rulebase.cache import (
+    _cache_path,
+    _drop_cache,
+    _read_cache,
+    _stamp,
+    _valid_texts,
+    _write_cache,
+)
 from maildiag.rulebase.files import _dir_strings, _yaml_files
 from maildiag.rulebase.regexes import _WORD_KEY, _WORD_KEY_ASCII, regex_problem
 from maildiag.rulebase.render import Wording
@@ -260,6 +267,33 @@ class RuleBase(Wording):
         if path is not None:
             _write_cache(path, stamp, data)
         return cls(data)
+
+    @classmethod
+    def deferred(cls, extra_dirs: Sequence[str | Path] = ()) -> RuleBase:
+        """``load()``, with the rules themselves read only when first used.
+
+        A healthy check matches no reply: it needs only the texts its summaries are written
+        with (``ui``, ``params``) and the interception products. When a run before left those
+        in the cache for these very files, they are all that is read now, and the rest on
+        first use (``_DeferredRuleBase``). The files were validated when that cache was
+        written, so bad input still shows before any network step. Otherwise this is
+        ``load()``, which also leaves the texts for the next run.
+        """
+        from maildiag.datacache import read, write
+
+        dirs = _dir_strings(extra_dirs)
+        stamp = _stamp([(d, _yaml_files(d)) for d in dirs])
+        path = _cache_path(dirs)
+        texts_path = path[: -len(".marshal")] + ".texts.marshal" if path else None
+        if texts_path is not None:
+            texts = read(texts_path, stamp)
+            if _valid_texts(texts):
+                return _DeferredRuleBase(texts, lambda: cls.load(extra_dirs))
+        rb = cls.load(extra_dirs)
+        if texts_path is not None:
+            texts = {"ui": rb.ui, "params": rb.params}
+            write(texts_path, stamp, {**texts, "interception": [list(x) for x in rb.interception]})
+        return rb
 
     def get(self, rule_id: str) -> Rule | None:
         return self._by_id.get(rule_id)
@@ -529,6 +563,37 @@ class RuleBase(Wording):
         return False
 
     # ------------------------------------------------------------------ rendering
+
+
+class _DeferredRuleBase(RuleBase):
+    """A rule base whose texts and interception products are here at once and whose rules are
+    loaded on first use of anything else (``RuleBase.deferred``), in whatever thread asks.
+
+    Until then it holds ``ui``, ``params`` and ``interception`` only; the first attribute it
+    lacks loads the whole rule base and takes over its state, after which it is that rule base.
+    """
+
+    def __init__(self, texts: Mapping[str, Any], loader: Any) -> None:
+        import threading
+
+        # no RuleBase.__init__: the rest of the state comes from the loaded rule base
+        self.ui = texts["ui"]
+        self.params = texts["params"]
+        self.interception = [tuple(x) for x in texts["interception"]]
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def __getattr__(self, name: str) -> Any:
+        # only for what this object lacks: the rules' state
+        if name.startswith("__") or self.__dict__.get("_loaded", True):
+            raise AttributeError(name)
+        with self.__dict__["_lock"]:
+            if not self.__dict__["_loaded"]:
+                full = self.__dict__["_loader"]()
+                self.__dict__.update(full.__dict__)
+                self.__dict__["_loaded"] = True
+        return object.__getattribute__(self, name)
 
 
 class _Scan:
