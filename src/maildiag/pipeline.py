@@ -88,7 +88,7 @@ def check_mailbox(
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
-    redact = Redactor(config.password)
+    redact = Redactor(config.password, config.oauth2_token)
     login_stage = auth.make_login_stage(config, address, found.provider, redact)
     verify_ctx = make_tls_context(config.ca_file)
     noverify_ctx = make_tls_context(verify=False)

@@ -70,7 +70,7 @@ class Env:
         from maildiag.net import make_tls_context
 
         if self.redact is None:
-            self.redact = Redactor(self.config.password)
+            self.redact = Redactor(self.config.password, self.config.oauth2_token)
 
         if self.verify_ctx is None:
             self.verify_ctx = make_tls_context(self.config.ca_file)
