@@ -83,6 +83,8 @@ SKIP_SUMMARIES = (
     "skip.login_unfinished",
     "skip.cert_unverified",
     "skip.not_encrypted",
+    "skip.cert_unverified_token",
+    "skip.not_encrypted_token",
 )
 ANY_CHECK_SUMMARIES = ("internal_error", "run.deadline")
 # What a server said instead of its protocol, as the wrong-protocol finding quotes it ({heard}).
@@ -268,8 +270,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "auth",
         Scope.SERVER,
-        "smtp: whether the server demands AUTH (without a password), else the login; "
-        "imap, pop3: the login",
+        "smtp: whether the server demands AUTH (without a password or token), else the login; "
+        "imap, pop3: the login (with a password, or an OAuth2 token: XOAUTH2, OAUTHBEARER)",
         needs_password=frozenset({Service.IMAP, Service.POP3}),
         login_stage=True,
         signals=(
@@ -280,6 +282,8 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.protocol_disabled",
             "auth.login_form",
             "auth.plain_connection",
+            "auth.oauth_not_offered",
+            "auth.oauth_protocol_disabled",
         ),
         summaries=(
             "auth.needs_password",
@@ -292,6 +296,9 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.no_mechanism_offered",
             "auth.login_disabled",
             "auth.offered_after_tls",
+            "auth.oauth_refused",
+            "auth.oauth_not_offered",
+            "auth.mailbox_refused",
         ),
     ),
     CheckSpec(
