@@ -304,6 +304,41 @@ def sasl_oauth(
     return None, cfg.refusal or refusal
 
 
+def oauth_login(
+    peer: PeerConn,
+    cfg: OAuthConfig,
+    args: str,
+    tag: str,
+    *,
+    ask: str,
+    refusal: str,
+    accepted: str,
+    bad_dummy: str,
+    unsupported: str,
+) -> tuple[str | None, bool]:
+    """One ``AUTH``/``AUTHENTICATE <mechanism> [initial response]`` with a token, its replies
+    sent (each line after ``tag``, IMAP's). Returns (the user logged in or None, whether the
+    client is still there)."""
+
+    def say(text: str) -> None:
+        for out in text.split("\n"):
+            peer.send(f"{tag} {out}" if tag else out)
+
+    mechanism, _, initial = args.partition(" ")
+    mechanism = mechanism.upper()
+    if mechanism not in cfg.mechanisms:
+        say(unsupported)
+        return None, True
+    user, answer = sasl_oauth(peer, cfg, mechanism, initial or None, ask=ask, refusal=refusal)
+    if user is not None:
+        say(accepted)
+        return user, True
+    if answer is None:
+        return None, False
+    say(bad_dummy if answer == "BAD-DUMMY" else answer)
+    return None, True
+
+
 # -- fake IMAP and POP3 servers ----------------------------------------------------------------
 
 
@@ -332,41 +367,14 @@ def imap_handler(cfg: MailboxServerConfig) -> Handler:
             cmd, _, args = rest.partition(" ")
             cmd = cmd.upper()
             if cmd == "CAPABILITY":
-                caps = ["IMAP4rev1"]
-                if cfg.starttls and not tls:
-                    caps.append("STARTTLS")
-                if cfg.login_disabled_before_tls and not tls:
-                    caps.append("LOGINDISABLED")
-                else:
-                    caps.append("AUTH=PLAIN")
-                if cfg.oauth is not None:
-                    caps += [f"AUTH={m}" for m in cfg.oauth.mechanisms]
-                    caps += ["SASL-IR"] if cfg.sasl_ir else []
-                peer.send("* CAPABILITY " + " ".join(caps))
+                peer.send("* CAPABILITY " + " ".join(_imap_capabilities(cfg, tls)))
                 peer.send(f"{tag} OK CAPABILITY completed")
             elif cmd == "AUTHENTICATE" and cfg.oauth is not None:
-                mech, _, initial = args.partition(" ")
-                mech = mech.upper()
-                if mech not in cfg.oauth.mechanisms:
-                    peer.send(f"{tag} NO [CANNOT] Unsupported authentication mechanism")
-                    continue
-                user, refusal = sasl_oauth(
-                    peer,
-                    cfg.oauth,
-                    mech,
-                    initial or None,
-                    ask="+ ",
-                    refusal="NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
-                )
-                if user is not None:
-                    connected = bool(user)
-                    peer.send(f"{tag} OK AUTHENTICATE completed.")
-                elif refusal == "BAD-DUMMY":
-                    peer.send(f"{tag} BAD Invalid SASL argument.")
-                elif refusal is not None:
-                    peer.send(f"{tag} {refusal}")
-                else:
+                who, alive = oauth_login(peer, cfg.oauth, args, tag, **IMAP_OAUTH_REPLIES)
+                if not alive:
                     return
+                if who is not None:
+                    connected = bool(who)
             elif cmd == "STATUS":
                 if connected:
                     peer.send("* STATUS INBOX (MESSAGES 1)")
@@ -395,6 +403,36 @@ def imap_handler(cfg: MailboxServerConfig) -> Handler:
                 peer.send(f"{tag} BAD unknown or unsupported command")
 
     return handle
+
+
+def _imap_capabilities(cfg: MailboxServerConfig, tls: bool) -> list[str]:
+    caps = ["IMAP4rev1"]
+    if cfg.starttls and not tls:
+        caps.append("STARTTLS")
+    if cfg.login_disabled_before_tls and not tls:
+        caps.append("LOGINDISABLED")
+    else:
+        caps.append("AUTH=PLAIN")
+    if cfg.oauth is not None:
+        caps += [f"AUTH={m}" for m in cfg.oauth.mechanisms]
+        caps += ["SASL-IR"] if cfg.sasl_ir else []
+    return caps
+
+
+IMAP_OAUTH_REPLIES = {
+    "ask": "+ ",
+    "refusal": "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
+    "accepted": "OK AUTHENTICATE completed.",
+    "bad_dummy": "BAD Invalid SASL argument.",
+    "unsupported": "NO [CANNOT] Unsupported authentication mechanism",
+}
+POP3_OAUTH_REPLIES = {
+    "ask": "+ ",
+    "refusal": "-ERR [AUTH] Invalid credentials.",
+    "accepted": "+OK Logged in.",
+    "bad_dummy": "-ERR [AUTH] Invalid SASL argument.",
+    "unsupported": "-ERR Unsupported authentication mechanism.",
+}
 
 
 def _answer_login(
@@ -444,26 +482,8 @@ def pop3_handler(cfg: MailboxServerConfig) -> Handler:
                 else:
                     peer.send(cfg.fail_text or "-ERR [AUTH] Authentication failed.")
             elif cmd == "AUTH" and cfg.oauth is not None:
-                mech, _, initial = args.partition(" ")
-                mech = mech.upper()
-                if mech not in cfg.oauth.mechanisms:
-                    peer.send("-ERR Unsupported authentication mechanism.")
-                    continue
-                user, refusal = sasl_oauth(
-                    peer,
-                    cfg.oauth,
-                    mech,
-                    initial or None,
-                    ask="+ ",
-                    refusal="-ERR [AUTH] Invalid credentials.",
-                )
-                if user is not None:
-                    peer.send("+OK Logged in.")
-                elif refusal == "BAD-DUMMY":
-                    peer.send("-ERR [AUTH] Invalid SASL argument.")
-                elif refusal is not None:
-                    peer.send(refusal)
-                else:
+                _, alive = oauth_login(peer, cfg.oauth, args, "", **POP3_OAUTH_REPLIES)
+                if not alive:
                     return
             elif cmd == "QUIT":
                 peer.send("+OK Logging out.")
@@ -493,7 +513,54 @@ class SmtpServerConfig:
     data_calls: int = 0
 
 
+SMTP_OAUTH_REPLIES = {
+    "ask": "334 ",
+    "refusal": "\n".join(GMAIL_BAD_CREDENTIALS),
+    "accepted": "235 2.7.0 Accepted",
+    "bad_dummy": "501 5.5.2 Cannot Decode response",
+    "unsupported": "504 5.7.4 Unrecognized authentication type",
+}
+
+
+def _ehlo(cfg: SmtpServerConfig, tls: bool) -> list[str]:
+    items = ["mail.example.test", "SIZE 35882577", "8BITMIME"]
+    if cfg.starttls is not None and not tls:
+        items.append("STARTTLS")
+    mechs = ["PLAIN", *(cfg.oauth.mechanisms if cfg.oauth else ())]
+    items += ["AUTH " + " ".join(mechs), "ENHANCEDSTATUSCODES"]
+    return [("250 " if i == len(items) - 1 else "250-") + item for i, item in enumerate(items)]
+
+
+def _smtp_auth(peer: PeerConn, cfg: SmtpServerConfig, args: str) -> tuple[str | None, bool]:
+    """AUTH PLAIN for ``cfg.users``, or OAuth2: (the user logged in or None, client still there)."""
+    mech, _, initial = args.partition(" ")
+    if mech.upper() == "PLAIN":
+        fields = base64.b64decode(initial or "").decode().split("\0")
+        ok = len(fields) == 3 and cfg.users.get(fields[1]) == fields[2]
+        peer.send("235 2.7.0 Accepted" if ok else GMAIL_BAD_CREDENTIALS[1])
+        return (fields[1] if ok else None), True
+    if cfg.oauth is None:
+        peer.send(SMTP_OAUTH_REPLIES["unsupported"])
+        return None, True
+    return oauth_login(peer, cfg.oauth, args, "", **SMTP_OAUTH_REPLIES)
+
+
+def _mail(args: str, user: str | None) -> str:
+    sender = args.partition(":")[2].strip().strip("<>").split(">")[0]
+    if user is None:
+        return "530 5.7.0 Authentication required"
+    if sender.lower() != user.lower():
+        return "553 5.7.1 Sender address rejected: not owned by auth user."
+    return "250 2.1.0 OK"
+
+
 def smtp_handler(cfg: SmtpServerConfig) -> Handler:
+    simple = {
+        "RCPT": "250 2.1.5 OK",
+        "RSET": "250 2.0.0 OK",
+        "DATA": "554 5.5.1 this test server never takes a message",
+    }
+
     def handle(peer: PeerConn) -> None:
         tls = False
         user: str | None = None
@@ -502,63 +569,23 @@ def smtp_handler(cfg: SmtpServerConfig) -> Handler:
             verb, _, args = line.partition(" ")
             verb = verb.upper()
             if verb in ("EHLO", "HELO"):
-                items = ["mail.example.test", "SIZE 35882577", "8BITMIME"]
-                if cfg.starttls is not None and not tls:
-                    items.append("STARTTLS")
-                mechs = ["PLAIN", *(cfg.oauth.mechanisms if cfg.oauth else ())]
-                items += ["AUTH " + " ".join(mechs), "ENHANCEDSTATUSCODES"]
-                for i, item in enumerate(items):
-                    peer.send(("250 " if i == len(items) - 1 else "250-") + item)
+                for out in _ehlo(cfg, tls):
+                    peer.send(out)
             elif verb == "STARTTLS" and cfg.starttls is not None and not tls:
                 peer.send("220 2.0.0 Ready to start TLS")
                 if not peer.start_tls(cfg.starttls):
                     return
                 tls = True
             elif verb == "AUTH":
-                mech, _, initial = args.partition(" ")
-                mech = mech.upper()
-                if mech == "PLAIN":
-                    fields = base64.b64decode(initial or "").decode().split("\0")
-                    ok = len(fields) == 3 and cfg.users.get(fields[1]) == fields[2]
-                    user = fields[1] if ok else None
-                    peer.send("235 2.7.0 Accepted" if ok else GMAIL_BAD_CREDENTIALS[1])
-                    continue
-                if cfg.oauth is None or mech not in cfg.oauth.mechanisms:
-                    peer.send("504 5.7.4 Unrecognized authentication type")
-                    continue
-                who, refusal = sasl_oauth(
-                    peer,
-                    cfg.oauth,
-                    mech,
-                    initial or None,
-                    ask="334 ",
-                    refusal="\n".join(GMAIL_BAD_CREDENTIALS),
-                )
-                if who is not None:
-                    user = who
-                    peer.send("235 2.7.0 Accepted")
-                elif refusal == "BAD-DUMMY":
-                    peer.send("501 5.5.2 Cannot Decode response")
-                elif refusal is not None:
-                    for out in refusal.split("\n"):
-                        peer.send(out)
-                else:
+                who, alive = _smtp_auth(peer, cfg, args)
+                if not alive:
                     return
+                user = who if who is not None else user
             elif verb == "MAIL":
-                sender = args.partition(":")[2].strip().strip("<>").split(">")[0]
-                if user is None:
-                    peer.send("530 5.7.0 Authentication required")
-                elif sender.lower() != user.lower():
-                    peer.send("553 5.7.1 Sender address rejected: not owned by auth user.")
-                else:
-                    peer.send("250 2.1.0 OK")
-            elif verb == "RCPT":
-                peer.send("250 2.1.5 OK")
-            elif verb == "DATA":
-                cfg.data_calls += 1
-                peer.send("554 5.5.1 this test server never takes a message")
-            elif verb == "RSET":
-                peer.send("250 2.0.0 OK")
+                peer.send(_mail(args, user))
+            elif verb in simple:
+                cfg.data_calls += verb == "DATA"
+                peer.send(simple[verb])
             elif verb == "QUIT":
                 peer.send("221 2.0.0 closing connection")
                 return
