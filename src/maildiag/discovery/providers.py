@@ -314,9 +314,7 @@ def _str_list(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _auth(
-    value: Any, servers: Mapping[Service, Any], where: str
-) -> dict[Service, tuple[str, ...]]:
+def _auth(value: Any, servers: Mapping[Service, Any], where: str) -> dict[Service, tuple[str, ...]]:
     """``auth``: for services the entry has servers for, the sign-in methods, none twice."""
     if not isinstance(value, dict) or not value:
         raise _Invalid(f"{where} must map smtp/imap/pop3 to lists of sign-in methods")
