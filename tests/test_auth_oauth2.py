@@ -306,11 +306,13 @@ def test_yandex_imap_refusal_and_no_oauth_on_pop3(line_server: Any, certs: Any, 
 def test_same_token_works_elsewhere_means_protocol_or_scope(
     three: Any, line_server: Any, certs: Any, cli: Any
 ) -> None:
-    """IMAP takes the token, POP3 refuses it without a reason: the protocol is off for the
-    mailbox or the token lacks its scope. A server that names its reason keeps it."""
+    """IMAP takes the token, POP3 refuses it as "invalid": a token IMAP just took is valid, so
+    the protocol is off for the mailbox (or the token lacks its scope). A server that names a
+    missing scope keeps its word."""
     cfg = OAuthConfig(grants=grants())
     imap = line_server(imap_handler(MailboxServerConfig(oauth=cfg)), tls=certs.valid)
-    off = OAuthConfig(grants=grants(), disabled_text="-ERR [AUTH] Authentication failed.")
+    # POP3 off for the user, answered as Dovecot 2.3 does: the "invalid token" challenge
+    off = OAuthConfig(grants={})
     pop3 = line_server(pop3_handler(MailboxServerConfig(oauth=off)), tls=certs.valid)
     scope = OAuthConfig(grants=grants(), scope="https://outlook.office.com/SMTP.Send")
     smtp_peer = line_server(
@@ -331,6 +333,7 @@ def test_same_token_works_elsewhere_means_protocol_or_scope(
     assert pop3_finding["rule"] == "oauth.protocol-disabled"
     assert pop3_finding["category"] == "protocol_disabled" and "imap" in pop3_finding["title"]
     assert checks["pop3.auth"]["data"]["accepted_by"] == ["imap"]
+    assert checks["pop3.auth"]["data"]["oauth2_error"]["status"] == "401"
     smtp_finding = checks["smtp.auth"]["findings"][0]
     assert smtp_finding["rule"] == "oauth.insufficient-scope"  # the server said why
     assert "SMTP.Send" in smtp_finding["title"]

@@ -998,7 +998,7 @@ def cross_check(observations: Sequence[Observation]) -> list[Observation]:
     working over IMAP or SMTP tells the two apart. The same OAuth2 token accepted by one protocol
     and refused by another is ``auth.oauth_protocol_disabled``: the protocol is off for the
     mailbox, or (Microsoft: one scope per protocol) the token lacks its scope; unless the server's
-    error challenge said why.
+    error challenge names the missing scope (403, ``insufficient_scope``), which stands.
     """
     accepted: dict[str, set[str]] = {}
     for obs in observations:
@@ -1041,9 +1041,11 @@ def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
     return replace(obs, problems=tuple(problems), data={**obs.data, "accepted_by": others})
 
 
-# Error challenge statuses that name why the token was refused (RFC 6750 3.1 codes, and the HTTP
-# status XOAUTH2 quotes for them): a cross-check does not overrule them.
-_TOKEN_VERDICTS = frozenset({"401", "403", "invalid_token", "insufficient_scope"})
+# The error challenge status a cross-check does not overrule: a token can lack the scope of one
+# protocol only (Microsoft issues one scope per protocol). "Invalid token" it cannot be when another
+# protocol took the same token a moment ago: servers send it for any refusal (Dovecot 2.3 answers a
+# user its deny list blocks for POP3 with {"status":"401"}), so there the protocol is off.
+_TOKEN_VERDICTS = frozenset({"403", "insufficient_scope"})
 
 
 def _oauth2_refusal(problem: Problem) -> bool:
