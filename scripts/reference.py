@@ -65,7 +65,7 @@ def checks_table() -> str:
             "run"
             if spec.scope is Scope.RUN
             else ", ".join(
-                str(s) + (" (password)" if s in spec.needs_password else "")
+                str(s) + (" (password or token)" if s in spec.needs_password else "")
                 for s in Service
                 if s in spec.services
             )

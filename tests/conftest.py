@@ -26,10 +26,12 @@ from peers import (  # noqa: E402
     Certs,
     LineServer,
     MailboxServerConfig,
+    SmtpServerConfig,
     free_port,
     imap_handler,
     make_certs,
     pop3_handler,
+    smtp_handler,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +232,21 @@ def pop3_server(line_server: Callable[..., LineServer], certs: Certs) -> Callabl
     def make(implicit_tls: bool = False, **kw: Any) -> LineServer:
         cfg = MailboxServerConfig(**kw)
         return line_server(pop3_handler(cfg), tls=certs.valid if implicit_tls else None)
+
+    return make
+
+
+@pytest.fixture
+def scripted_smtp(
+    line_server: Callable[..., LineServer], certs: Certs
+) -> Callable[..., tuple[LineServer, SmtpServerConfig]]:
+    """Factory: ``scripted_smtp(implicit_tls=True, **SmtpServerConfig fields)`` -> (server, its
+    config); a line-scripted submission server (OAuth2 too), for what aiosmtpd cannot say."""
+
+    def make(implicit_tls: bool = True, **kw: Any) -> tuple[LineServer, SmtpServerConfig]:
+        cfg = SmtpServerConfig(**kw)
+        server = line_server(smtp_handler(cfg), tls=certs.valid if implicit_tls else None)
+        return server, cfg
 
     return make
 

@@ -212,6 +212,12 @@ def test_extra_directory_adds_and_overrides(tmp_path: Path) -> None:
         (("domains: [local.test]", "mx: ['*.bad pattern']"), "mx pattern"),
         (("name: Local Mail", "name: Local Mail\nname: Again"), "duplicate key 'name'"),
         (("servers:", "servers: [oops"), "invalid YAML"),
+        (("links:", "auth: [oauth2]\nlinks:"), "auth must map smtp/imap/pop3"),
+        (("links:", "auth: {imap: [oauth3]}\nlinks:"), "unknown sign-in method 'oauth3'"),
+        (("links:", "auth: {smtp: [oauth2]}\nlinks:"), "auth.smtp: the entry lists no smtp server"),
+        (("links:", "auth: {imap: [oauth2, oauth2]}\nlinks:"), "lists a method twice"),
+        (("links:", "auth: {imap: []}\nlinks:"), "at least one sign-in method"),
+        (("links:", "auth: {web: [oauth2]}\nlinks:"), "unknown service 'web'"),
     ],
 )
 def test_load_errors_name_the_file(tmp_path: Path, change: tuple[str, str], words: str) -> None:
@@ -223,6 +229,27 @@ def test_load_errors_name_the_file(tmp_path: Path, change: tuple[str, str], word
     message = str(info.value)
     assert "local.yaml" in message and words in message, message
     assert "\n" not in message
+
+
+def test_sign_in_methods_per_service(tmp_path: Path, db: ProviderDb) -> None:
+    """``auth``: how mail programs may sign in, per service, preferred first; unknown: ()."""
+    folder = write(
+        tmp_path, GOOD.replace("links:", "auth:\n  imap: [oauth2, app_password]\nlinks:")
+    )
+    local = load_providers([folder]).get("local")
+    assert local is not None and local.auth_for(Service.IMAP) == ("oauth2", "app_password")
+    assert local.auth_for(Service.SMTP) == ()
+    # OAuth2 where the providers document it (their XOAUTH2 pages are cited in the files)
+    for pid in ("gmail", "google-workspace", "outlook", "microsoft365"):
+        provider = db.get(pid)
+        assert provider is not None
+        assert all("oauth2" in provider.auth_for(s) for s in provider.servers), pid
+    yandex = db.get("yandex")
+    assert yandex is not None
+    assert "oauth2" in yandex.auth_for(Service.IMAP) and "oauth2" in yandex.auth_for(Service.SMTP)
+    assert "oauth2" not in yandex.auth_for(Service.POP3)  # Yandex: IMAP and SMTP only
+    icloud = db.get("icloud")
+    assert icloud is not None and icloud.auth_for(Service.IMAP) == ()  # not stated: unknown
 
 
 def test_domain_claimed_by_two_providers(tmp_path: Path) -> None:
@@ -241,3 +268,15 @@ def test_same_id_twice_in_one_directory(tmp_path: Path) -> None:
 def test_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ProviderError, match="local.yaml: expected a mapping"):
         load_providers([write(tmp_path, "- just\n- a list\n")])
+
+
+def test_the_cached_form_keeps_every_field_of_every_provider() -> None:
+    """The provider cache (plain data for marshal) loses nothing: a field added to Provider
+    and forgotten in as_data/from_data fails here, not as a silently empty value in a run."""
+    from maildiag.discovery.providerdb import as_data, from_data
+    from maildiag.discovery.providers import load_providers
+
+    db = load_providers((), cache=False)
+    for provider in [*db, *db.ispdb]:
+        assert from_data(as_data(provider)) == provider, provider.id
+    assert any(p.auth for p in db), "some built-in provider declares its sign-in methods"

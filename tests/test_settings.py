@@ -41,11 +41,12 @@ def settings(
 
 
 def table(text: str) -> list[list[str]]:
+    """The table's rows: service, server, port, security, login (the sign-in column left out)."""
     rows = []
     for line in text.splitlines():
         cells = line.split()
-        if line.startswith("  ") and len(cells) == 5 and cells[0] in ("IMAP", "POP3", "SMTP"):
-            rows.append(cells)
+        if line.startswith("  ") and len(cells) >= 5 and cells[0] in ("IMAP", "POP3", "SMTP"):
+            rows.append(cells[:5])
     return rows
 
 
@@ -103,8 +104,32 @@ def test_gmail_lists_the_starttls_alternative() -> None:
             "login_form": "address",
             "source": "provider",
             "certainty": "certain",
+            "auth": ["oauth2", "app_password"],
         }
     ]
+
+
+def test_sign_in_methods_name_oauth2_where_the_provider_takes_it() -> None:
+    """The provider file's ``auth``: a column in the table, ``auth`` in the JSON; no column for a
+    provider that does not say."""
+    _, out, _ = settings("x@yandex.ru", as_json=True)
+    auth = {s["service"]: s["auth"] for s in json.loads(out)["servers"]}
+    assert auth == {
+        "imap": ["app_password", "oauth2", "password"],
+        "pop3": ["app_password", "password"],
+        "smtp": ["app_password", "oauth2", "password"],
+    }
+    _, text, _ = settings("x@outlook.com", as_json=False, lang="en")
+    assert "Sign-in" in text
+    assert [line.split()[-1] for line in text.splitlines() if line.strip().startswith("IMAP")] == [
+        "OAuth2"
+    ]
+    _, ru, _ = settings("x@gmail.com", as_json=False, lang="ru")
+    assert "Вход" in ru and "OAuth2, пароль приложения" in ru
+    _, icloud, _ = settings("x@icloud.com", as_json=False, lang="en")
+    assert "Sign-in" not in icloud
+    _, out, _ = settings("x@icloud.com", as_json=True)
+    assert {s["auth"] for s in json.loads(out)["servers"]} == {None}
 
 
 def test_custom_domain_via_mx(dns_zone: Callable[..., DnsServer]) -> None:

@@ -1,8 +1,9 @@
 """The frozen configuration of one run (one mailbox checked), built from the options
 (``maildiag.options.check_config``).
 
-The password lives here with ``repr=False``: the login stage is the only code that reads it, and
-no string is ever formatted from it. Limits (timeouts, read bounds, caps) live here too, so a test
+The password, or the OAuth2 access token that replaces it (``--oauth2-token-env``), lives here with
+``repr=False``: the login stage is the only code that reads it, and no string is ever formatted
+from it. Limits (timeouts, read bounds, caps) live here too, so a test
 can shrink them.
 """
 
@@ -25,6 +26,7 @@ class RunConfig:
     only: frozenset[Service] = frozenset(Service)
     login: str | None = None  # --login; None: provider rules decide, else the address
     password: str | None = field(default=None, repr=False)
+    oauth2_token: str | None = field(default=None, repr=False)  # instead of a password
     sender: str | None = None  # --from
     ca_file: str | None = None
     resolver: str | None = None
@@ -43,6 +45,11 @@ class RunConfig:
     # server mode: the services that must answer (named by --only, or the one PORT given); the
     # others may simply not be offered
     required: frozenset[Service] = frozenset()
+
+    @property
+    def has_secret(self) -> bool:
+        """A password or a token was given: the logins run."""
+        return self.password is not None or self.oauth2_token is not None
 
     @property
     def deadline(self) -> float:

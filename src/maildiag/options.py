@@ -536,6 +536,16 @@ CHECK = Command(
         ),
         Option("ask_password", ("--ask-password",), "prompt for the password without echo"),
         Option(
+            "oauth2_token_env",
+            ("--oauth2-token-env",),
+            "log in with this OAuth2 access token (an environment variable) instead of a "
+            "password: SASL XOAUTH2 or OAUTHBEARER",
+            metavar="VAR",
+            parse=parse_env_name,
+            config="oauth2_token_env",
+            scope=Scope.SHARED,
+        ),
+        Option(
             "sender",
             ("--from",),
             "sender address to test ownership of (default: ADDRESS)",
@@ -727,7 +737,14 @@ def conflict(values: Mapping[str, Any], label: Callable[[Option], str] | None = 
     name = label or (lambda o: o.label)
     only = values.get("only")
     if is_server(values.get("address")):
-        for key in (*SERVICES, "login", "sender", "password_env", "ask_password"):
+        for key in (
+            *SERVICES,
+            "login",
+            "sender",
+            "password_env",
+            "ask_password",
+            "oauth2_token_env",
+        ):
             if values.get(key):
                 return (
                     f"{name(CHECK.option(key))} needs a mailbox, and {values['address']} is a "
@@ -738,6 +755,14 @@ def conflict(values: Mapping[str, Any], label: Callable[[Option], str] | None = 
         if only and values.get(service) is not None and service not in only:
             server, scope = name(CHECK.option(service)), name(CHECK.option("only"))
             return f"{server} names a {service} server but {scope} leaves {service} out"
+    token = values.get("oauth2_token_env")
+    for source in ("password_env", "ask_password"):
+        if token and values.get(source):
+            password, oauth2 = name(CHECK.option(source)), name(CHECK.option("oauth2_token_env"))
+            return (
+                f"{password} and {oauth2} cannot be used together: a login uses either a "
+                "password or an OAuth2 token"
+            )
     warn, crit = values.get("warn_days"), values.get("crit_days")
     if warn is not None and crit is not None and crit > warn:
         crit_label, warn_label = name(CHECK.option("crit_days")), name(CHECK.option("warn_days"))
@@ -745,7 +770,9 @@ def conflict(values: Mapping[str, Any], label: Callable[[Option], str] | None = 
     return None
 
 
-def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfig:
+def check_config(
+    values: Mapping[str, Any], *, password: str | None, oauth2_token: str | None = None
+) -> RunConfig:
     """The frozen configuration of one check from its parsed option values.
 
     The checks that concern several options at once live here, so the command line and a
@@ -761,6 +788,8 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
     problem = conflict(v)
     if problem:
         raise UsageError(problem)
+    if password is not None and oauth2_token is not None:
+        raise UsageError("a login uses either a password or an OAuth2 token, not both")
     server = is_server(v["address"])
     if server:
         explicit = server_targets(v["address"], v["only"])
@@ -779,6 +808,7 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
         only=only,
         login=v["login"],
         password=password,
+        oauth2_token=oauth2_token,
         sender=v["sender"],
         ca_file=v["ca_file"],
         resolver=v["resolver"],
@@ -798,13 +828,38 @@ def check_config(values: Mapping[str, Any], *, password: str | None) -> RunConfi
 
 def secret_from_env(var: str, environ: Mapping[str, str] | None = None) -> str:
     """The password in ``var``, checked to be something a protocol line can carry."""
+    return _from_env("--password-env", var, environ, "password", password_problem)
+
+
+def token_from_env(var: str, environ: Mapping[str, str] | None = None) -> str:
+    """The OAuth2 access token in ``var``, checked like a password and to be a bearer token
+    (RFC 6750 b64token); surrounding whitespace (a trailing newline from a file) is dropped."""
+    from maildiag.oauth2 import token_problem
+
+    def problem(token: str) -> str | None:
+        return password_problem(token) or token_problem(token)
+
+    return _from_env("--oauth2-token-env", var, environ, "token", problem, strip=True)
+
+
+def _from_env(
+    flag: str,
+    var: str,
+    environ: Mapping[str, str] | None,
+    what: str,
+    problem_of: Callable[[str], str | None],
+    *,
+    strip: bool = False,
+) -> str:
     env = os.environ if environ is None else environ
     value = env.get(var)
     if value is None:
-        raise UsageError(f"--password-env {var}: that environment variable is not set")
+        raise UsageError(f"{flag} {var}: that environment variable is not set")
+    if strip:
+        value = value.strip(" \t\r\n")
     if not value:
-        raise UsageError(f"--password-env {var}: the variable is empty")
-    problem = password_problem(value)
+        raise UsageError(f"{flag} {var}: the variable is empty")
+    problem = problem_of(value)
     if problem:
-        raise UsageError(f"--password-env {var}: the password {problem}")
+        raise UsageError(f"{flag} {var}: the {what} {problem}")
     return value

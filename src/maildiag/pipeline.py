@@ -128,7 +128,7 @@ def check_mailbox(
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
     # the contexts load certifi once, when the first handshake needs it
-    redact = Redactor(config.password)
+    redact = Redactor(config.password, config.oauth2_token)
     login_for: Callable[[Service], str | None]
     if address is None:
         login_stage = auth.make_server_stage()

@@ -22,6 +22,13 @@ transcript's ``\\xNN`` escape; percent-encoding (``quote``, ``quote_plus``); the
 string; base64 of the password (AUTH LOGIN), with and without padding; and what ``add()`` is
 given: SASL PLAIN responses (``\\0login\\0password``, ``login\\0password``,
 ``login\\0login\\0password``) and the CRAM-MD5 response.
+
+An OAuth2 access token (``--oauth2-token-env``) is a secret like a password, with one difference:
+nothing honest contains a token by accident, so the token itself and every form of it are masked
+anywhere in what we print, not only in what a server echoes. Its forms: those of a password
+above, and the XOAUTH2 and OAUTHBEARER initial responses that carry it (``oauth2_forms``), each
+raw (``user=...^Aauth=Bearer <token>^A^A``), as the transcript escapes it (``\\x01``), and in
+base64 with and without padding.
 """
 
 from __future__ import annotations
@@ -90,12 +97,34 @@ def echo_forms(password: str) -> list[str]:
     return [f for f in dict.fromkeys(forms) if f]
 
 
+def sasl_forms(*messages: str) -> list[str]:
+    """Each SASL message as sent (raw), as the transcript escapes it, and in base64 with and
+    without padding."""
+    forms: list[str] = []
+    for raw in messages:
+        b64 = _b64(raw.encode("utf-8", "surrogateescape"))
+        forms += [raw, printable(raw), b64, b64.rstrip("=")]
+    return [f for f in dict.fromkeys(forms) if f]
+
+
+def oauth2_forms(token: str, login: str, host: str, port: int) -> list[str]:
+    """The initial responses of XOAUTH2 and OAUTHBEARER that carry ``token`` for ``login`` to
+    ``host:port``, in every form ``sasl_forms`` lists."""
+    from maildiag.oauth2 import oauthbearer_message, xoauth2_message
+
+    return sasl_forms(xoauth2_message(login, token), oauthbearer_message(login, token, host, port))
+
+
 class Redactor:
-    """Masks one run's secret in every form above; thread-safe, shared by all sessions."""
+    """Masks one run's secret in every form above; thread-safe, shared by all sessions.
+
+    ``password``: masked as an echo, and its encoded forms anywhere; ``token`` (an OAuth2 access
+    token): masked anywhere in every form. A run has one of them.
+    """
 
     __slots__ = ("_derived", "_echo", "_forms", "_lock", "_plain")
 
-    def __init__(self, password: str | None) -> None:
+    def __init__(self, password: str | None, token: str | None = None) -> None:
         self._lock = threading.Lock()
         self._plain: frozenset[str] = frozenset()  # the password's own letters, case-folded
         self._forms: tuple[str, ...] = ()  # every form, longest first
@@ -104,6 +133,8 @@ class Redactor:
         if password:
             self._plain = frozenset({password.casefold(), password.upper().casefold()})
             self.add(*echo_forms(password))
+        if token:
+            self.add(*echo_forms(token))
 
     def __repr__(self) -> str:
         return f"Redactor({len(self._forms)} forms)"

@@ -11,7 +11,9 @@ greeting, or an unverified name). The words live in rules/ui-settings.yaml.
 Exit codes: 0 servers found, 2 nothing found, 3 bad input (one line on stderr).
 JSON: ``{"schema": "maildiag.settings/1", "address", "discovery", "certainty", "servers",
 "alternatives", "notes", "links", ...}`` where each server is ``{service, host, port, security,
-login, login_form, source, certainty}``; with a provider entry also ``provider_name``,
+login, login_form, source, certainty, auth}`` (``auth``: how a mail program may sign in there,
+preferred first — ``password``, ``app_password``, ``oauth2`` — from the provider database, or
+null when it does not say); with a provider entry also ``provider_name``,
 ``provider_origin`` (``maildiag`` or ``ispdb``) and, for a hand-written entry that differs from
 the ISPDB, ``ispdb_differences`` (``{what, maildiag, ispdb, ispdb_entry}``).
 """
@@ -59,6 +61,7 @@ class _Row:
     login_form: str  # address | localpart | other
     source: Source | None
     certainty: str = ""
+    auth: tuple[str, ...] = ()  # sign-in methods the provider accepts here, preferred first
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class _Row:
             "login_form": self.login_form,
             "source": str(self.source) if self.source else None,
             "certainty": self.certainty or None,
+            "auth": list(self.auth) or None,
         }
 
 
@@ -188,6 +192,7 @@ def _from_provider(addr: Address, provider: Provider) -> _Answer:
                 provider.login_form(False, service),
                 Source.PROVIDER,
                 "certain",
+                provider.auth_for(service),
             )
             (answer.rows if i == 0 else answer.alternatives).append(row)
     return answer
@@ -213,6 +218,7 @@ def _from_discovery(addr: Address, found: DiscoveryResult) -> _Answer:
                 _form(login, addr),
                 target.source,
                 certainty,
+                _provider_auth(found.provider, service, target.host),
             )
         )
     provider = found.provider
@@ -230,6 +236,7 @@ def _from_discovery(addr: Address, found: DiscoveryResult) -> _Answer:
                         row.login_form,
                         row.source,
                         row.certainty,
+                        provider.auth_for(row.service),
                     )
                 )
     answer.urls = _urls(found.dns.data)
@@ -238,6 +245,18 @@ def _from_discovery(addr: Address, found: DiscoveryResult) -> _Answer:
     ]
     answer.dns = found.dns
     return answer
+
+
+def _provider_auth(provider: Provider | None, service: Service, host: str) -> tuple[str, ...]:
+    """The provider's sign-in methods for a server discovery found, when it is the provider's."""
+    if provider is None:
+        return ()
+    hosts = {
+        spec.host
+        for servers in (provider.servers, provider.custom_domain_servers)
+        for spec in servers.get(service, ())
+    }
+    return provider.auth_for(service) if host.lower() in hosts else ()
 
 
 def _urls(data: Mapping[str, Any]) -> dict[Source, str]:
@@ -360,9 +379,14 @@ class _Text:
         return self.t(f"how.{source}", url=answer.urls.get(source, ""))
 
     def table(self, rows: Sequence[_Row]) -> list[str]:
-        header = [self.t(k) for k in ("service", "server", "port", "security", "login")]
+        keys = ["service", "server", "port", "security", "login"]
+        with_auth = any(r.auth for r in rows)  # the column only when the provider says
+        if with_auth:
+            keys.append("sign_in")
+        header = [self.t(k) for k in keys]
         cells = [header] + [
             [r.service.name, r.host, str(r.port), self.t(f"security.{r.security}"), r.login]
+            + ([", ".join(self.t(f"auth.{m}") for m in r.auth)] if with_auth else [])
             for r in rows
         ]
         widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

@@ -82,6 +82,11 @@ SIGNALS: dict[str, str] = {
     "auth.login_form": "the login failed and the provider wants the other login form. "
     "params: expected_login, form",
     "auth.plain_connection": "credentials sent without TLS because /plain was asked for",
+    "auth.oauth_not_offered": "an OAuth2 token was given but the server offers neither XOAUTH2 "
+    "nor OAUTHBEARER. params: offered; text = its capabilities",
+    "auth.oauth_protocol_disabled": "the same OAuth2 token works on another protocol here (the "
+    "protocol is off, or the token lacks its scope). params: accepted_by, mechanism; text = the "
+    "refused dialogue",
     # run
     "check.internal_error": "a bug in maildiag: the check raised. params: error",
     "check.not_built": "the check behind an option is not built yet. params: option",

@@ -14,6 +14,9 @@ The file::
         only: [smtp]                        # or "smtp,imap"
         login: support
         password_env: SUPPORT_PASSWORD      # the password itself never goes in the file
+      - address: alice@gmail.test
+        oauth2_token_env: ALICE_TOKEN       # or an OAuth2 access token (a target's own choice
+                                            # of the two wins over the one in defaults)
         ca_file: private-ca.pem             # relative paths are relative to this file
 
 The keys are the ``config`` names of the check options (``maildiag.options``): a target may hold
@@ -53,6 +56,11 @@ DEFAULT_OPTIONS: dict[str, Option] = {
 }
 
 
+# where a target's login secret comes from: one of them per target (a target's own choice wins
+# over the defaults'), and never from the command line
+SECRET_SOURCES = ("password_env", "oauth2_token_env")
+
+
 class ConfigError(UsageError):
     """The targets file cannot be used; str() is one line: ``FILE:LINE: problem``."""
 
@@ -83,14 +91,14 @@ class TargetSpec:
         """The options of this target's check: the file's, then the command line's.
 
         Options of one mailbox (address, servers, login, sender) come only from the file, so
-        one mailbox's login is never sent to another target's servers; the password source too
-        (``password_env``, from the file or its defaults). The rest: the file's value when set,
-        else the command line's.
+        one mailbox's login is never sent to another target's servers; the password or token
+        source too (``password_env``, ``oauth2_token_env``, from the file or its defaults). The
+        rest: the file's value when set, else the command line's.
         """
         out = {
             o.name: command_line.get(o.name)
             for o in CHECK.options
-            if o.scope is not Scope.TARGET and o.name != "password_env"
+            if o.scope is not Scope.TARGET and o.name not in SECRET_SOURCES
         }
         out.update(self.values)
         return out
@@ -196,6 +204,12 @@ class _Loader:
                     f"'password' is not accepted in {what}: put the password in an environment "
                     "variable and name it with 'password_env'",
                 )
+            if key in ("oauth2_token", "token", "access_token"):
+                raise self.fail(
+                    key_node,
+                    f"'{key}' is not accepted in {what}: put the OAuth2 access token in an "
+                    "environment variable and name it with 'oauth2_token_env'",
+                )
             if what == "defaults" and key in TARGET_OPTIONS:
                 raise self.fail(key_node, f"'{key}' cannot be a default: it belongs in a target")
             hint = difflib.get_close_matches(key, list(allowed), n=1)
@@ -291,9 +305,13 @@ class _Loader:
                 raise self.fail(node, f"{what} has no 'address'")
         else:
             raise self.fail(node, f"{what} must be an address or a mapping of options")
-        if is_server(values["address"]):  # the file's password applies to its mailboxes
-            defaults = {k: v for k, v in defaults.items() if k != "password_env"}
-        merged = {**defaults, **values}
+        inherited = dict(defaults)
+        if is_server(values["address"]) or any(values.get(key) for key in SECRET_SOURCES):
+            # a server is checked without a login; a target's own way of logging in replaces
+            # the file's default one
+            for key in SECRET_SOURCES:
+                inherited.pop(key, None)
+        merged = {**inherited, **values}
         problem = conflict(merged, lambda o: f"'{o.config}'")
         if problem:
             raise self.fail(node, f"{what}: {problem}")

@@ -16,6 +16,10 @@ The world the servers describe (all of it on 127.0.0.1)::
       alice@example.test     everything allowed; owns the sender alice@example.test
       carol@example.test     POP3 denied (deny-list passdb for service pop3); IMAP and SMTP fine
       sink@example.test      only for the smoke test that proves a real delivery is detectable
+    OAuth2 (Dovecot's oauth2 passdb, XOAUTH2 and OAUTHBEARER): access tokens are JWTs signed
+      with HS256 by a key of this run, validated by Dovecot itself (introspection_mode = local:
+      signature, ``exp``, the ``email`` claim against the login, the ``mail`` scope);
+      ``oauth_token(address, expired=..., scope=...)`` mints one. The deny list applies to them.
 
     Postfix listeners (``ports.<name>``)
       smtp_plain        like 25:  no TLS, no AUTH; mail to example.test accepted from anyone
@@ -48,6 +52,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
@@ -65,6 +70,7 @@ PASSWORDS = {
     SINK: "Sink-Integration-S3cret-0052",
 }
 DATA_MARKER = "maildiag-harness-saw-DATA"
+OAUTH_SCOPE = "mail"  # the scope Dovecot's oauth2 passdb wants in a token
 GOOD_CERT_DAYS = 90  # the good certificate expires in 90.5 days
 # one message sits in alice's and carol's INBOX (in cur/, no flags), so any change is visible
 SEEDED_MESSAGE = "1700000000.M1P1.mail.example.test,S=120,W=123:2,"
@@ -396,7 +402,7 @@ log_path = {root}/logs/dovecot.log
 info_log_path = {root}/logs/dovecot.log
 auth_verbose = yes
 auth_failure_delay = 0
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 ssl = yes
 ssl_cert = <{certs.good_cert}
 ssl_key = <{certs.good_key}
@@ -415,7 +421,14 @@ passdb {{
 }}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+# OAuth2 access tokens: JWTs checked locally against the run's key (keys/default/HS256/default)
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
 }}
 userdb {{
   driver = passwd-file
@@ -519,6 +532,31 @@ class MailServers:
     # name -> (pid, start time): what stop() may end, recorded when each daemon came up, so a
     # pid reused by some other process after the daemon exited is never signalled
     started: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # the HMAC key Dovecot validates OAuth2 access tokens with (oauth_token mints them)
+    oauth_key: bytes = field(default_factory=lambda: os.urandom(32))
+
+    def oauth_token(self, address: str, *, expired: bool = False, scope: str = "") -> str:
+        """An OAuth2 access token for ``address`` that Dovecot validates: a JWT (HS256) with the
+        ``sub``, ``email``, ``scope`` (default: the one Dovecot wants) and ``exp`` claims."""
+        import hashlib
+        import hmac
+        import json
+
+        def part(obj: dict[str, Any]) -> str:
+            raw = json.dumps(obj, separators=(",", ":")).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        now = int(time.time())
+        claims = {
+            "sub": address,
+            "email": address,
+            "scope": scope or OAUTH_SCOPE,
+            "iat": now - 60,
+            "exp": now - 30 if expired else now + 3600,
+        }
+        signed = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}"
+        mac = hmac.new(self.oauth_key, signed.encode(), hashlib.sha256).digest()
+        return f"{signed}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
     # paths ---------------------------------------------------------------------------------
     @property
@@ -601,10 +639,29 @@ class MailServers:
                 for u in users
             )
         )
+        (d / "oauth2.conf.ext").write_text(
+            "introspection_mode = local\n"
+            f"local_validation_key_dict = fs:posix:prefix={d}/keys/\n"
+            "username_attribute = email\n"
+            f"scope = {OAUTH_SCOPE}\n"
+        )
+        key_file = d / "keys" / "default" / "HS256" / "default"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(base64.b64encode(self.oauth_key).decode())
+        for path in (d / "keys", d / "keys" / "default", key_file.parent):
+            path.chmod(0o755)
+        key_file.chmod(0o644)
         (d / "deny.imap").write_text("")
         (d / "deny.smtp").write_text("")
         (d / "deny.pop3").write_text(f"{CAROL}:::::::nodelay=yes\n")
-        for f in ("passwd", "deny.imap", "deny.smtp", "deny.pop3", "dovecot.conf"):
+        for f in (
+            "passwd",
+            "deny.imap",
+            "deny.smtp",
+            "deny.pop3",
+            "dovecot.conf",
+            "oauth2.conf.ext",
+        ):
             (d / f).chmod(0o644)
 
         # dnsmasq

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import UsageError
 from maildiag.models import MultiReport, Observation, Report
-from maildiag.options import Command, check_config, conflict, password_problem, secret_from_env
+from maildiag.options import (
+    Command,
+    check_config,
+    conflict,
+    password_problem,
+    secret_from_env,
+    token_from_env,
+)
 
 if TYPE_CHECKING:
     from maildiag.config import RunConfig
@@ -51,10 +58,10 @@ def _main(values: Mapping[str, Any], fmt: str) -> int:
         return _check_many(values, fmt)
     if not values.get("address"):
         raise UsageError("Missing argument 'ADDRESS' (or --config FILE)")
-    problem = conflict(values)  # before a password prompt that would be for nothing
+    problem = conflict(values)  # before a prompt asks for a password that cannot be used
     if problem:
         raise UsageError(problem)
-    config = check_config(values, password=read_password(values))
+    config = check_config(values, password=read_password(values), oauth2_token=read_token(values))
     rules = load_rules(config.rules_dirs)
     report = _check_one(config, rules, fmt)
     return emit(report, fmt, values["fail_on"] or "fail", lang=config.lang, rules=rules)
@@ -80,6 +87,12 @@ def read_password(values: Mapping[str, Any]) -> str | None:
             raise UsageError(f"--ask-password: the password {problem}")
         return value or None
     return None
+
+
+def read_token(values: Mapping[str, Any]) -> str | None:
+    """From ``--oauth2-token-env VAR`` (or ``oauth2_token_env`` of a target); never from argv."""
+    var = values.get("oauth2_token_env")
+    return token_from_env(var) if var else None
 
 
 def load_rules(dirs: tuple[str, ...]) -> RuleBase:
@@ -130,7 +143,9 @@ def _check_many(values: Mapping[str, Any], fmt: str) -> int:
             target_values = spec.check_values(values)
             env = target_values.get("password_env")
             password = secret_from_env(env) if env else None
-            configs[spec.index] = check_config(target_values, password=password)
+            configs[spec.index] = check_config(
+                target_values, password=password, oauth2_token=read_token(target_values)
+            )
         except UsageError as exc:
             raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
     rules = load_rules(tuple(values.get("rules") or ()))

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 LoginForm = Literal["address", "localpart"]
 LOGIN_FORMS: tuple[str, ...] = ("address", "localpart")
+# how a mail program signs in: the account password, an app password, or an OAuth2 access token
+AUTH_METHODS: tuple[str, ...] = ("password", "app_password", "oauth2")
 
 
 class ProviderError(ValueError):
@@ -53,6 +55,8 @@ class Provider:
     notes: Mapping[str, tuple[str, ...]]
     links: tuple[str, ...]
     custom_domain_servers: Mapping[Service, tuple[ServerSpec, ...]] = field(default_factory=dict)
+    # how mail programs may sign in per service, preferred first (AUTH_METHODS); empty: unknown
+    auth: Mapping[Service, tuple[str, ...]] = field(default_factory=dict)
     source_file: str = ""
     origin: str = "maildiag"  # "maildiag" (rules/providers/*.yaml) or "ispdb"
 
@@ -111,6 +115,10 @@ class Provider:
     def matches_mx(self, host: str) -> bool:
         host = host.lower().rstrip(".")
         return any(_mx_match(pattern, host) for pattern in self.mx_patterns)
+
+    def auth_for(self, service: Service) -> tuple[str, ...]:
+        """How a mail program may sign in to this service, preferred first; () when unknown."""
+        return tuple(self.auth.get(service, ()))
 
     def notes_in(self, lang: str) -> tuple[str, ...]:
         return self.notes.get(lang) or self.notes.get("en", ())
@@ -238,6 +246,7 @@ def as_data(p: Provider) -> dict[str, Any]:
         "notes": {lang: list(notes) for lang, notes in p.notes.items()},
         "links": list(p.links),
         "custom_domain_servers": servers(p.custom_domain_servers),
+        "auth": {str(svc): list(methods) for svc, methods in p.auth.items()},
         "source_file": p.source_file,
         "origin": p.origin,
     }
@@ -266,6 +275,7 @@ def from_data(d: dict[str, Any]) -> Provider:
         notes={lang: tuple(notes) for lang, notes in d["notes"].items()},
         links=tuple(d["links"]),
         custom_domain_servers=servers(d["custom_domain_servers"]),
+        auth={Service(svc): tuple(methods) for svc, methods in d["auth"].items()},
         source_file=d["source_file"],
         origin=d["origin"],
     )

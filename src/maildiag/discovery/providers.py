@@ -26,6 +26,9 @@ File format (see rules/providers/yandex.yaml)::
       imap: [{host: imap.yandex.ru, port: 993, security: ssl}]
       smtp: [{host: smtp.yandex.ru, port: 465, security: ssl, login: address}]  # per-server form
     custom_domain_servers: {...}    # optional: other servers for custom domains (Zoho "pro" hosts)
+    auth:                           # optional: how mail programs may sign in, per service,
+      imap: [app_password, oauth2]  #   preferred first: password | app_password | oauth2
+      smtp: [app_password, oauth2]  #   (oauth2: an OAuth2 token over SASL XOAUTH2/OAUTHBEARER)
     notes: {en: [...], ru: [...]}
     links: [https://...]
 """
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maildiag.discovery.providerdb import (
+    AUTH_METHODS,
     LOGIN_FORMS,
     LoginForm,
     Provider,
@@ -64,6 +68,7 @@ _TOP_KEYS = {
     "custom_domain_login",
     "servers",
     "custom_domain_servers",
+    "auth",
     "notes",
     "links",
 }
@@ -290,6 +295,7 @@ def _build(data: Any, source: str) -> Provider:
         notes=_notes(data["notes"], where),
         links=_links(data["links"], where),
         custom_domain_servers=custom_servers,
+        auth=_auth(data["auth"], servers, f"{where}: auth") if "auth" in data else {},
         source_file=source,
     )
 
@@ -360,6 +366,33 @@ def _str_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise _Invalid(f"{where} must be a list of non-empty strings")
     return list(value)
+
+
+def _auth(value: Any, servers: Mapping[Service, Any], where: str) -> dict[Service, tuple[str, ...]]:
+    """``auth``: for services the entry has servers for, the sign-in methods, none twice."""
+    if not isinstance(value, dict) or not value:
+        raise _Invalid(f"{where} must map smtp/imap/pop3 to lists of sign-in methods")
+    out: dict[Service, tuple[str, ...]] = {}
+    for key, methods in value.items():
+        try:
+            service = Service(str(key))
+        except ValueError:
+            raise _Invalid(f"{where}: unknown service {key!r} (use smtp, imap, pop3)") from None
+        if service not in servers:
+            raise _Invalid(f"{where}.{service}: the entry lists no {service} server")
+        listed = _str_list(methods, f"{where}.{service}")
+        if not listed:
+            raise _Invalid(f"{where}.{service} must list at least one sign-in method")
+        unknown = [m for m in listed if m not in AUTH_METHODS]
+        if unknown:
+            raise _Invalid(
+                f"{where}.{service}: unknown sign-in method {unknown[0]!r} "
+                f"(use {', '.join(AUTH_METHODS)})"
+            )
+        if len(set(listed)) != len(listed):
+            raise _Invalid(f"{where}.{service} lists a method twice")
+        out[service] = tuple(listed)
+    return {s: out[s] for s in Service if s in out}
 
 
 def _login(value: Any, where: str) -> LoginForm:

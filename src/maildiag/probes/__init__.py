@@ -84,6 +84,8 @@ SKIP_SUMMARIES = (
     "skip.cert_unverified",
     "skip.not_encrypted",
     "skip.no_mailbox",
+    "skip.cert_unverified_token",
+    "skip.not_encrypted_token",
 )
 ANY_CHECK_SUMMARIES = ("internal_error", "run.deadline")
 # What a server said instead of its protocol, as the wrong-protocol finding quotes it ({heard}).
@@ -281,8 +283,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "auth",
         Scope.SERVER,
-        "smtp: whether the server demands AUTH (without a password), else the login; "
-        "imap, pop3: the login",
+        "smtp: whether the server demands AUTH (without a password or token), else the login; "
+        "imap, pop3: the login (with a password, or an OAuth2 token: XOAUTH2, OAUTHBEARER)",
         needs_password=frozenset({Service.IMAP, Service.POP3}),
         login_stage=True,
         signals=(
@@ -293,6 +295,8 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.protocol_disabled",
             "auth.login_form",
             "auth.plain_connection",
+            "auth.oauth_not_offered",
+            "auth.oauth_protocol_disabled",
         ),
         summaries=(
             "auth.needs_password",
@@ -307,6 +311,9 @@ CHECKS: tuple[CheckSpec, ...] = (
             "auth.offered_after_tls",
             "auth.offered",
             "auth.not_offered",
+            "auth.oauth_refused",
+            "auth.oauth_not_offered",
+            "auth.mailbox_refused",
         ),
     ),
     CheckSpec(

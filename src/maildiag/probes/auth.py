@@ -20,6 +20,19 @@ Safety (SPEC "what never happens"):
   into an observation once more (``maildiag.redact``, which lists what is masked where).
 * A 3xx reply to MAIL or RCPT (354 "start mail input") is a protocol violation: nothing more is
   sent on that connection, since the server would take it for a message.
+
+With an OAuth2 access token (``--oauth2-token-env``) instead of a password the logins use SASL
+XOAUTH2 or OAUTHBEARER (``maildiag.oauth2``), whichever the server offers (SMTP ``AUTH``, IMAP
+``AUTH=``, POP3 ``SASL``; XOAUTH2 first), under every rule above. The initial response goes with
+the command when the line allows it (IMAP with SASL-IR; SMTP up to 512 octets, RFC 4954 4; POP3
+up to 255, RFC 5034 4), else after the server's empty challenge. A server that refuses the token
+sends an error challenge (base64 JSON, RFC 7628 3.2.2): it is decoded, answered with the dummy
+response, and the final refusal read; the refusal's text for the rules is the dialogue as it
+went (``AUTH XOAUTH2 ********``, the challenge as JSON, the reply), so ``explain`` of the same
+dialogue agrees, and the decoded fields are the problem's params and ``data.oauth2_error``. After
+an IMAP OAuth2 login ``STATUS INBOX (MESSAGES)`` (read-only) proves the mailbox is reachable:
+Microsoft 365 accepts a token issued for another user and only then answers "User is
+authenticated but not connected".
 """
 
 from __future__ import annotations
@@ -28,20 +41,22 @@ import base64
 import hmac
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from maildiag import oauth2
 from maildiag.address import Address, AddressError, parse_address
-from maildiag.config import RunConfig
-from maildiag.errors import NetError, ProtocolViolation, StepTimeout, UnsafeLine
+from maildiag.config import MAX_REPLY_LINES, RunConfig
+from maildiag.errors import NetError, ProtocolViolation, StepTimeout, TooLong, UnsafeLine
 from maildiag.models import LoginFacts, Observation, Problem, Security, Service, Status, Summary
 from maildiag.probes import login_checks, smtp
 from maildiag.probes.base import Reply
-from maildiag.probes.imap import Imap
+from maildiag.probes.imap import Imap, parse_tagged
 from maildiag.probes.pop3 import Pop3, parse_status
 from maildiag.probes.session import LoginState
-from maildiag.redact import MASK, Redactor
+from maildiag.redact import MASK, Redactor, oauth2_forms
 
 __all__ = ["MASK", "Redactor", "cross_check", "make_login_stage", "make_plan", "make_server_stage"]
 
@@ -49,6 +64,13 @@ __all__ = ["MASK", "Redactor", "cross_check", "make_login_stage", "make_plan", "
 # (only when the user asked for /plain) CRAM-MD5 keeps the password itself off the wire.
 _OVER_TLS = ("PLAIN", "LOGIN", "CRAM-MD5")
 _IN_CLEAR = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+# The longest command line with an initial response (CRLF included): SMTP's 512 octets (RFC 4954
+# 4 keeps AUTH under RFC 5321's limit), POP3's 255 (RFC 5034 4). IMAP has no such limit (SASL-IR).
+_SMTP_LINE = 512
+_POP3_LINE = 255
+# After an IMAP OAuth2 login: a read-only question only a connected mailbox can answer.
+_MAILBOX_PROBE = "STATUS INBOX (MESSAGES)"
 
 # An unauthenticated MAIL/RCPT refusal that is about TLS, not about AUTH (RFC 3207, 5.7.11).
 _TLS_DEMAND = re.compile(r"starttls|\btls\b|encrypt|5\.7\.11|privacy", re.I)
@@ -98,6 +120,11 @@ class LoginPlan:
     provider: Any = field(default=None, repr=False)
     custom_domain: bool = False
     redact: Redactor = field(default_factory=lambda: Redactor(None), repr=False)
+    oauth2_token: str | None = field(default=None, repr=False)  # instead of the password
+
+    @property
+    def has_secret(self) -> bool:
+        return self.password is not None or self.oauth2_token is not None
 
     def expected_login(self, service: Service) -> tuple[str | None, str | None]:
         """The provider's login (and its form: address|localpart) for this service, if known."""
@@ -142,7 +169,8 @@ def make_plan(
         given_login=config.login,
         provider=provider,
         custom_domain=custom,
-        redact=redact if redact is not None else Redactor(config.password),
+        redact=redact if redact is not None else Redactor(config.password, config.oauth2_token),
+        oauth2_token=config.oauth2_token,
     )
 
 
@@ -160,9 +188,9 @@ def make_login_stage(
     def stage(state: LoginState) -> None:
         service = state.target.service
         first = True
-        # a session whose password could not go out (an unverified certificate, no TLS) did not
-        # use the attempt: an alternative server of the service may still make it
-        if plan.password is not None and _password_may_go_out(state):
+        # a session whose password or token could not go out (an unverified certificate, no TLS)
+        # did not use the attempt: an alternative server of the service may still make it
+        if plan.has_secret and _secret_may_go_out(state):
             with lock:
                 first = service not in tried
                 if first:
@@ -210,7 +238,7 @@ def make_server_stage() -> Callable[[LoginState], None]:
     return stage
 
 
-def _password_may_go_out(state: LoginState) -> bool:
+def _secret_may_go_out(state: LoginState) -> bool:
     """What ``_Login.may_send_password`` allows: verified TLS, or clear text asked for."""
     if state.tls:
         return state.trusted
@@ -238,6 +266,9 @@ class _Login:
             )
             forms = [_b64(f) for f in sasl]
             self.redact.add(*forms, *(f.rstrip("=") for f in forms))
+        if plan.oauth2_token is not None:
+            t = state.target
+            self.redact.add(*oauth2_forms(plan.oauth2_token, self.login, t.host, t.port))
         self.emitted: set[str] = set()
         # a 3xx came to MAIL/RCPT: the server waits for message text (354) or a continuation,
         # so whatever we sent now would be read as that; only closing the connection is safe
@@ -314,17 +345,19 @@ class _Login:
     def check(self) -> None:
         try:
             if self.service is Service.SMTP:
-                if self.plan.password is None:
+                if not self.plan.has_secret:
                     self.smtp_unauthenticated()
                 else:
                     self.smtp_login_and_sender()
-            elif self.plan.password is None:
+            elif not self.plan.has_secret:
                 self.goodbye()
                 self.emit(
                     "auth",
                     Status.SKIP,
                     Summary("auth.needs_password"),
                 )
+            elif self.plan.oauth2_token is not None:
+                self.mailbox_oauth2_login()
             elif self.service is Service.IMAP:
                 self.imap_login()
             else:
@@ -352,12 +385,13 @@ class _Login:
         s = self.state
         if s.tls and s.trusted:
             return True
+        token = "_token" if self.plan.oauth2_token is not None else ""
         if s.tls:
-            reason = Summary("skip.cert_unverified")
+            reason = Summary("skip.cert_unverified" + token)
         elif s.target.security is Security.PLAIN:
             return True
         else:
-            reason = Summary("skip.not_encrypted")
+            reason = Summary("skip.not_encrypted" + token)
         self.session.skip(reason)
         self.goodbye()
         self.skip_all(reason)
@@ -526,6 +560,8 @@ class _Login:
 
     def smtp_authenticate(self) -> bool:
         """One AUTH exchange; emits ``smtp.auth``; True when the server accepted it."""
+        if self.plan.oauth2_token is not None:
+            return self.oauth2_login()
         offered = self.state.caps.auth_mechanisms()
         order = _OVER_TLS if self.state.tls else _IN_CLEAR
         mech = next((m for m in order if m in offered), None)
@@ -536,14 +572,7 @@ class _Login:
             # its words then say nothing about why). A plaintext connection that lists
             # STARTTLS but no AUTH keeps the login for inside TLS, as Exim and Postfix do.
             if self.auth_only_after_starttls():
-                self.emit(
-                    "auth",
-                    Status.FAIL,
-                    Summary("auth.offered_after_tls"),
-                    data=self.base_data(),
-                    facts=LoginFacts(self.login, None),
-                    problems=(self.problem("auth.plaintext_refused", ehlo),),
-                )
+                self.offered_after_tls(ehlo)
             else:
                 self.no_mechanism(offered, ehlo)
             return False
@@ -586,6 +615,16 @@ class _Login:
             problems=[*self.refusal_problems(reply.text, mechanism=mech), *extra],
         )
         return False
+
+    def offered_after_tls(self, ehlo: str) -> None:
+        self.emit(
+            "auth",
+            Status.FAIL,
+            Summary("auth.offered_after_tls"),
+            data=self.base_data(),
+            facts=LoginFacts(self.login, None),
+            problems=(self.problem("auth.plaintext_refused", ehlo),),
+        )
 
     def auth_only_after_starttls(self) -> bool:
         """A plaintext connection whose EHLO lists STARTTLS but no AUTH: the login is kept for
@@ -725,6 +764,244 @@ class _Login:
             reply = parse_status(line)
         self.login_outcome(mech, reply.ok, reply.text, _first(reply), extra)
 
+    # -- OAuth2 ----------------------------------------------------------------------------
+    @property
+    def token(self) -> str:
+        assert self.plan.oauth2_token is not None
+        return self.plan.oauth2_token
+
+    def mailbox_oauth2_login(self) -> None:
+        """``imap.auth`` / ``pop3.auth`` with the OAuth2 token."""
+        if self.may_send_password():
+            self.oauth2_login()
+
+    def oauth2_login(self) -> bool:
+        """One OAuth2 exchange; emits ``<svc>.auth``; True when the server accepted the token."""
+        caps = self.state.caps
+        offered = caps.auth_mechanisms()
+        mech = next((m for m in oauth2.MECHANISMS if m in offered), None)
+        smtp_service = self.service is Service.SMTP
+        finish = self.emit if smtp_service else self.emit_after_goodbye
+        if mech is None:
+            text = caps.reply.text if caps.reply else ""
+            if smtp_service and self.auth_only_after_starttls():
+                self.offered_after_tls(text)
+                return False
+            listed = " ".join(offered)
+            finish(
+                "auth",
+                Status.FAIL,
+                Summary("auth.oauth_not_offered", {"offered": listed}),
+                data=self.base_data(),
+                facts=LoginFacts(self.login, None),
+                problems=(self.problem("auth.oauth_not_offered", text, offered=listed or "none"),),
+            )
+            return False
+        run = {
+            Service.SMTP: self.smtp_oauth2,
+            Service.IMAP: self.imap_oauth2,
+            Service.POP3: self.pop3_oauth2,
+        }[self.service]
+        return self.oauth2_outcome(run(mech), finish)
+
+    def oauth2_response(self, mech: str) -> str:
+        t = self.state.target
+        return oauth2.encode(oauth2.message(mech, self.login, self.token, t.host, t.port))
+
+    def oauth2_outcome(self, ex: _Exchange, finish: Callable[..., None]) -> bool:
+        extra = self.clear_text_problems()
+        data = self.base_data(mechanism=ex.mechanism)
+        if ex.error is not None:
+            data["oauth2_error"] = ex.error
+        final = ex.final
+        assert final is not None
+        if ex.ok and self.service is Service.IMAP:
+            refusal = self.imap_mailbox_probe(ex)
+            if refusal is not None:
+                shown = _last_line(_imap_text(refusal))
+                finish(
+                    "auth",
+                    Status.FAIL,
+                    Summary(
+                        "auth.mailbox_refused",
+                        {"login": self.login, "mechanism": ex.command, "reply": shown},
+                    ),
+                    data={**data, "reply": _imap_text(refusal)},
+                    facts=LoginFacts(self.login, False, "mailbox"),
+                    problems=[
+                        self.problem(
+                            "reply", "\n".join(ex.lines), login=self.login, mechanism=ex.mechanism
+                        ),
+                        *extra,
+                    ],
+                )
+                return False
+        if ex.ok:
+            finish(
+                "auth",
+                Status.WARN if extra else Status.OK,
+                Summary("auth.ok", {"login": self.login, "mechanism": ex.command}),
+                data=data,
+                facts=LoginFacts(self.login, True),
+                problems=extra,
+            )
+            return True
+        facts = oauth2.error_facts(ex.error) if ex.error is not None else {}
+        text = _imap_text(final) if self.service is Service.IMAP else final.text
+        shown = _last_line(text) if self.service is Service.IMAP else _first(final)
+        finish(
+            "auth",
+            Status.FAIL,
+            Summary(
+                "auth.oauth_refused",
+                {"mechanism": ex.command, "reply": shown, "status": facts.get("status", "")},
+            ),
+            data={**data, "reply": text},
+            facts=LoginFacts(self.login, False, "credentials"),
+            problems=[
+                *self.refusal_problems("\n".join(ex.lines), mechanism=ex.mechanism, **facts),
+                *extra,
+            ],
+        )
+        return False
+
+    def challenge(self, ex: _Exchange, prefix: str, payload: str) -> None:
+        """A server's challenge after our response: an error, decoded into ``ex``."""
+        obj = oauth2.decode_error(payload)
+        if obj is None:
+            ex.lines.append(f"{prefix} {payload}".rstrip())
+            return
+        text = oauth2.compact(obj)
+        if self.redact(text) != text:  # the server wrapped the token into its challenge
+            t = self.session.transcript
+            for i in range(len(t) - 1, -1, -1):
+                if payload in t[i]:
+                    t[i] = t[i].replace(payload, MASK)
+                    break
+        ex.error = obj
+        ex.lines.append(f"{prefix} {text}")
+
+    def smtp_oauth2(self, mech: str) -> _Exchange:
+        ex = _Exchange(mech, f"AUTH {mech}", [f"AUTH {mech} {MASK}"])
+        response = self.oauth2_response(mech)
+        line = f"AUTH {mech} {response}"
+        if len(line) + 2 <= _SMTP_LINE:
+            reply = smtp.command(self.conn, line, shown=f"AUTH {mech} {MASK}")
+        else:
+            reply = smtp.command(self.conn, f"AUTH {mech}")
+            if reply.code == 334:
+                reply = self.smtp_send_secret(response)
+        if reply.code == 334:  # an error challenge: answer it to hear the refusal
+            self.challenge(ex, "334", reply.text[4:].strip())
+            reply = smtp.command(self.conn, oauth2.DUMMY_RESPONSE[mech])
+            if reply.code == 334:  # still asking: cancel (RFC 4954 4), never guess further
+                reply = smtp.command(self.conn, "*")
+        ex.final = reply
+        ex.ok = reply.code is not None and 200 <= reply.code < 300
+        ex.lines.extend(reply.lines or reply.text.splitlines())
+        return ex
+
+    def imap_oauth2(self, mech: str) -> _Exchange:
+        dialect = self.state.dialect
+        assert isinstance(dialect, Imap)
+        ex = _Exchange(mech, f"AUTHENTICATE {mech}", [f"AUTHENTICATE {mech} {MASK}"])
+        response = self.oauth2_response(mech)
+        tag = dialect.next_tag()
+        if self.state.caps.has("SASL-IR"):
+            self.conn.send_line(
+                f"{tag} AUTHENTICATE {mech} {response}", shown=f"{tag} AUTHENTICATE {mech} {MASK}"
+            )
+        else:
+            self.conn.send_line(f"{tag} AUTHENTICATE {mech}")
+            step = self.imap_step(tag)
+            if isinstance(step, Reply):
+                return ex.done(step, step.ok, _imap_text(step))
+            self.conn.send_line(response, shown=MASK)
+        step = self.imap_step(tag)
+        if isinstance(step, str):  # an error challenge
+            self.challenge(ex, "+", step)
+            self.conn.send_line(oauth2.DUMMY_RESPONSE[mech])
+            step = self.imap_step(tag)
+            if isinstance(step, str):  # still asking: cancel (RFC 3501 6.2.2)
+                self.conn.send_line("*")
+                step = self.imap_step(tag)
+            if isinstance(step, str):
+                raise ProtocolViolation("the server kept asking after AUTHENTICATE was cancelled")
+        return ex.done(step, step.ok, _imap_text(step))
+
+    def imap_step(self, tag: str) -> Reply | str:
+        """The next continuation request's text, or the tagged completion of ``tag``."""
+        deadline = time.monotonic() + self.conn.timeout
+        lines: list[str] = []
+        while True:
+            line = self.conn.read_line(deadline=deadline)
+            if line == "+" or line.startswith("+ "):
+                return line[1:].strip()
+            lines.append(line)
+            if line.startswith(tag + " "):
+                return parse_tagged(tag, self.conn.masked_reply(lines))
+            if not line.startswith("*"):
+                raise ProtocolViolation(f"not an IMAP response line: {line[:80]!r}")
+            if len(lines) >= MAX_REPLY_LINES:
+                raise TooLong(f"a response of more than {MAX_REPLY_LINES} lines")
+
+    def imap_mailbox_probe(self, ex: _Exchange) -> Reply | None:
+        """After the login: the refusal of a read-only STATUS, or None when it was answered."""
+        dialect = self.state.dialect
+        assert isinstance(dialect, Imap)
+        reply = dialect.command(self.conn, _MAILBOX_PROBE)
+        if reply.ok:
+            return None
+        ex.lines += [_MAILBOX_PROBE, *_imap_text(reply).splitlines()]
+        return reply
+
+    def pop3_oauth2(self, mech: str) -> _Exchange:
+        ex = _Exchange(mech, f"AUTH {mech}", [f"AUTH {mech} {MASK}"])
+        response = self.oauth2_response(mech)
+        line = f"AUTH {mech} {response}"
+        if len(line) + 2 <= _POP3_LINE:
+            self.conn.send_line(line, shown=f"AUTH {mech} {MASK}")
+        else:
+            self.conn.send_line(f"AUTH {mech}")
+            first = self.conn.read_line()
+            if not _continuation(first):
+                reply = parse_status(first)
+                return ex.done(reply, reply.ok, reply.text)
+            self.conn.send_line(response, shown=MASK)
+        answer = self.conn.read_line()
+        if _continuation(answer):  # an error challenge
+            self.challenge(ex, "+", answer[1:].strip())
+            self.conn.send_line(oauth2.DUMMY_RESPONSE[mech])
+            answer = self.conn.read_line()
+            if _continuation(answer):  # still asking: cancel (RFC 5034 4)
+                self.conn.send_line("*")
+                answer = self.conn.read_line()
+        reply = parse_status(answer)
+        return ex.done(reply, reply.ok, reply.text)
+
+
+@dataclass
+class _Exchange:
+    """One OAuth2 exchange as it went: the dialogue the rules read (our secret masked, an error
+    challenge as its JSON), the decoded challenge, the final reply."""
+
+    mechanism: str  # XOAUTH2 | OAUTHBEARER
+    command: str  # "AUTH XOAUTH2", "AUTHENTICATE OAUTHBEARER"
+    lines: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    final: Reply | None = None
+    ok: bool = False
+
+    def done(self, reply: Reply, ok: bool, text: str) -> _Exchange:
+        self.final, self.ok = reply, ok
+        self.lines.extend(text.splitlines())
+        return self
+
+
+def _continuation(line: str) -> bool:
+    """A POP3 or IMAP continuation request (``+`` or ``+ text``), not ``+OK``."""
+    return line == "+" or line.startswith("+ ")
+
 
 def _imap_quoted(text: str) -> str | None:
     """An IMAP quoted string, or None when it needs a literal (non-ASCII, CR, LF, NUL)."""
@@ -760,7 +1037,10 @@ def cross_check(observations: Sequence[Observation]) -> list[Observation]:
 
     Dovecot answers a POP3 login of a user whose POP3 is switched off exactly as it answers a
     wrong password ("-ERR [AUTH] Authentication failed."); only the same login and password
-    working over IMAP or SMTP tells the two apart.
+    working over IMAP or SMTP tells the two apart. The same OAuth2 token accepted by one protocol
+    and refused by another is ``auth.oauth_protocol_disabled``: the protocol is off for the
+    mailbox, or (Microsoft: one scope per protocol) the token lacks its scope; unless the server's
+    error challenge names the missing scope (403, ``insufficient_scope``), which stands.
     """
     accepted: dict[str, set[str]] = {}
     for obs in observations:
@@ -786,7 +1066,13 @@ def cross_check(observations: Sequence[Observation]) -> list[Observation]:
 def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
     problems: list[Problem] = []
     for p in obs.problems:
-        if p.signal == "reply":
+        if p.signal == "reply" and _oauth2_refusal(p):
+            if str(p.params.get("status", "")) in _TOKEN_VERDICTS:
+                problems.append(p)  # the server named the reason: its word stands
+            else:
+                params = {**p.params, "accepted_by": ", ".join(others)}
+                problems.append(Problem("auth.oauth_protocol_disabled", p.text, params))
+        elif p.signal == "reply":
             problems.append(
                 Problem(
                     "auth.protocol_disabled", p.text, {**p.params, "accepted_by": ", ".join(others)}
@@ -795,6 +1081,17 @@ def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
         elif p.signal != "auth.login_form":  # the same login works elsewhere
             problems.append(p)
     return replace(obs, problems=tuple(problems), data={**obs.data, "accepted_by": others})
+
+
+# The error challenge status a cross-check does not overrule: a token can lack the scope of one
+# protocol only (Microsoft issues one scope per protocol). "Invalid token" it cannot be when another
+# protocol took the same token a moment ago: servers send it for any refusal (Dovecot 2.3 answers a
+# user its deny list blocks for POP3 with {"status":"401"}), so there the protocol is off.
+_TOKEN_VERDICTS = frozenset({"403", "insufficient_scope"})
+
+
+def _oauth2_refusal(problem: Problem) -> bool:
+    return problem.params.get("mechanism") in oauth2.MECHANISMS
 
 
 def _login_data(facts: LoginFacts) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class Env:
 
     def __post_init__(self) -> None:
         if self.redact is None:
-            self.redact = Redactor(self.config.password)
+            self.redact = Redactor(self.config.password, self.config.oauth2_token)
         if self.tls is None:
             self.tls = TlsContexts(self.config.ca_file)
 

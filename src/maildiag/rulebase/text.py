@@ -32,15 +32,25 @@ _BASIC_CODE = re.compile(
 )
 
 
+# the start of base64 JSON ('{"' is "eyJ"): maybe an OAuth2 error challenge (maildiag.oauth2)
+_CHALLENGE_HINT = re.compile(r"(?<![A-Za-z0-9+/=])ey[IJA][A-Za-z0-9+/]{8}")
+
+
 def normalize_text(text: str) -> str:
-    """The text rules look at: escaped newlines undone, SMTP continuation lines joined, capped.
+    """The text rules look at: escaped newlines undone, SMTP continuation lines joined, an OAuth2
+    error challenge (base64 JSON) decoded, capped.
 
     ``535-5.7.8 Username and Password not accepted. Learn more at\\n535 5.7.8 https://...`` reads
-    ``535 5.7.8 Username and Password not accepted. Learn more at https://...``.
+    ``535 5.7.8 Username and Password not accepted. Learn more at https://...``;
+    ``334 eyJzdGF0dXMiOiI0MDEifQ==`` reads ``334 {"status":"401"}``.
     """
     if len(text) > MAX_TEXT:
         half = MAX_TEXT // 2
         text = text[:half] + "\n" + text[-half:]
+    if "ey" in text and _CHALLENGE_HINT.search(text):
+        from maildiag.oauth2 import decode_challenges
+
+        text = decode_challenges(text)
     if "\\" in text:
         text = _ESCAPED_NL.sub("\n", text).replace("\\t", " ")
     if "\r" in text:
