@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from maildiag.lang import LANGS, locale_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
 from maildiag.sniff import looks_like_email
-from maildiag.terminal import safe
+from maildiag.terminal import safe, unicode_ok
 
 if TYPE_CHECKING:
     from maildiag.models import Finding
@@ -200,7 +200,7 @@ def run_explain(
         }
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
-        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        out.write(json.dumps(doc, ensure_ascii=not unicode_ok(out), indent=2) + "\n")
         return EXIT_OK
     notes = _input_notes(rules, lang, encoding, truncated)
     if bounce is not None:
@@ -300,7 +300,7 @@ def _print_file_report(
     out = sys.stdout
     if as_json:
         doc = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
-        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        out.write(json.dumps(doc, ensure_ascii=not unicode_ok(out), indent=2) + "\n")
     elif mailbox:
         out.write(safe(render_mailbox_text(rules, report, lang)))
     else:
