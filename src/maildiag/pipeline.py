@@ -9,14 +9,26 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
-from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
+from maildiag.models import (
+    Discovery,
+    MultiReport,
+    Observation,
+    Planned,
+    Problem,
+    Report,
+    RunEvent,
+    Service,
+    Source,
+    StepStart,
+)
 from maildiag.net import make_tls_context
+from maildiag.probes import check_ids
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -36,9 +48,11 @@ def check_mailbox(
     on_observation: Callable[[Observation], None] | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
+    on_event: Callable[[RunEvent], None] | None = None,
 ) -> Report:
     """Check one address. ``limiter``: the per-host connection cap shared with the other runs
-    of a ``--config`` run (else this run has its own)."""
+    of a ``--config`` run (else this run has its own). ``on_event``: told how many checks the
+    run will report and as each network step begins (a progress display)."""
     from maildiag.discovery import discover
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
@@ -47,6 +61,8 @@ def check_mailbox(
 
     started = time.monotonic()
     address = parse_address(config.address)
+    tell = on_event or _ignore
+    tell(Planned(planned_checks(config.only)))
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
     try:
@@ -59,6 +75,10 @@ def check_mailbox(
     scheduler = Scheduler(
         max_per_host=config.max_per_host, on_observation=on_observation, limiter=limiter
     )
+    if config.check_clock:
+        # the whole measurement, fallbacks included, fits in one timeout (probes.clock.measure)
+        reference = config.time_server or clock.DEFAULT_TIME_SERVER
+        tell(StepStart("clock", reference, config.timeout, time.monotonic(), "clock"))
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
     scheduler.start(
@@ -72,6 +92,16 @@ def check_mailbox(
             )
         ]
     )
+    # discovery: every source at once, one timeout plus a grace of at most 2 s (lookups.Budget)
+    tell(
+        StepStart(
+            "dns",
+            address.domain,
+            config.timeout + min(2.0, config.timeout),
+            time.monotonic(),
+            "dns",
+        )
+    )
     found = discover(
         address,
         explicit=config.explicit,
@@ -84,6 +114,7 @@ def check_mailbox(
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
+    tell(Planned(planned_checks(t.service for t in targets)))
     provider_id = found.provider.id if found.provider is not None else None
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
@@ -106,6 +137,7 @@ def check_mailbox(
             verify_ctx=verify_ctx,
             noverify_ctx=noverify_ctx,
             redact=redact,
+            on_step=on_event,
         )
 
     scheduler.start([session_job(t, make_env) for t in targets])
@@ -133,6 +165,16 @@ def check_mailbox(
         duration_ms=int((time.monotonic() - started) * 1000),
         transcript=config.transcript,
     )
+
+
+def planned_checks(services: Iterable[Service]) -> int:
+    """How many checks a run reports: ``dns`` and ``clock``, and every check of each server
+    (discovery finds at most one server per service)."""
+    return 2 + sum(len(check_ids(s)) for s in services)
+
+
+def _ignore(_: RunEvent) -> None:
+    pass
 
 
 _LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")

@@ -270,6 +270,7 @@ class _Login:
 
     # -- the sequence ----------------------------------------------------------------------
     def check(self) -> None:
+        self.session.step("auth")
         try:
             if self.service is Service.SMTP:
                 if self.plan.password is None:
@@ -442,6 +443,7 @@ class _Login:
                 Summary("sender.login_failed"),
             )
             return
+        self.session.step("sender")
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
         data = {
