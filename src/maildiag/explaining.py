@@ -522,7 +522,7 @@ def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
     if not report["groups"]:
         lines.append(ui("log_empty", lang))
         return "\n".join(lines) + "\n"
-    lines.extend(_render_groups(rules, report, lang, "log_count"))
+    lines.extend(_render_groups(rules, report, lang, "log_count", "lines"))
     return "\n".join(lines) + "\n"
 
 
@@ -543,7 +543,7 @@ def render_mailbox_text(rules: RuleBase, report: dict[str, Any], lang: str) -> s
     if not report["groups"]:
         lines.append(ui("mailbox_empty", lang))
         return "\n".join(lines) + "\n"
-    lines.extend(_render_groups(rules, report, lang, "mailbox_count"))
+    lines.extend(_render_groups(rules, report, lang, "mailbox_count", "recipients"))
     return "\n".join(lines) + "\n"
 
 
@@ -571,13 +571,17 @@ def _file_notes(rules: RuleBase, report: dict[str, Any], lang: str) -> list[str]
     return notes
 
 
-def _render_groups(rules: RuleBase, report: dict[str, Any], lang: str, count_key: str) -> list[str]:
+def _render_groups(
+    rules: RuleBase, report: dict[str, Any], lang: str, count_key: str, counted: str
+) -> list[str]:
+    """Each group headed by its count (``count_key``: "{lines} {lines_unit}", the word in the
+    plural form the number takes)."""
     ui = rules.ui_text
     lines: list[str] = []
     by_rule = {f["rule"]: f for f in report["findings"]}
     for g in report["groups"]:
         lines.append("")
-        head = f"{g['count']} {ui(count_key, lang)}: {g['title']}"
+        head = f"{rules.words(count_key, lang, **{counted: g['count']})}: {g['title']}"
         if g["rule"]:
             head += f" [{g['category']}, {g['rule']}]"
         lines.append(head)

@@ -328,6 +328,12 @@ class Report:
     exit_code: ExitCode
     duration_ms: int = 0
     transcript: bool = False  # include each check's transcript in JSON
+    name: str | None = None  # the target's ``name`` in a targets file (``--config``)
+
+    @property
+    def label(self) -> str:
+        """What names this report's target: its ``name``, else its address."""
+        return self.name or self.address
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -365,5 +371,12 @@ class MultiReport:
             "schema": MULTI_SCHEMA,
             "status": str(self.status),
             "exit_code": int(self.exit_code),
-            "reports": [r.to_json() for r in self.reports],
+            "reports": [_named(r) for r in self.reports],
         }
+
+
+def _named(report: Report) -> dict[str, Any]:
+    """A report of a ``--config`` run in JSON, saying which target it is: its ``name`` (the
+    address unless the targets file named it), right after the schema."""
+    out = report.to_json()
+    return {"schema": out.pop("schema"), "name": report.label, **out}

@@ -9,6 +9,7 @@ The file::
     targets:                     # required: one entry per mailbox
       - alice@example.test       # an address alone is a target with the defaults
       - address: support@example.test
+        name: support-smtp                  # optional: its name in reports (default: address)
         smtp: smtp.example.test:465/ssl     # HOST[:PORT][/ssl|starttls|plain], like --smtp
         only: [smtp]                        # or "smtp,imap"
         login: support
@@ -18,7 +19,9 @@ The file::
 The keys are the ``config`` names of the check options (``maildiag.options``): a target may hold
 every option of one mailbox, ``defaults`` those that may be shared; each value goes through the
 same parser as on the command line. Keys are checked strictly: an unknown key, a value of the
-wrong type, a target without an address, a repeated key or address, or broken YAML raises
+wrong type, a target without an address, a repeated key, two targets with one name (the name
+is the address unless ``name`` says otherwise, so an address listed twice needs a name at least
+once), or broken YAML raises
 ``ConfigError`` whose message is one line naming the file and line (``targets.yaml:12: unknown
 key 'pasword_env' in target 2 (did you mean 'password_env'?)``), so the CLI prints it and exits 3
 before anything runs. This module never touches the network.
@@ -71,6 +74,11 @@ class TargetSpec:
     @property
     def address(self) -> str:
         return str(self.values["address"])
+
+    @property
+    def name(self) -> str:
+        """What reports and the exporter call this target: its ``name``, else its address."""
+        return str(self.values.get("name") or self.values["address"])
 
     @property
     def where(self) -> str:
@@ -267,16 +275,15 @@ class _Loader:
         first_seen: dict[str, int] = {}
         for index, node in enumerate(t_node.value, start=1):
             spec = self.target(index, node, defaults)
-            from maildiag.address import parse_address
-
-            key = parse_address(spec.address).ascii.lower()
-            if key in first_seen:
+            # one mailbox may be listed twice (two servers for it): the names tell them apart
+            if spec.name in first_seen:
+                how = "a 'name' of its own" if "name" not in spec.values else "another 'name'"
                 raise self.fail(
                     node,
-                    f"target {index} repeats the address {spec.address!r} of target "
-                    f"{first_seen[key]}: one target per address (narrow it with 'only')",
+                    f"target {index} has the same name {spec.name!r} as target "
+                    f"{first_seen[spec.name]}: give it {how}",
                 )
-            first_seen[key] = index
+            first_seen[spec.name] = index
             specs.append(spec)
         return TargetsConfig(tuple(specs), max_parallel)
 

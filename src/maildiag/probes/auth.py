@@ -749,7 +749,10 @@ def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
         if p.signal == "reply":
             problems.append(
                 Problem(
-                    "auth.protocol_disabled", p.text, {**p.params, "accepted_by": ", ".join(others)}
+                    "auth.protocol_disabled",
+                    p.text,
+                    # protocol names as a person writes them: "IMAP, SMTP"
+                    {**p.params, "accepted_by": ", ".join(o.upper() for o in others)},
                 )
             )
         elif p.signal != "auth.login_form":  # the same login works elsewhere
