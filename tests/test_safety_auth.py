@@ -44,9 +44,9 @@ def _redaction_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(Redactor, "__call__", lambda self, text: text)
 
 
-FORMATS = ("text", "json", "junit", "nagios", "prometheus")
+FORMATS = ("text", "json", "junit", "html", "nagios", "prometheus")
 # the formats that show a transcript (the others refuse --transcript: it would show nothing)
-TRANSCRIPT_FORMATS = ("text", "json", "junit")
+TRANSCRIPT_FORMATS = ("text", "json", "junit", "html")
 
 
 class AcceptAll(Sink, Recording):

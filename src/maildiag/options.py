@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 SERVICES = ("smtp", "imap", "pop3")
 
-FORMATS = ("text", "json", "junit", "nagios", "prometheus")
+FORMATS = ("text", "json", "junit", "nagios", "prometheus", "html")
 FAIL_ON = ("warn", "fail")
 MAX_TIMEOUT = 3600.0
 MAX_DAYS = 3650
@@ -549,7 +549,7 @@ CHECK = Command(
         Option(
             "verbose",
             ("--verbose", "-v"),
-            "text: also the check ids, categories and rule ids, every step of a note "
+            "text and html: also the check ids, categories and rule ids, every step of a note "
             "and every piece of evidence",
         ),
         Option(

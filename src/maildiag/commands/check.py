@@ -37,8 +37,8 @@ def main(command: Command, raw: Mapping[str, Any]) -> int:
 
 
 # what shows each option's effect: others would ignore it without a word
-TRANSCRIPT_FORMATS = ("text", "json", "junit")
-VERBOSE_FORMATS = ("text",)
+TRANSCRIPT_FORMATS = ("text", "json", "junit", "html")
+VERBOSE_FORMATS = ("text", "html")
 
 
 def output_format(values: Mapping[str, Any]) -> str:
@@ -267,6 +267,10 @@ def _render(
         from maildiag.report.junit import render_junit
 
         _write(markup_for(render_junit(report, rules=rules, lang=lang)))
+    elif fmt == "html":
+        from maildiag.report.html import render_html
+
+        _write(markup_for(render_html(report, rules=rules, lang=lang, verbose=verbose)))
     elif fmt == "nagios":
         from maildiag.report.nagios import render_nagios
 
