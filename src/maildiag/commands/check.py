@@ -180,8 +180,8 @@ def _progress(lang: str, rules: RuleBase) -> Progress:
     try:
         width = os.get_terminal_size(sys.stderr.fileno()).columns
     except (OSError, ValueError, AttributeError):
-        width = 80
-    return Progress(lang, rules, sys.stderr, width=width)
+        width = 0
+    return Progress(lang, rules, sys.stderr, width=width if width >= 20 else 80)
 
 
 def _check_many(values: Mapping[str, Any], fmt: str) -> int:

@@ -104,6 +104,7 @@ class Session:
     skip_reason: Summary | None = None  # why the checks not run yet will be ``skip``
     _mark: int = 0
     _t0: float = 0.0
+    _step: str = ""  # the step announced last
 
     # -- emitting ----------------------------------------------------------------------
     def _slice(self) -> tuple[str, ...]:
@@ -115,9 +116,11 @@ class Session:
         self._t0 = time.monotonic()
 
     def step(self, name: str, timeout: float | None = None) -> None:
-        """Say that the network step of check ``name`` begins (``Env.on_step``)."""
+        """Say that the network step of check ``name`` begins (``Env.on_step``); a step that
+        goes on (the greeting read after its first byte was peeked) is said once."""
         on_step = self.env.on_step
-        if on_step is not None:
+        if on_step is not None and name != self._step:
+            self._step = name
             t = self.target
             on_step(
                 StepStart(

@@ -55,10 +55,11 @@ class Progress:
         self._active: dict[tuple[str, str], StepStart] = {}  # (run, lane) -> its current step
         self._tick = 0
         self._shown = 0  # length of the line on screen
+        self._drawing = threading.Lock()  # one writer at a time: the ticker, or the first event
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.animate = animate
         if animate:
-            self._draw()
             self._thread = threading.Thread(target=self._loop, name="maildiag-progress")
             self._thread.daemon = True
             self._thread.start()
@@ -77,6 +78,8 @@ class Progress:
                     self._done.setdefault(run, 0)
                 else:
                     self._active[(run, event.lane)] = event
+            if self.animate and not self._tick:
+                self._draw()  # from the first moment, not a tick later
 
         def on_observation(obs: Observation) -> None:
             with self._lock:
@@ -113,17 +116,20 @@ class Progress:
         return one_line(text)
 
     def _draw(self) -> None:
-        frame = self.frames[self._tick % len(self.frames)]
-        self._tick += 1
-        text = f"{frame} {self.line()}"[: max(10, self.width - 1)]
-        # \r and blanks, not an erase-line escape: every console, Windows' old one too
-        pad = " " * max(0, self._shown - len(text))
-        try:
-            self.stream.write("\r" + text + pad)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self._stop.set()
-        self._shown = len(text)
+        with self._drawing:
+            if self._stop.is_set():
+                return
+            frame = self.frames[self._tick % len(self.frames)]
+            self._tick += 1
+            text = f"{frame} {self.line()}"[: max(10, self.width - 1)]
+            # \r and blanks, not an erase-line escape: every console, Windows' old one too
+            pad = " " * max(0, self._shown - len(text))
+            try:
+                self.stream.write("\r" + text + pad)
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._stop.set()
+            self._shown = len(text)
 
     def _loop(self) -> None:
         while not self._stop.wait(INTERVAL):
@@ -131,7 +137,8 @@ class Progress:
 
     def close(self) -> None:
         """Stop and erase the line."""
-        self._stop.set()
+        with self._drawing:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
         if self._shown:

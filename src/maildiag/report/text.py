@@ -108,7 +108,8 @@ def terminal_width(stream: Any) -> int | None:
         return int(columns)
     try:
         if stream.isatty():
-            return max(20, os.get_terminal_size(stream.fileno()).columns)
+            size = os.get_terminal_size(stream.fileno()).columns
+            return size if size >= 20 else 80  # a terminal that does not say: 80
     except (AttributeError, OSError, ValueError):
         pass
     return None
