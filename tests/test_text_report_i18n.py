@@ -106,7 +106,7 @@ def test_russian_checks_table_has_no_english_summaries(
     assert f"127.0.0.1:{closed_port} недоступен" in flat
     assert "сервер принял MAIL FROM и RCPT TO без авторизации" in flat
     assert "проверка часов отключена (--no-clock или clock: false в файле целей)" in flat
-    assert "серверы указаны в команде: в DNS найдены 3 из 3 серверов" in flat
+    assert "серверы указаны в команде: имена серверов найдены в DNS: 3 из 3" in flat
     # the server's own words stay as they are
     assert "* OK [CAPABILITY IMAP4rev1] test IMAP ready" in flat
     # the headings come from the same table
@@ -523,8 +523,7 @@ def test_dns_facts_render_in_russian(ui: RuleBase) -> None:
     )
     assert ui.summary_text(summary, "ru") == (
         "example.test: DNS-сервер 127.0.0.1:53 не ответил; "
-        "MX: a.test, b.test, c.test ...; в DNS найдены 1 из 3 "
-        "серверов"
+        "MX: a.test, b.test, c.test ...; имена серверов найдены в DNS: 1 из 3"
     )
 
 
