@@ -336,3 +336,37 @@ def test_render_text_of_a_multi_report_from_fixtures() -> None:
     last = out.getvalue().splitlines()[-3:]
     assert last[0] == "Summary: 2 targets, with problems: 1"
     assert last[1].startswith("  ✔ ") and last[2].startswith("  ✖ ")
+
+
+class _Recommended:
+    """A report with the ``recommended`` settings another branch adds to ``Report``."""
+
+    def __init__(self, report: Any, recommended: list[dict[str, Any]]) -> None:
+        self._report, self.recommended = report, recommended
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._report, name)
+
+
+def test_settings_that_work_are_shown_when_the_report_has_them() -> None:
+    from test_multi_fixtures import ok_report
+
+    rows = [
+        {"service": "smtp", "host": "smtp.example.test", "port": 465, "security": "ssl",
+         "login": "alice@example.test"},
+        {"service": "imap", "host": "::1", "port": 993, "security": "ssl", "login": None},
+    ]  # fmt: skip
+    out = io.StringIO()
+    report = _Recommended(ok_report(), rows)
+    render_text(report, rules=RuleBase.load(), out=out, width=None)  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    at = lines.index("Settings that work")
+    assert lines[at + 1 : at + 3] == [
+        "  SMTP  smtp.example.test:465 SSL/TLS Login: alice@example.test",
+        "  IMAP  [::1]:993 SSL/TLS",
+    ]
+    assert lines[-1] == "Everything checked is fine."
+    from maildiag.report.html import render_html
+
+    page = render_html(report, rules=RuleBase.load(), lang="ru")  # type: ignore[arg-type]
+    assert "Работающие настройки" in page and "smtp.example.test" in page

@@ -270,7 +270,10 @@ def _render(
     elif fmt == "html":
         from maildiag.report.html import render_html
 
-        _write(markup_for(render_html(report, rules=rules, lang=lang, verbose=verbose)))
+        from maildiag import __version__
+
+        page = render_html(report, rules=rules, lang=lang, verbose=verbose, version=__version__)
+        _write(markup_for(page))
     elif fmt == "nagios":
         from maildiag.report.nagios import render_nagios
 

@@ -26,7 +26,6 @@ import html
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from maildiag import __version__
 from maildiag.models import (
     CheckResult,
     Finding,
@@ -119,9 +118,11 @@ def render_html(
     rules: RuleBase,
     lang: str = "en",
     verbose: bool = False,
+    version: str = "",
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> str:
-    """The whole page. ``now``: when the page is made (the report's end; passed in by tests)."""
+    """The whole page. ``version``: maildiag's, for the footer (the command passes it: this
+    layer does not import the package); ``now``: when the page is made (the report's end)."""
     page = _Page(rules, lang, verbose)
     reports = report.reports if isinstance(report, MultiReport) else (report,)
     first = reports[0]
@@ -134,7 +135,7 @@ def render_html(
     for one in reports:
         body += page.report(one, multi=isinstance(report, MultiReport))
     when = now().astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    footer = page.words("html.generated", when=when, version=__version__)
+    footer = page.words("html.generated", when=when, version=version)
     return "\n".join(
         [
             "<!DOCTYPE html>",
