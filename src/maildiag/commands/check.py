@@ -268,9 +268,8 @@ def _render(
 
         _write(markup_for(render_junit(report, rules=rules, lang=lang)))
     elif fmt == "html":
-        from maildiag.report.html import render_html
-
         from maildiag import __version__
+        from maildiag.report.html import render_html
 
         page = render_html(report, rules=rules, lang=lang, verbose=verbose, version=__version__)
         _write(markup_for(page))
