@@ -14,7 +14,8 @@ import re
 import pytest
 
 from maildiag.models import Summary
-from maildiag.rulebase import RuleBase, _render, plural_form
+from maildiag.rulebase import RuleBase, plural_form
+from maildiag.rulebase.text import _render
 
 COUNTS = (1, 2, 5, 21)
 # params that hold a number of something (the plural.* names are added from the rule base)
