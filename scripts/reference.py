@@ -34,6 +34,8 @@ def options_table(command_name: str) -> str:
         if option.negated_by:
             name, value = f"`{option.negated_by}`", ""
             meaning = f"do not {option.help}"
+        elif not option.cli:
+            name, value, meaning = "—", f"`{option.metavar}`" if option.metavar else "", option.help
         elif option.positional:
             name, value, meaning = f"`{option.metavar}`", "", option.help
         else:

@@ -135,7 +135,7 @@ def test_cross_check_dovecot_pop3_denied(imap_server: Any, pop3_server: Any, cer
     p = by_check(cross_check(raw))["pop3.auth"]
     assert signals(p) == ["auth.protocol_disabled"]
     assert p.problems[0].text == DOVECOT_FAILED
-    assert p.problems[0].params["accepted_by"] == "imap"
+    assert p.problems[0].params["accepted_by"] == "IMAP"
     assert by_check(cross_check(raw))["imap.auth"].status is Status.OK
 
 

@@ -307,7 +307,7 @@ def test_file_counts_bounces_not_lines(tmp_path: Path, capsys: pytest.CaptureFix
     counts = {g["category"]: g["count"] for g in doc["groups"]}
     assert counts == {"recipient_unknown": 3, "mailbox_full": 1, "sender_policy": 1}
     rc, out, _ = run(capsys, None, str(mbox), False, "en", ())
-    assert "4 messages read, 3 delivery reports, 5 failed recipients" in out
+    assert "Messages read: 4, delivery reports: 3, failed recipients: 5" in out
 
     maildir = tmp_path / "Maildir"
     for sub in ("cur", "new", "tmp"):
@@ -390,4 +390,4 @@ def test_a_message_file_that_cannot_be_read_is_skipped_and_said(
     doc = json.loads(out)
     assert rc == 0 and doc["messages"] == 1 and doc["unreadable"] == 1
     rc, out, _ = run(capsys, None, str(tmp_path), False, "en", ())
-    assert "(1 message files could not be read and were skipped)" in out
+    assert "(message files that could not be read and were skipped: 1)" in out

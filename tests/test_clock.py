@@ -186,9 +186,8 @@ def test_no_clock_option_skips() -> None:
     config = RunConfig("a@example.test", check_clock=False, time_server="127.0.0.1:9")
     seen: list[Observation] = []
     seen.append(clock.observe(config, now=real_now, provider=None))
-    assert [(o.check, o.status, english(o)) for o in seen] == [
-        ("clock", Status.SKIP, "--no-clock given")
-    ]
+    off = "the clock check is off (--no-clock, or clock: false in a targets file)"
+    assert [(o.check, o.status, english(o)) for o in seen] == [("clock", Status.SKIP, off)]
 
 
 # -- HTTPS Date fallback ------------------------------------------------------------------------

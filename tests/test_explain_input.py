@@ -315,7 +315,7 @@ def test_cut_lines_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert doc["bytes_read"] == log.stat().st_size
     assert doc["groups"][0]["category"] == "relay_denied"
     rc, out, _ = run(capsys, None, str(log), False, "en", ())
-    assert "(1 lines longer than 4096 characters were cut to that length)" in out
+    assert "(lines longer than 4096 characters, cut to that length: 1)" in out
 
 
 def test_a_long_argument_is_cut_and_said(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from conftest import run_cli, run_cli_subprocess
@@ -41,3 +42,57 @@ def test_top_level_help_lists_every_command() -> None:
 def test_help_in_a_fresh_interpreter() -> None:
     result = run_cli_subprocess("check", "--help")
     assert result.code == 0 and "--password-env VAR" in result.out
+
+
+# -- conflicting options -------------------------------------------------------------------------
+
+CONFLICTS = [
+    (["--json", "--format", "junit"], "--json and --format junit contradict each other"),
+    (["--no-clock", "--time-server", "127.0.0.1"], "--time-server names a time server but"),
+    (["--format", "nagios", "--transcript"], "--transcript shows nothing in --format nagios"),
+    (["--format", "prometheus", "--transcript"], "--transcript shows nothing in --format prom"),
+    (["--json", "--verbose"], "--verbose changes only the text and html reports, not --format"),
+    (["--format", "junit", "-v"], "--verbose changes only the text and html reports"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CONFLICTS, ids=[" ".join(a) for a, _ in CONFLICTS])
+def test_options_that_contradict_each_other_are_a_usage_error(
+    args: list[str], message: str
+) -> None:
+    result = run_cli("check", "alice@example.test", *args)
+    assert result.code == 3, result.out + result.err
+    assert result.err.startswith(f"maildiag: {message}") and result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--smtp", "127.0.0.1:25"], "--smtp cannot be used with --config: give each target"),
+        (["--login", "bob"], "--login cannot be used with --config"),
+        (["--from", "bob@example.test"], "--from cannot be used with --config"),
+        (["--password-env", "X"], "--password-env cannot be used with --config"),
+        (["--ask-password"], "--ask-password cannot be used with --config"),
+    ],
+)
+def test_what_a_config_run_would_ignore_is_a_usage_error(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "targets.yaml"
+    config.write_text("targets: [alice@example.test]\n", encoding="utf-8")
+    result = run_cli("check", "--config", str(config), *args)
+    assert result.code == 3, result.out + result.err
+    assert result.err.startswith(f"maildiag: {message}")
+
+
+def test_a_targets_file_that_contradicts_itself(tmp_path: Path) -> None:
+    config = tmp_path / "targets.yaml"
+    config.write_text(
+        "targets:\n  - address: a@example.test\n    clock: false\n    time_server: 127.0.0.1\n",
+        encoding="utf-8",
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.code == 3
+    assert result.err.strip().endswith(
+        "target 1: 'time_server' names a time server but 'clock' turns the clock check off"
+    )

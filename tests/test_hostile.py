@@ -584,7 +584,7 @@ def test_text_output_is_safe_for_a_terminal(
     case: Case, lang: str, line_server: Callable[..., LineServer]
 ) -> None:
     server = line_server(case.handler)
-    result = run_cli(*case.cli_args(server.port), "--transcript", "--lang", lang)
+    result = run_cli(*case.cli_args(server.port), "--transcript", "--verbose", "--lang", lang)
     assert "Traceback" not in result.err, result.err
     assert result.code == 2, (result.code, result.err)
     for stream in (result.out, result.err):

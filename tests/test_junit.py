@@ -15,10 +15,18 @@ from test_multi_fixtures import (
     target,
 )
 
-from maildiag.models import MultiReport
-from maildiag.report.junit import render_junit
+from maildiag.models import MultiReport, Report
+from maildiag.report.junit import render_junit as _render_junit
+from maildiag.rulebase import RuleBase
 
 SUITE_ATTRS = {"name", "tests", "failures", "errors", "skipped", "time"}
+
+
+RULES = RuleBase.load()
+
+
+def render_junit(report: Report | MultiReport, lang: str = "en") -> str:
+    return _render_junit(report, rules=RULES, lang=lang)
 
 
 def parse(xml: str) -> ET.Element:

@@ -8,8 +8,10 @@ import pytest
 from test_multi_fixtures import check, finding, ok_report, report, sample_report, target
 
 from maildiag.errors import ExitCode
-from maildiag.models import MultiReport
-from maildiag.report.nagios import perf_label, render_nagios, render_nagios_error
+from maildiag.models import MultiReport, Report
+from maildiag.report.nagios import perf_label, render_nagios_error
+from maildiag.report.nagios import render_nagios as _render_nagios
+from maildiag.rulebase import RuleBase
 
 NUM = r"-?\d+(?:\.\d+)?"
 RANGE = rf"(?:@?(?:{NUM}|~)?:?(?:{NUM})?)"
@@ -21,6 +23,13 @@ STATUS_LINE = re.compile(
     rf"\| (?P<perf>{PERF}(?: {PERF})*)$"
 )
 STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+RULES = RuleBase.load()
+
+
+def render_nagios(report: Report | MultiReport, lang: str = "en") -> str:
+    return _render_nagios(report, rules=RULES, lang=lang)
 
 
 def split(output: str) -> tuple[re.Match[str], list[str]]:

@@ -27,6 +27,8 @@ def series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def get(data: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    if "address" in labels:  # a target's name is its address unless a targets file names it
+        labels.setdefault("name", labels["address"])
     return data[(name, frozenset(labels.items()))]
 
 

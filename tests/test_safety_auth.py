@@ -44,7 +44,9 @@ def _redaction_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(Redactor, "__call__", lambda self, text: text)
 
 
-FORMATS = ("text", "json", "junit", "nagios", "prometheus")
+FORMATS = ("text", "json", "junit", "html", "nagios", "prometheus")
+# the formats that show a transcript (the others refuse --transcript: it would show nothing)
+TRANSCRIPT_FORMATS = ("text", "json", "junit", "html")
 
 
 class AcceptAll(Sink, Recording):
@@ -70,7 +72,7 @@ def check_args(
         "--no-clock",
         "--timeout",
         "5",
-        "--transcript",
+        *(["--transcript"] if fmt in TRANSCRIPT_FORMATS else []),
         "--format",
         fmt,
     ]

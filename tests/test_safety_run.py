@@ -320,9 +320,9 @@ def test_explain_has_the_cli_error_shell(tmp_path: Path, monkeypatch: pytest.Mon
         [sys.executable, "-m", "maildiag", "explain", "--lang", "ru", text],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 3
-    assert proc.stderr.startswith("maildiag: the output cannot be written in this ")
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    # an ASCII console gets the Russian answer transliterated, not an error
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "parol" in proc.stdout and proc.stdout.isascii()
 
     from maildiag.rulebase import RuleBase
 

@@ -308,9 +308,17 @@ def test_wrong_types(tmp_path: Path, body: str, expected: str) -> None:
             ":4: duplicate key 'timeout' in target 1",
         ),
         (
-            "targets:\n  - a@example.test\n  - b@example.test\n  - A@EXAMPLE.test\n",
-            ":4: target 3 repeats the address 'A@EXAMPLE.test' of target 1: one target per "
-            "address (narrow it with 'only')",
+            "targets:\n  - a@example.test\n  - b@example.test\n  - a@example.test\n",
+            ":4: target 3 repeats the address 'a@example.test' of target 1: give it a 'name' of "
+            "its own (or narrow one with 'only')",
+        ),
+        (
+            "targets:\n  - a@example.test\n  - address: b@example.test\n    name: a@example.test\n",
+            ":3: target 2 has the same name 'a@example.test' as target 1: give it another 'name'",
+        ),
+        (
+            "targets:\n  - address: a@example.test\n    name: ''\n",
+            ":3: 'name' in target 1: must be a non-empty text",
         ),
         (
             "targets:\n  - address: a@example.test\n    only: smtp\n    imap: 127.0.0.1:143\n",

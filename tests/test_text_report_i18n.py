@@ -59,7 +59,7 @@ def summaries_only(table: str) -> str:
 def checks_section(out: str) -> str:
     """The lines of the checks table (between the heading and the next blank line)."""
     lines = out.splitlines()
-    start = lines.index("Проверки") if "Проверки" in lines else lines.index("Checks")
+    start = next(i for i, line in enumerate(lines) if line.startswith(("Проверки", "Checks")))
     table = []
     for line in lines[start + 1 :]:
         if not line.strip():
@@ -105,12 +105,12 @@ def test_russian_checks_table_has_no_english_summaries(
     assert f"127.0.0.1:{closed_port} отклоняет подключение" in flat
     assert f"127.0.0.1:{closed_port} недоступен" in flat
     assert "сервер принял MAIL FROM и RCPT TO без авторизации" in flat
-    assert "проверка часов отключена (--no-clock)" in flat
-    assert "серверы указаны в команде: в DNS найдены 3 из 3 серверов" in flat
+    assert "проверка часов отключена (--no-clock или clock: false в файле целей)" in flat
+    assert "серверы указаны в команде: имена серверов найдены в DNS: 3 из 3" in flat
     # the server's own words stay as they are
     assert "* OK [CAPABILITY IMAP4rev1] test IMAP ready" in flat
     # the headings come from the same table
-    assert "Серверы — источник: указаны в команде" in ru.out
+    assert "Проверки — источник серверов: указаны в команде" in ru.out
     assert "Что не так и что делать" in ru.out and "(заняло " in ru.out
 
     en = cli(*args, "--lang", "en")
@@ -119,7 +119,8 @@ def test_russian_checks_table_has_no_english_summaries(
     assert "needs a password (--password-env or --ask-password)" in flat_en
     assert f"127.0.0.1:{closed_port} is not reachable" in flat_en
     assert "explicit servers: 3 of 3 server names resolve" in flat_en
-    assert "Servers found via: explicit" in en.out and "What is wrong and what to do" in en.out
+    assert "Checks — servers found via the command line" in en.out
+    assert "What is wrong and what to do" in en.out
 
 
 def test_russian_login_and_wrong_password(
@@ -236,19 +237,20 @@ def test_report_headings_live_in_the_rule_base() -> None:
     assert not hasattr(text, "LABELS")
     rules = RuleBase.load(cache=False)
     for name in (
-        "servers",
-        "checks",
-        "findings",
-        "source",
-        "none",
-        "evidence",
-        "ok",
-        "took",
-        "exit",
-        "checking",
-        "done",
+        "report.headline",
+        "report.checks",
+        "report.found",
+        "report.findings",
+        "report.notes",
+        "report.none",
+        "report.evidence",
+        "report.ok",
+        "report.settings",
+        "report.summary",
+        "progress.line",
+        "progress.idle",
     ):
-        assert f"report.{name}" in rules.ui, name
+        assert name in rules.ui, name
 
 
 def test_rules_lint_accepts_the_report_words() -> None:
@@ -521,8 +523,7 @@ def test_dns_facts_render_in_russian(ui: RuleBase) -> None:
     )
     assert ui.summary_text(summary, "ru") == (
         "example.test: DNS-сервер 127.0.0.1:53 не ответил; "
-        "MX: a.test, b.test, c.test ...; в DNS найдены 1 из 3 "
-        "серверов"
+        "MX: a.test, b.test, c.test ...; имена серверов найдены в DNS: 1 из 3"
     )
 
 

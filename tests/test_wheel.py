@@ -60,7 +60,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
     )
-    # Dependencies (rich, dnspython, ...) come from the test venv's site-packages; the
+    # Dependencies (dnspython, PyYAML, ...) come from the test venv's site-packages; the
     # editable maildiag there is not seen, because a path line in a .pth does not run that
     # directory's own .pth hooks.
     target = subprocess.run(

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from maildiag import __version__
 from maildiag.errors import ExitCode, MaildiagError, UsageError
 from maildiag.options import COMMANDS, Command, Option
+from maildiag.terminal import tolerate
 
 PROG = "maildiag"
 DESCRIPTION = "Tells you why your mail program cannot send or receive, and what to change."
@@ -119,7 +120,8 @@ def build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         )
         sub.set_defaults(_command=spec)
         for option in spec.options:
-            _add(sub, option)
+            if option.cli:
+                _add(sub, option)
         by_name[spec.name] = sub
     return parser, by_name
 
@@ -183,6 +185,8 @@ def parse(argv: Sequence[str]) -> tuple[Command, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; every failure becomes one stderr line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    # cp1251/cp866 redirects and consoles, ASCII: what they lack is written plainly (OK, ->)
+    tolerate(sys.stdout, sys.stderr)
     try:
         spec, values = parse(args)
         module = import_module(MODULES[spec.name])
@@ -196,13 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR
     except BrokenPipeError:
         _quiet_stdout()
-        return ExitCode.ERROR
-    except UnicodeEncodeError as exc:  # an ASCII-only terminal (PYTHONIOENCODING=ascii)
-        if os.environ.get("MAILDIAG_TRACEBACK"):
-            raise
-        from maildiag.terminal import encoding_problem
-
-        _error(encoding_problem(exc))
         return ExitCode.ERROR
     except UsageError as exc:
         _error(str(exc))
@@ -222,10 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     line = " ".join(message.split())
-    try:
-        sys.stderr.write(f"{PROG}: {line}\n")
-    except UnicodeEncodeError:
-        sys.stderr.write(f"{PROG}: {line.encode('ascii', 'backslashreplace').decode()}\n")
+    sys.stderr.write(f"{PROG}: {line}\n")
 
 
 def _quiet_stdout() -> None:

@@ -30,6 +30,9 @@ def cache_dir() -> str | None:
     base = os.environ.get("MAILDIAG_CACHE_DIR")
     if base:
         return base
+    local = os.environ.get("LOCALAPPDATA") if os.name == "nt" else None
+    if local:  # Windows: the user's own, unshared application data
+        return os.path.join(local, "maildiag", "cache")
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(xdg, "maildiag")
 
@@ -68,7 +71,11 @@ def own_directory(path: str, *, create: bool) -> bool:
     except (OSError, ValueError):
         return False
     getuid = getattr(os, "geteuid", None)
-    if getuid is not None and st.st_uid != getuid():
+    if getuid is None:
+        # Windows: no owner ids, and mode bits that say nothing (every directory looks writable
+        # by all); access is the ACL's business, and %LOCALAPPDATA% is the user's alone
+        return stat.S_ISDIR(st.st_mode)
+    if st.st_uid != getuid():
         return False
     return stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from maildiag.lang import LANGS, locale_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
 from maildiag.sniff import looks_like_email
-from maildiag.terminal import safe
+from maildiag.terminal import safe, unicode_ok
 
 if TYPE_CHECKING:
     from maildiag.models import Finding
@@ -200,7 +200,7 @@ def run_explain(
         }
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
-        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        out.write(json.dumps(doc, ensure_ascii=not unicode_ok(out), indent=2) + "\n")
         return EXIT_OK
     notes = _input_notes(rules, lang, encoding, truncated)
     if bounce is not None:
@@ -300,7 +300,7 @@ def _print_file_report(
     out = sys.stdout
     if as_json:
         doc = {"schema": EXPLAIN_SCHEMA, "input": file, **report}
-        out.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        out.write(json.dumps(doc, ensure_ascii=not unicode_ok(out), indent=2) + "\n")
     elif mailbox:
         out.write(safe(render_mailbox_text(rules, report, lang)))
     else:
@@ -522,7 +522,7 @@ def render_log_text(rules: RuleBase, report: dict[str, Any], lang: str) -> str:
     if not report["groups"]:
         lines.append(ui("log_empty", lang))
         return "\n".join(lines) + "\n"
-    lines.extend(_render_groups(rules, report, lang, "log_count"))
+    lines.extend(_render_groups(rules, report, lang, "log_count", "lines"))
     return "\n".join(lines) + "\n"
 
 
@@ -543,7 +543,7 @@ def render_mailbox_text(rules: RuleBase, report: dict[str, Any], lang: str) -> s
     if not report["groups"]:
         lines.append(ui("mailbox_empty", lang))
         return "\n".join(lines) + "\n"
-    lines.extend(_render_groups(rules, report, lang, "mailbox_count"))
+    lines.extend(_render_groups(rules, report, lang, "mailbox_count", "recipients"))
     return "\n".join(lines) + "\n"
 
 
@@ -571,13 +571,17 @@ def _file_notes(rules: RuleBase, report: dict[str, Any], lang: str) -> list[str]
     return notes
 
 
-def _render_groups(rules: RuleBase, report: dict[str, Any], lang: str, count_key: str) -> list[str]:
+def _render_groups(
+    rules: RuleBase, report: dict[str, Any], lang: str, count_key: str, counted: str
+) -> list[str]:
+    """Each group headed by its count (``count_key``: "{lines} {lines_unit}", the word in the
+    plural form the number takes)."""
     ui = rules.ui_text
     lines: list[str] = []
     by_rule = {f["rule"]: f for f in report["findings"]}
     for g in report["groups"]:
         lines.append("")
-        head = f"{g['count']} {ui(count_key, lang)}: {g['title']}"
+        head = f"{rules.words(count_key, lang, **{counted: g['count']})}: {g['title']}"
         if g["rule"]:
             head += f" [{g['category']}, {g['rule']}]"
         lines.append(head)

@@ -126,6 +126,11 @@ class Target:
     def label(self) -> str:
         return f"{self.service}://{self.host}:{self.port}/{self.security}"
 
+    @property
+    def hostport(self) -> str:
+        """``host:port`` as a person writes it: ``[::1]:25`` for an IPv6 literal."""
+        return hostport(self.host, self.port)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "service": str(self.service),
@@ -133,6 +138,11 @@ class Target:
             "port": self.port,
             "security": str(self.security),
         }
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 literal in brackets (``[::1]:25``, not ``::1:25``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +218,33 @@ class Observation:
     transcript: tuple[str, ...] = ()
     duration_ms: int = 0
     facts: CheckFacts | None = None  # typed facts other stages read (see maildiag.probes)
+
+
+@dataclass(frozen=True, slots=True)
+class StepStart:
+    """A step of the run begins: what the run waits for now, and for how long at most.
+
+    The pipeline and the sessions announce each network step (discovery, the clock, a server's
+    connect, greeting, TLS handshake, capabilities, login) through ``on_event``, so a progress
+    display can say what it is waiting for without reading the observations.
+    """
+
+    check: str  # the check the step belongs to: "dns", "clock", "smtp.tls" ...
+    where: str  # host:port, the domain, or the time server
+    timeout: float  # seconds the step may take at most
+    started: float  # time.monotonic() when it began
+    lane: str  # steps of one lane (a server's session, discovery, the clock) never overlap
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """How many checks the run will report: said at the start (from the services asked for) and
+    again once discovery knows the servers."""
+
+    checks: int
+
+
+RunEvent = StepStart | Planned
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +373,12 @@ class Report:
     transcript: bool = False  # include each check's transcript in JSON
     recommended: tuple[Recommended, ...] = ()  # per service, what this run proved to work
     alternatives: tuple[Alternative, ...] = ()  # what was tried when a server failed
+    name: str | None = None  # the target's ``name`` in a targets file (``--config``)
+
+    @property
+    def label(self) -> str:
+        """What names this report's target: its ``name``, else its address."""
+        return self.name or self.address
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -375,5 +418,12 @@ class MultiReport:
             "schema": MULTI_SCHEMA,
             "status": str(self.status),
             "exit_code": int(self.exit_code),
-            "reports": [r.to_json() for r in self.reports],
+            "reports": [_named(r) for r in self.reports],
         }
+
+
+def _named(report: Report) -> dict[str, Any]:
+    """A report of a ``--config`` run in JSON, saying which target it is: its ``name`` (the
+    address unless the targets file named it), right after the schema."""
+    out = report.to_json()
+    return {"schema": out.pop("schema"), "name": report.label, **out}

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 SERVICES = ("smtp", "imap", "pop3")
 
-FORMATS = ("text", "json", "junit", "nagios", "prometheus")
+FORMATS = ("text", "json", "junit", "nagios", "prometheus", "html")
 FAIL_ON = ("warn", "fail")
 MAX_TIMEOUT = 3600.0
 MAX_DAYS = 3650
@@ -66,10 +66,11 @@ class Option(NamedTuple):
     repeat: bool = False  # may be given several times; the value is a tuple
     choices: tuple[str, ...] = ()  # the values it takes (help and docs; parse checks them)
     negated_by: str | None = None  # a flag that sets it to False (``--no-clock`` for clock)
+    cli: bool = True  # False: a key of the targets file only, not on the command line
 
     @property
     def positional(self) -> bool:
-        return not self.flags
+        return not self.flags and self.cli
 
     def checked(self, raw: Any) -> Any:
         """The raw value (a string from the command line, a tuple when repeated) parsed."""
@@ -162,6 +163,20 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def parse_name(value: Any) -> str:
+    """A target's name: one line of text, kept as written (the exporter selects by it)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise OptionError(f"must be a text, not {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise OptionError("must be a non-empty text")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise OptionError("must be one line of text without control characters")
+    if len(text) > 200:
+        raise OptionError("must be at most 200 characters")
+    return text
 
 
 def parse_mail_address(value: Any) -> str:
@@ -645,6 +660,23 @@ CHECK = Command(
         Option(
             "transcript", ("--transcript",), "also show each protocol dialogue, secrets redacted"
         ),
+        Option(
+            "verbose",
+            ("--verbose", "-v"),
+            "text and html: also the check ids, categories and rule ids, every step of a note "
+            "and every piece of evidence",
+        ),
+        Option(
+            "name",
+            (),
+            "the target's name in reports and for the exporter (default: its address); "
+            "unique in the file",
+            metavar="NAME",
+            parse=parse_name,
+            config="name",
+            scope=Scope.TARGET,
+            cli=False,
+        ),
     ),
     examples=(
         "maildiag check you@yandex.ru",
@@ -763,6 +795,9 @@ def conflict(values: Mapping[str, Any], label: Callable[[Option], str] | None = 
                 f"{password} and {oauth2} cannot be used together: a login uses either a "
                 "password or an OAuth2 token"
             )
+    if values.get("time_server") is not None and values.get("clock") is False:
+        server, clock = name(CHECK.option("time_server")), name(CHECK.option("clock"))
+        return f"{server} names a time server but {clock} turns the clock check off"
     warn, crit = values.get("warn_days"), values.get("crit_days")
     if warn is not None and crit is not None and crit > warn:
         crit_label, warn_label = name(CHECK.option("crit_days")), name(CHECK.option("warn_days"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from maildiag.address import parse_address
@@ -22,17 +22,20 @@ from maildiag.models import (
     Finding,
     MultiReport,
     Observation,
+    Planned,
     Problem,
     Recommended,
     Report,
+    RunEvent,
     Service,
     Source,
     Status,
+    StepStart,
     Summary,
     Target,
 )
 from maildiag.net import TlsContexts
-from maildiag.probes import spec_of
+from maildiag.probes import check_ids, spec_of
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -53,10 +56,12 @@ def check_mailbox(
     on_observation: Callable[[Observation], None] | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
+    on_event: Callable[[RunEvent], None] | None = None,
 ) -> Report:
     """Check one address, or with ``config.server`` one server without a mailbox (its servers
     are ``config.explicit``). ``limiter``: the per-host connection cap shared with the other runs
-    of a ``--config`` run (else this run has its own)."""
+    of a ``--config`` run (else this run has its own). ``on_event``: told how many checks the
+    run will report and as each network step begins (a progress display)."""
     from maildiag.discovery import discover, discover_servers
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
@@ -65,6 +70,13 @@ def check_mailbox(
 
     started = time.monotonic()
     address = None if config.server else parse_address(config.address)
+    tell = on_event or _ignore
+    planned = [
+        planned_checks(t.service for t in config.explicit)
+        if config.server
+        else planned_checks(config.only)
+    ]
+    tell(Planned(planned[0]))
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
     try:
@@ -84,13 +96,21 @@ def check_mailbox(
     def observed(obs: Observation) -> None:
         if on_observation is not None:
             on_observation(obs)
-        jobs = [*probes.observe(obs), *(finder.observe(obs) if finder is not None else ())]
+        more = list(finder.observe(obs)) if finder is not None else []
+        if more:  # alternatives: their checks are reported too
+            planned[0] += sum(len(job.expected) for job in more)
+            tell(Planned(planned[0]))
+        jobs = [*probes.observe(obs), *more]
         if jobs:
             scheduler.start(jobs)
 
     scheduler = Scheduler(
         max_per_host=config.max_per_host, on_observation=observed, limiter=limiter
     )
+    if config.check_clock:
+        # the whole measurement, fallbacks included, fits in one timeout (probes.clock.measure)
+        reference = config.time_server or clock.DEFAULT_TIME_SERVER
+        tell(StepStart("clock", reference, config.timeout, time.monotonic(), "clock"))
     # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
     # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
     scheduler.start(
@@ -108,6 +128,10 @@ def check_mailbox(
             )
         ]
     )
+    # discovery: every source at once, one timeout plus a grace of at most 2 s (lookups.Budget)
+    where = address.domain if address is not None else config.address
+    grace = config.timeout + min(2.0, config.timeout)
+    tell(StepStart("dns", where, grace, time.monotonic(), "dns"))
     if address is None:
         found = discover_servers(config.explicit, dns=dns, timeout=config.timeout)
     else:
@@ -124,6 +148,8 @@ def check_mailbox(
     if on_observation is not None:
         on_observation(found.dns)
     targets = tuple(t for t in found.targets if t.service in config.only)
+    planned[0] = planned_checks(t.service for t in targets)
+    tell(Planned(planned[0]))
     provider_id = found.provider.id if found.provider is not None else None
 
     # built once and shared by every session: the stage keeps its one-login-per-service state,
@@ -150,6 +176,7 @@ def check_mailbox(
             login_stage=login_stage,
             tls=tls,
             redact=redact,
+            on_step=on_event,
         )
 
     finder = Finder(
@@ -276,6 +303,17 @@ _UNOFFERED = frozenset({"connect.refused", "connect.timeout", "connect.ports_blo
 
 def _no_login(service: Service) -> str | None:
     return None  # a server checked without a mailbox has no user name to recommend
+
+
+def planned_checks(services: Iterable[Service]) -> int:
+    """How many checks a run reports: ``dns`` and ``clock``, and every check of each server
+    (one per service, or each port of a server checked without a mailbox); the alternatives
+    tried later add theirs."""
+    return 2 + sum(len(check_ids(s)) for s in services)
+
+
+def _ignore(_: RunEvent) -> None:
+    pass
 
 
 _LOOKUP_SIGNALS = ("dns.host_unresolved", "dns.timeout")

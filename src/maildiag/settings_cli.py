@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from maildiag.models import Discovery, Finding, Observation, Security, Service, Source
-from maildiag.terminal import safe
+from maildiag.terminal import safe, unicode_ok
 
 if TYPE_CHECKING:
     from maildiag.address import Address
@@ -155,7 +155,12 @@ def run_settings(
         provider = answer.provider.id if answer.provider is not None else None
         findings = list(diagnose_one(answer.dns, rules, lang=lang, provider=provider).findings)
     if as_json or rules is None:
-        json.dump(_json(addr, answer, db, lang, findings), out, ensure_ascii=False, indent=2)
+        json.dump(
+            _json(addr, answer, db, lang, findings),
+            out,
+            ensure_ascii=not unicode_ok(out),  # \u escapes: valid JSON in any encoding
+            indent=2,
+        )
         out.write("\n")
     else:
         # a login from an autoconfig file is a stranger's text: shown, never obeyed

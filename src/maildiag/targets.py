@@ -10,6 +10,7 @@ The file::
       - alice@example.test       # an address alone is a target with the defaults
       - mail.example.test        # a server, checked without a mailbox: HOST[:PORT][/MODE]
       - address: support@example.test
+        name: support-smtp                  # optional: its name in reports (default: address)
         smtp: smtp.example.test:465/ssl     # HOST[:PORT][/ssl|starttls|plain], like --smtp
         only: [smtp]                        # or "smtp,imap"
         login: support
@@ -24,7 +25,9 @@ every option of one mailbox, ``defaults`` those that may be shared; each value g
 same parser as on the command line. A target's ``address`` may be a server ``HOST[:PORT][/MODE]``
 (no ``@``), checked without a mailbox as ``maildiag check HOST`` does; the file's default
 ``password_env`` does not apply to it. Keys are checked strictly: an unknown key, a value of the
-wrong type, a target without an address, a repeated key or address, or broken YAML raises
+wrong type, a target without an address, a repeated key, two targets with one name (the name
+is the address unless ``name`` says otherwise, so an address listed twice needs a name at least
+once), or broken YAML raises
 ``ConfigError`` whose message is one line naming the file and line (``targets.yaml:12: unknown
 key 'pasword_env' in target 2 (did you mean 'password_env'?)``), so the CLI prints it and exits 3
 before anything runs. This module never touches the network.
@@ -82,6 +85,11 @@ class TargetSpec:
     @property
     def address(self) -> str:
         return str(self.values["address"])
+
+    @property
+    def name(self) -> str:
+        """What reports and the exporter call this target: its ``name``, else its address."""
+        return str(self.values.get("name") or self.values["address"])
 
     @property
     def where(self) -> str:
@@ -284,13 +292,21 @@ class _Loader:
         first_seen: dict[str, int] = {}
         for index, node in enumerate(t_node.value, start=1):
             spec = self.target(index, node, defaults)
-            key = _target_key(spec.address)
+            # one mailbox may be listed twice (two servers for it): the names tell them apart
+            named = "name" in spec.values
+            key = spec.values["name"] if named else _target_key(spec.address)
             if key in first_seen:
-                raise self.fail(
-                    node,
-                    f"target {index} repeats the address {spec.address!r} of target "
-                    f"{first_seen[key]}: one target per address (narrow it with 'only')",
-                )
+                if named:
+                    why = (
+                        f"has the same name {key!r} as target {first_seen[key]}: "
+                        "give it another 'name'"
+                    )
+                else:
+                    why = (
+                        f"repeats the address {spec.address!r} of target {first_seen[key]}: "
+                        "give it a 'name' of its own (or narrow one with 'only')"
+                    )
+                raise self.fail(node, f"target {index} {why}")
             first_seen[key] = index
             specs.append(spec)
         return TargetsConfig(tuple(specs), max_parallel)

@@ -10,14 +10,24 @@ writes each of them as an escape (``\\x1b``, ``\\u202e``); every text renderer o
 ``printable()`` is the stricter form the protocol transcripts use: everything that is not a
 printable character, tab and no-break space included.
 
-This module is on ``explain``'s cold-start path: the standard library's ``re`` only.
+Any console, any redirect: ``tolerate()`` makes stdout and stderr write what their encoding
+cannot carry (cp1251 or cp866 on Windows, ASCII) as a plain equivalent instead of failing —
+``✔`` becomes ``OK``, ``→`` ``->``, ``«`` ``"``, a Cyrillic letter on an ASCII console its Latin
+transliteration, anything else an escape (``\\u2603``); what the encoding carries stays as it
+is. ``unicode_ok()`` tells a renderer whether it may use its symbols at all, and machine formats
+ask it to choose an escaped form (JSON ``\\u`` escapes, XML and HTML character references).
+
+This module is on ``explain``'s cold-start path: the standard library's ``re`` and ``codecs``.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import sys
+import unicodedata
+from typing import Any
 
 # C0 controls but tab and newline, DEL, C1 controls, and the invisible or reordering format
 # characters (Unicode category Cf, plus the line and paragraph separators and the Hangul fillers
@@ -71,10 +81,124 @@ def quiet_stdout() -> None:
         pass  # not a real file (a test's StringIO): nothing will flush to a closed pipe
 
 
-def encoding_problem(exc: UnicodeEncodeError) -> str:
-    """One line for output that the terminal's encoding cannot carry (PYTHONIOENCODING=ascii)."""
-    encoding = getattr(sys.stdout, "encoding", None) or exc.encoding
-    return (
-        f"the output cannot be written in this terminal's encoding ({encoding}): "
-        "set a UTF-8 locale or PYTHONIOENCODING=utf-8"
+# Plain equivalents of the symbols maildiag's words and reports use, for an encoding that lacks
+# them; "" for a mark that only decorates.
+SYMBOLS = {
+    "\u2714": "OK",  # ✔
+    "\u2713": "OK",  # ✓
+    "\u2716": "X",  # ✖
+    "\u2717": "X",  # ✗
+    "\u2192": "->",  # →
+    "\u2190": "<-",  # ←
+    "\u21d2": "=>",  # ⇒
+    "\u2026": "...",  # …
+    "\u2013": "-",  # –
+    "\u2014": "-",  # —
+    "\u2012": "-",
+    "\u2212": "-",  # minus sign
+    "\u00ab": '"',  # «
+    "\u00bb": '"',  # »
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u2022": "*",  # •
+    "\u00b7": "*",
+    "\u2116": "No.",  # №
+    "\u00a0": " ",  # no-break space
+    "\u202f": " ",
+    "\u2009": " ",
+    "\u2248": "~",  # ≈
+    "\u00d7": "x",  # ×
+    "\u2265": ">=",
+    "\u2264": "<=",
+    "\u2500": "-",  # ─ (box drawing)
+    "\u2502": "|",
+    "\u00a9": "(c)",
+}
+# Russian letters for a console without Cyrillic (ASCII, Latin-1): a plain transliteration.
+_LATIN = "a b v g d e yo zh z i y k l m n o p r s t u f kh ts ch sh shch _ y _ e yu ya"
+_CYRILLIC = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюя", _LATIN.split(" "), strict=True))
+
+
+def _plain(char: str, encoding: str) -> str:
+    """The first of a character's plain equivalents that ``encoding`` carries."""
+    lower = char.lower()
+    candidates = []
+    if char in SYMBOLS:
+        candidates.append(SYMBOLS[char])
+    if lower in _CYRILLIC:
+        latin = _CYRILLIC[lower].replace("_", "")
+        candidates.append(latin.capitalize() if char != lower else latin)
+    # é -> e, ﬁ -> fi: the letters without their marks, compatibility forms spelled out
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
     )
+    if stripped and stripped != char:
+        candidates.append(stripped)
+    for candidate in candidates:
+        try:
+            candidate.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            continue
+        return candidate
+    return _escape(char)
+
+
+def _fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start : exc.end]
+    return "".join(_plain(c, exc.encoding) for c in text), exc.end
+
+
+ERRORS = "maildiag-plain"
+codecs.register_error(ERRORS, _fallback)
+
+
+def tolerate(*streams: Any) -> None:
+    """Make each text stream write what its encoding cannot carry as a plain equivalent
+    (``SYMBOLS``, a transliteration, an escape) instead of raising UnicodeEncodeError."""
+    for stream in streams:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:
+            continue  # a StringIO (tests): it carries everything
+        try:
+            reconfigure(errors=ERRORS)
+        except (ValueError, OSError, AttributeError):
+            pass
+
+
+def encoding_of(stream: Any = None) -> str:
+    """The codec name of a stream's encoding (``utf-8``, ``cp1251`` ...); utf-8 when unknown."""
+    stream = sys.stdout if stream is None else stream
+    name = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def unicode_ok(stream: Any = None) -> bool:
+    """Whether the stream carries every character (a UTF encoding)."""
+    return encoding_of(stream).startswith("utf")
+
+
+def carries(text: str, stream: Any = None) -> bool:
+    """Whether the stream's encoding carries ``text`` as it is."""
+    try:
+        text.encode(encoding_of(stream))
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def markup_for(text: str, stream: Any = None) -> str:
+    """XML or HTML for the stream: characters its encoding lacks as character references
+    (``&#1087;``), which every XML and HTML reader decodes back, so the document is intact in
+    cp1251, cp866 or ASCII as well as in UTF-8."""
+    if unicode_ok(stream):
+        return text
+    return text.encode("ascii", "xmlcharrefreplace").decode("ascii")

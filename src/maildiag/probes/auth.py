@@ -343,6 +343,7 @@ class _Login:
 
     # -- the sequence ----------------------------------------------------------------------
     def check(self) -> None:
+        self.session.step("auth")
         try:
             if self.service is Service.SMTP:
                 if not self.plan.has_secret:
@@ -518,6 +519,7 @@ class _Login:
                 Summary("sender.login_failed"),
             )
             return
+        self.session.step("sender")
         stage, reply = self.envelope(self.plan.sender)
         self.goodbye()
         data = {
@@ -1075,7 +1077,10 @@ def _protocol_disabled(obs: Observation, others: list[str]) -> Observation:
         elif p.signal == "reply":
             problems.append(
                 Problem(
-                    "auth.protocol_disabled", p.text, {**p.params, "accepted_by": ", ".join(others)}
+                    "auth.protocol_disabled",
+                    p.text,
+                    # protocol names as a person writes them: "IMAP, SMTP"
+                    {**p.params, "accepted_by": ", ".join(o.upper() for o in others)},
                 )
             )
         elif p.signal != "auth.login_form":  # the same login works elsewhere

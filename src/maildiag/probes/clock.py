@@ -516,10 +516,13 @@ def measure(
             tried=tried,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
+    # what was asked, for a translation; ``tried`` is the English reasons JSON shows
+    sources = [f"{config.time_server or DEFAULT_TIME_SERVER} (SNTP)"]
+    sources += [f"{web_host} (HTTPS)" for web_host, _ in fallbacks]
     return Observation(
         "clock",
         Status.SKIP,
-        Summary("clock.no_reference", {"tried": "; ".join(tried)}),
+        Summary("clock.no_reference", {"tried": "; ".join(tried), "sources": ", ".join(sources)}),
         None,
         {"unavailable": tried},
         (),

@@ -32,6 +32,7 @@ from maildiag.models import (
     Problem,
     Security,
     Status,
+    StepStart,
     Summary,
     Target,
 )
@@ -67,6 +68,8 @@ class Env:
     tls: TlsContexts | None = None
     # the run's redactor, shared with the login stage: masks what a server echoes of the secret
     redact: Redactor | None = None
+    # told as each network step begins (what the run waits for now: a progress display)
+    on_step: Callable[[StepStart], None] | None = None
 
     def __post_init__(self) -> None:
         if self.redact is None:
@@ -112,6 +115,7 @@ class Session:
     _good_ip: str | None = None  # the address that connected: reconnects try it first
     _mark: int = 0
     _t0: float = 0.0
+    _step: str = ""  # the step announced last
 
     # -- emitting ----------------------------------------------------------------------
     def _slice(self) -> tuple[str, ...]:
@@ -121,6 +125,23 @@ class Session:
 
     def start(self) -> None:
         self._t0 = time.monotonic()
+
+    def step(self, name: str, timeout: float | None = None) -> None:
+        """Say that the network step of check ``name`` begins (``Env.on_step``); a step that
+        goes on (the greeting read after its first byte was peeked) is said once."""
+        on_step = self.env.on_step
+        if on_step is not None and name != self._step:
+            self._step = name
+            t = self.target
+            on_step(
+                StepStart(
+                    f"{t.service}.{name}",
+                    t.hostport,
+                    self.env.config.timeout if timeout is None else timeout,
+                    time.monotonic(),
+                    t.label,
+                )
+            )
 
     def skip(self, reason: Summary) -> None:
         """Why every check not run yet will be ``skip``."""
@@ -336,6 +357,7 @@ class Session:
 
     def _run(self) -> Conn | None:
         self.start()
+        self.step("connect")
         conn = self._connect()
         if conn is None:
             return None
@@ -381,6 +403,7 @@ class Session:
 
     def _implicit(self, conn: Conn) -> Conn | None:
         started = time.monotonic()
+        self.step("tls")
         try:
             conn2, session, failure = self._handshake(conn)
         except TlsFailed as exc:
@@ -465,6 +488,7 @@ class Session:
     def _plaintext_first(self, conn: Conn) -> Conn | None:
         cfg = self.env.config
         wait = min(cfg.timeout, SILENCE_WAIT)
+        self.step("greeting", wait)
         try:
             first = conn.peek_first_byte(wait)
         except NetError as exc:
@@ -473,6 +497,7 @@ class Session:
             return self._after_connect_plain(conn, mismatch_from=None)
         # Silent: maybe an implicit-TLS port waiting for our ClientHello.
         conn.close()
+        self.step("tls")
         tls_conn = self._reconnect()
         if tls_conn is None:
             return None
@@ -481,6 +506,7 @@ class Session:
             conn2, session, failure = self._handshake(tls_conn)
         except TlsFailed:
             tls_conn.close()
+            self.step("greeting")
             plain = self._reconnect()  # not TLS either: give the greeting the full timeout
             if plain is None:
                 return None
@@ -591,6 +617,7 @@ class Session:
     ) -> Conn | None:
         env = self.env
         started = time.monotonic()
+        self.step("tls")
         reply = self._command(conn, lambda: dialect.starttls(conn), "tls")
         if reply is None:
             return conn
@@ -679,6 +706,7 @@ class Session:
     def _greeting(self, conn: Conn, dialect: Dialect, *, announce: bool = True) -> Reply | None:
         svc = self.target.service
         cfg = self.env.config
+        self.step("greeting")
         try:
             greeting = dialect.greeting(conn)
         except StepTimeout as exc:
@@ -737,6 +765,7 @@ class Session:
     def _read_caps(
         self, conn: Conn, dialect: Dialect, greeting: Reply, *, after_tls: bool = False
     ) -> Capabilities | None:
+        self.step("capabilities")
         try:
             return dialect.capabilities(conn, greeting)
         except (NetError, ProtocolViolation) as exc:

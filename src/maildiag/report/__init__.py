@@ -35,7 +35,8 @@ from maildiag.errors import ExitCode
 from maildiag.models import Report, Status
 
 if TYPE_CHECKING:
-    from maildiag.models import MultiReport
+    from maildiag.models import CheckResult, MultiReport
+    from maildiag.rulebase import RuleBase
 
 FAIL_ON = ("warn", "fail")
 
@@ -76,3 +77,11 @@ def reports_of(report: Report | MultiReport) -> tuple[Report, ...]:
     if isinstance(report, Report):
         return (report,)
     return tuple(report.reports)
+
+
+def summary_in(check: CheckResult, rules: RuleBase, lang: str) -> str:
+    """A check's summary in ``lang``: the English one diagnosis already rendered (what JSON
+    shows), else its template in the rule base (``summary.<key>`` in rules/ui-report.yaml)."""
+    if lang == "en" and check.summary:
+        return check.summary
+    return rules.summary_text(check.observation.summary, lang)

@@ -45,21 +45,25 @@ from maildiag.models import (
     Target,
     severity_rank,
 )
-from maildiag.report import reports_of
+from maildiag.report import reports_of, summary_in
 from maildiag.terminal import safe
 
 if TYPE_CHECKING:
     from maildiag.models import MultiReport
+    from maildiag.rulebase import RuleBase
 
 # Characters XML 1.0 cannot carry, even escaped; a hostile server may send any byte.
 _XML_INVALID = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def render_junit(report: Report | MultiReport) -> str:
+def render_junit(report: Report | MultiReport, *, rules: RuleBase, lang: str = "en") -> str:
+    """``rules``: the run's rule base, whose words (``junit.*`` in rules/ui-monitoring.yaml, the
+    check summaries) say the messages and failure texts in ``lang``."""
     root = ET.Element("testsuites", {"name": "maildiag"})
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    words = _Words(rules, lang)
     for single in reports_of(report):
-        for suite, counts in _suites(single):
+        for suite, counts in _suites(single, words):
             root.append(suite)
             for key in totals:
                 totals[key] += counts[key]
@@ -70,7 +74,18 @@ def render_junit(report: Report | MultiReport) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
-def _suites(report: Report) -> list[tuple[ET.Element, dict[str, int]]]:
+class _Words:
+    def __init__(self, rules: RuleBase, lang: str) -> None:
+        self.rules, self.lang = rules, lang
+
+    def __call__(self, key: str) -> str:
+        return self.rules.words(key, self.lang)
+
+    def summary(self, check: CheckResult) -> str:
+        return summary_in(check, self.rules, self.lang)
+
+
+def _suites(report: Report, words: _Words) -> list[tuple[ET.Element, dict[str, int]]]:
     run_level = [c for c in report.checks if c.observation.target is None]
     by_target: dict[Target, list[CheckResult]] = {t: [] for t in report.servers}
     for check in report.checks:
@@ -79,19 +94,20 @@ def _suites(report: Report) -> list[tuple[ET.Element, dict[str, int]]]:
             by_target.setdefault(target, []).append(check)
     out = []
     if run_level or not report.checks:
-        out.append(_suite(report, report.address, None, run_level))
+        out.append(_suite(report, report.label, None, run_level, words))
     for target, checks in by_target.items():
         if checks:
-            out.append(_suite(report, f"{report.address} {target.label}", target, checks))
+            out.append(_suite(report, f"{report.label} {target.label}", target, checks, words))
     return out
 
 
 def _suite(
-    report: Report, name: str, target: Target | None, checks: list[CheckResult]
+    report: Report, name: str, target: Target | None, checks: list[CheckResult], words: _Words
 ) -> tuple[ET.Element, dict[str, int]]:
     suite = ET.Element("testsuite", {"name": _clean(name)})
     props = ET.SubElement(suite, "properties")
     values = [
+        ("name", report.label),
         ("address", report.address),
         ("status", str(report.status)),
         ("discovery.source", str(report.discovery.source or "")),
@@ -110,7 +126,7 @@ def _suite(
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total_ms = 0
     for check in checks:
-        suite.append(_testcase(report, check))
+        suite.append(_testcase(report, check, words))
         counts["tests"] += 1
         total_ms += check.observation.duration_ms
         if check.status in (Status.FAIL, Status.WARN):
@@ -123,15 +139,15 @@ def _suite(
     return suite, counts
 
 
-def _testcase(report: Report, check: CheckResult) -> ET.Element:
+def _testcase(report: Report, check: CheckResult, words: _Words) -> ET.Element:
     obs = check.observation
     target = obs.target
+    summary = words.summary(check)
     if target is None:
-        classname, name = "maildiag.run", f"{obs.check} {report.address}"
+        classname, name = "maildiag.run", f"{obs.check} {report.label}"
     else:
-        host = f"[{target.host}]" if ":" in target.host else target.host
         classname = f"maildiag.{target.service}"
-        name = f"{obs.check} {report.address} {host}:{target.port}"
+        name = f"{obs.check} {report.label} {target.hostport}"
     case = ET.Element(
         "testcase",
         {"classname": classname, "name": _clean(name), "time": _seconds(obs.duration_ms)},
@@ -143,43 +159,45 @@ def _testcase(report: Report, check: CheckResult) -> ET.Element:
     if check.status in (Status.FAIL, Status.WARN):
         wanted = Severity.FAIL if check.status is Status.FAIL else Severity.WARN
         headline = [f for f in problems if f.severity is wanted] or problems
-        message = "; ".join(dict.fromkeys(f.title for f in headline)) or check.summary
+        message = "; ".join(dict.fromkeys(f.title for f in headline)) or summary
         if check.status is Status.WARN:
             kind = "warning"
         else:
             kind = str(headline[0].category) if headline else "fail"
         failure = ET.SubElement(case, "failure", {"type": kind, "message": _clean(message)})
-        failure.text = _clean(_failure_text(report, check, problems))
+        failure.text = _clean(_failure_text(report, check, problems, words))
     elif check.status is Status.SKIP:
-        ET.SubElement(case, "skipped", {"message": _clean(check.summary)})
+        ET.SubElement(case, "skipped", {"message": _clean(summary)})
 
-    out = [f"{obs.check}: {check.summary}"] if check.summary else []
+    out = [f"{obs.check}: {summary}"] if summary else []
     for finding in check.findings:
         if finding.severity is Severity.INFO:
-            out += ["", *_finding_lines(finding)]
+            out += ["", *_finding_lines(finding, words)]
     if report.transcript and obs.transcript:
-        out += ["", "transcript:", *obs.transcript]
+        out += ["", f"{words('junit.transcript')}:", *obs.transcript]
     if out:
         ET.SubElement(case, "system-out").text = _clean("\n".join(out))
     return case
 
 
-def _failure_text(report: Report, check: CheckResult, problems: list[Finding]) -> str:
+def _failure_text(
+    report: Report, check: CheckResult, problems: list[Finding], words: _Words
+) -> str:
     lines: list[str] = []
     for finding in problems:
-        lines += [*_finding_lines(finding), ""]
-    where = check.observation.target.label if check.observation.target else report.address
-    lines.append(f"{check.observation.check} ({where}): {check.summary}")
+        lines += [*_finding_lines(finding, words), ""]
+    where = check.observation.target.label if check.observation.target else report.label
+    lines.append(f"{check.observation.check} ({where}): {words.summary(check)}")
     return "\n".join(lines)
 
 
-def _finding_lines(finding: Finding) -> list[str]:
+def _finding_lines(finding: Finding, words: _Words) -> list[str]:
     lines = [f"[{finding.severity}] {finding.title}"]
     lines += [f"  {n}. {step}" for n, step in enumerate(finding.steps, start=1)]
     if finding.evidence:
-        lines.append(f"  evidence: {finding.evidence}")
-    lines.append(f"  rule: {finding.rule} ({finding.category})")
-    lines += [f"  see: {link}" for link in finding.links]
+        lines.append(f"  {words('junit.evidence')}: {finding.evidence}")
+    lines.append(f"  {words('junit.rule')}: {finding.rule} ({finding.category})")
+    lines += [f"  {words('junit.links')}: {link}" for link in finding.links]
     return lines
 
 

@@ -12,11 +12,15 @@ Follows the Monitoring Plugins development guidelines::
   It lists the titles of the warn/fail findings, most important first.
 - Long output: one line per check that is not ok: every fail, then every warn, then every
   skip, across all targets.
+- The words (``2 problems``, ``3 checks ok``, titles, summaries) are in the run's language, from
+  rules/ui-monitoring.yaml and the findings; the state word, the check ids and the performance
+  data stay as the guidelines want them. A target is named by its ``name`` in a targets file
+  (its address by default).
 - Performance data, all on the status line: ``time`` (the whole run, seconds),
   ``days_to_expiry_<svc>`` per TLS check (unitless: days are not a valid UOM) with warn/crit
   ranges ``N:`` ("alert below N", the guidelines' range syntax) when the check reported its
   thresholds, and ``clock_offset`` (seconds). With several targets (``--config``) or several
-  servers of one service the label is prefixed by the address and suffixed by the host.
+  servers of one service the label is prefixed by the target's name and suffixed by the host.
   A label with a space, ``=`` or ``'`` is quoted, ``'`` doubled.
 
 ``|`` cannot appear in plugin text (it starts the performance data), so it is replaced by ``/``
@@ -27,7 +31,7 @@ would obey or hide (ESC, BEL, bidi overrides, zero-width characters) is written 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import ExitCode
 from maildiag.models import (
@@ -39,11 +43,12 @@ from maildiag.models import (
     TlsFacts,
     severity_rank,
 )
-from maildiag.report import reports_of
+from maildiag.report import reports_of, summary_in
 from maildiag.terminal import one_line
 
 if TYPE_CHECKING:
     from maildiag.models import MultiReport
+    from maildiag.rulebase import RuleBase
 
 PREFIX = "MAILDIAG"
 STATE = {
@@ -56,16 +61,21 @@ _STATUS_ORDER = {Status.FAIL: 0, Status.WARN: 1, Status.SKIP: 2, Status.OK: 3}
 MAX_STATUS_TEXT = 400  # keep the status line readable in the dashboards
 
 
-def render_nagios(report: Report | MultiReport) -> str:
-    """The plugin output (status line, long output); the exit code to use is report.exit_code."""
+def render_nagios(report: Report | MultiReport, *, rules: RuleBase, lang: str = "en") -> str:
+    """The plugin output (status line, long output); the exit code to use is report.exit_code.
+
+    ``rules``: the run's rule base, whose ``nagios.*`` words (rules/ui-monitoring.yaml) and
+    check summaries say the text in ``lang``.
+    """
     reports = reports_of(report)
     multi = len(reports) > 1 or not isinstance(report, Report)
     state = STATE[ExitCode(report.exit_code)]
-    summary = _summary(reports, multi)
+    words = _Words(rules, lang)
+    summary = _summary(reports, multi, words)
     perf = _perfdata(reports, report.duration_ms, multi)
     lines = [f"{PREFIX} {state} - {summary} | {' '.join(perf)}"]
     # problems first across all targets: fail, then warn, then skip (sorted() is stable)
-    entries = [entry for single in reports for entry in _long_output(single)]
+    entries = [entry for single in reports for entry in _long_output(single, words)]
     lines += [text for _, text in sorted(entries, key=lambda e: _STATUS_ORDER[e[0]])]
     return "\n".join(lines) + "\n"
 
@@ -75,7 +85,20 @@ def render_nagios_error(message: str) -> str:
     return f"{PREFIX} UNKNOWN - {_text(message)}\n"
 
 
-def _problems(report: Report) -> list[str]:
+class _Words:
+    """``nagios.*`` words and check summaries in one language."""
+
+    def __init__(self, rules: RuleBase, lang: str) -> None:
+        self.rules, self.lang = rules, lang
+
+    def __call__(self, key: str, **params: Any) -> str:
+        return self.rules.words(key, self.lang, **params)
+
+    def summary(self, check: CheckResult) -> str:
+        return summary_in(check, self.rules, self.lang)
+
+
+def _problems(report: Report, words: _Words) -> list[str]:
     titles = [
         f.title
         for f in sorted(report.findings, key=lambda f: -severity_rank(f.severity))
@@ -83,57 +106,58 @@ def _problems(report: Report) -> list[str]:
     ]
     if not titles:  # a check that is not ok without a finding still deserves a name
         titles = [
-            f"{c.id}: {c.summary}" for c in report.checks if c.status in (Status.FAIL, Status.WARN)
+            f"{c.id}: {words.summary(c)}"
+            for c in report.checks
+            if c.status in (Status.FAIL, Status.WARN)
         ]
     return [_text(t) for t in dict.fromkeys(titles)]
 
 
-def _summary(reports: tuple[Report, ...], multi: bool) -> str:
+def _summary(reports: tuple[Report, ...], multi: bool, words: _Words) -> str:
     if not multi:
         report = reports[0]
-        titles = _problems(report)
+        titles = _problems(report, words)
         if not titles:
-            return _ok_text(report.checks, report.address)
-        return _clip(f"{_count(len(titles), 'problem')}: {'; '.join(titles)}")
-    bad = [(r, _problems(r)) for r in reports]
+            return _ok_text(report.checks, report.label, words)
+        return _clip(f"{words('nagios.problems', problems=len(titles))}: {'; '.join(titles)}")
+    bad = [(r, _problems(r, words)) for r in reports]
     bad = [(r, titles) for r, titles in bad if titles]
     if not bad:
         checks = tuple(c for r in reports for c in r.checks)
-        return _ok_text(checks, _count(len(reports), "target"))
+        return _ok_text(checks, words("nagios.targets", targets=len(reports)), words)
     total = sum(len(titles) for _, titles in bad)
-    parts = [f"{r.address}: {'; '.join(titles)}" for r, titles in bad]
-    head = f"{_count(total, 'problem')} in {len(bad)} of {_count(len(reports), 'target')}"
+    parts = [f"{_text(r.label)}: {'; '.join(titles)}" for r, titles in bad]
+    head = words("nagios.problems_in", problems=total, failing=len(bad), of_targets=len(reports))
     return _clip(f"{head}: {'; '.join(parts)}")
 
 
-def _ok_text(checks: tuple[CheckResult, ...], what: str) -> str:
+def _ok_text(checks: tuple[CheckResult, ...], what: str, words: _Words) -> str:
     ok = sum(1 for c in checks if c.status is Status.OK)
     skipped = sum(1 for c in checks if c.status is Status.SKIP)
-    text = f"{what}: {_count(ok, 'check')} ok"
-    return text + (f", {skipped} skipped" if skipped else "")
+    return _text(words("nagios.ok", what=what, passed=ok, skipped=skipped or None))
 
 
-def _long_output(report: Report) -> list[tuple[Status, str]]:
+def _long_output(report: Report, words: _Words) -> list[tuple[Status, str]]:
     lines: list[tuple[Status, str]] = []
     for check in report.checks:
         if check.status is Status.OK:
             continue
         obs = check.observation
-        where = report.address
+        where = report.label
         if obs.target is not None:
-            host = f"[{obs.target.host}]" if ":" in obs.target.host else obs.target.host
-            where += f" {host}:{obs.target.port}"
+            where += f" {obs.target.hostport}"
         problems = sorted(
             (f for f in check.findings if f.severity is not Severity.INFO),
             key=lambda f: -severity_rank(f.severity),
         )
+        summary = words.summary(check)
         if problems:
-            detail = problems[0].evidence or check.summary
+            detail = problems[0].evidence or summary
             text = "; ".join(dict.fromkeys(f.title for f in problems))
             if detail and _text(detail) not in _text(text):
                 text += f" ({detail})"
         else:
-            text = check.summary
+            text = summary
         line = f"[{str(check.status).upper()}] {obs.check} {where}: {_text(text)}"
         lines.append((check.status, line))
     return lines
@@ -142,7 +166,7 @@ def _long_output(report: Report) -> list[tuple[Status, str]]:
 def _perfdata(reports: tuple[Report, ...], duration_ms: int, multi: bool) -> list[str]:
     perf = [f"time={_num(duration_ms / 1000)}s;;"]
     for report in reports:
-        prefix = f"{report.address} " if multi else ""
+        prefix = f"{report.label} " if multi else ""
         tls = [c for c in report.checks if c.id.endswith(".tls") and c.observation.target]
         services = [c.observation.target.service for c in tls if c.observation.target]
         for check in tls:
@@ -181,10 +205,6 @@ def _threshold(days: object) -> str:
 def _num(value: float) -> str:
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _text(text: str) -> str:

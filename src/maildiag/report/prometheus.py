@@ -1,17 +1,18 @@
 """``--format prometheus``: text exposition format for node_exporter's textfile collector.
 
-Metrics (all gauges; every series carries ``address``, so files written by separate runs for
-separate addresses never collide; check series add ``check`` and, for server checks,
-``service``, ``host`` and ``port``)::
+Metrics (all gauges; every series carries ``name`` and ``address`` — the name is a targets
+file's ``name`` for its target, else the address — so files written by separate runs for separate
+targets never collide, nor two targets of one address; check series add ``check`` and, for
+server checks, ``service``, ``host`` and ``port``)::
 
-    maildiag_check_status{address,check,service,host,port,status}   1 for the check's status,
-                                                                    0 for the other three
-    maildiag_check_duration_seconds{address,check,service,host,port}
-    maildiag_cert_days_to_expiry{address,check,service,host,port}   from each <svc>.tls check
-    maildiag_clock_offset_seconds{address}                          local clock minus reference
-    maildiag_run_status{address,status}                             1 for ok|warn|fail, 0 others
-    maildiag_run_duration_seconds{address}
-    maildiag_last_run_timestamp_seconds{address}                    when the file was rendered
+    maildiag_check_status{name,address,check,service,host,port,status}
+                                                    1 for the check's status, 0 for the other three
+    maildiag_check_duration_seconds{name,address,check,service,host,port}
+    maildiag_cert_days_to_expiry{name,address,check,service,host,port}   from each <svc>.tls check
+    maildiag_clock_offset_seconds{name,address}     local clock minus reference
+    maildiag_run_status{name,address,status}        1 for ok|warn|fail, 0 others
+    maildiag_run_duration_seconds{name,address}
+    maildiag_last_run_timestamp_seconds{name,address}                    when the file was rendered
 
 The status is a one-hot ``status`` label (an enum as Prometheus' instrumentation guidelines and
 OpenMetrics' StateSet model it) rather than a code like 0/1/2/-1: alerts read as what they mean
@@ -60,7 +61,9 @@ def render_prometheus(report: Report | MultiReport, *, now: Callable[[], float] 
         samples[name].setdefault(labels, value)
 
     for single in reports_of(report):
-        address = (("address", single.address),)
+        # the target's name (a --config target's ``name``, else its address) keeps two targets
+        # of one address apart
+        address = (("name", single.label), ("address", single.address))
         for check in single.checks:
             labels = address + _check_labels(check)
             for state in _CHECK_STATES:
