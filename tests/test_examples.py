@@ -24,7 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_nagios import STATUS_LINE
 
-from maildiag.report.prometheus import _FAMILIES
+from maildiag.report.prometheus import FAMILIES
 from maildiag.targets import load_targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,7 +407,7 @@ def test_textfile_script_writes_atomically_and_keeps_old_file_on_error(
 
 def test_alert_rules_use_only_published_metrics() -> None:
     doc = yaml.safe_load((EXAMPLES / "node_exporter" / "maildiag-alerts.yml").read_text())
-    names = {name for name, _ in _FAMILIES}
+    names = {name for name, _ in FAMILIES}
     rules = [r for group in doc["groups"] for r in group["rules"]]
     assert len(rules) == 5
     for rule in rules:
