@@ -34,6 +34,7 @@ MODULES = {
     "settings": "maildiag.commands.settings",
     "rules lint": "maildiag.commands.rules",
     "rules test": "maildiag.commands.rules",
+    "exporter": "maildiag.commands.exporter",
 }
 
 

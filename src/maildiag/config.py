@@ -38,9 +38,14 @@ class RunConfig:
     rules_dirs: tuple[str, ...] = ()
     # concurrent connections to one host and service: mail servers ban eager clients
     max_per_host: int = 2
+    # the whole run's limit in seconds when someone waits for it (the exporter: the scrape's
+    # timeout); None: what the timeouts allow
+    run_limit: float | None = None
 
     @property
     def deadline(self) -> float:
+        if self.run_limit is not None:
+            return self.run_limit
         # discovery + the slowest dependent chain (connect, greeting, TLS, STARTTLS,
         # capabilities, auth, sender) can each take one timeout
         return self.timeout * 12 + 5

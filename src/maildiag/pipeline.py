@@ -24,6 +24,7 @@ from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from maildiag.discovery.providers import ProviderDb
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 
@@ -36,9 +37,11 @@ def check_mailbox(
     on_observation: Callable[[Observation], None] | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
+    providers: ProviderDb | None = None,
 ) -> Report:
     """Check one address. ``limiter``: the per-host connection cap shared with the other runs
-    of a ``--config`` run (else this run has its own)."""
+    of a ``--config`` run (else this run has its own); ``providers``: the provider database of
+    ``config.rules_dirs`` when the caller has loaded it already (the exporter loads it once)."""
     from maildiag.discovery import discover
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
@@ -49,10 +52,11 @@ def check_mailbox(
     address = parse_address(config.address)
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
-    try:
-        providers = load_providers(config.rules_dirs)
-    except ProviderError as exc:
-        raise UsageError(f"cannot load the provider database: {exc}") from exc
+    if providers is None:
+        try:
+            providers = load_providers(config.rules_dirs)
+        except ProviderError as exc:
+            raise UsageError(f"cannot load the provider database: {exc}") from exc
 
     from maildiag.probes import auth, clock
 

@@ -9,11 +9,22 @@ The file::
     targets:                     # required: one entry per mailbox
       - alice@example.test       # an address alone is a target with the defaults
       - address: support@example.test
+        name: support-smtp                  # optional: how reports and the exporter name it
         smtp: smtp.example.test:465/ssl     # HOST[:PORT][/ssl|starttls|plain], like --smtp
         only: [smtp]                        # or "smtp,imap"
         login: support
         password_env: SUPPORT_PASSWORD      # the password itself never goes in the file
         ca_file: private-ca.pem             # relative paths are relative to this file
+    modules:                     # optional, for ``maildiag exporter``: options of ad-hoc probes
+      smtps: {only: smtp, timeout: 5}       # the defaults' keys, except credentials
+    exporter:                    # optional: settings of ``maildiag exporter`` (its options)
+      allow_adhoc: true
+
+A target's ``name`` (default: its address) is what ``maildiag exporter`` selects it by
+(``/probe?target=NAME``); names are unique. ``modules`` and ``exporter`` are read only by the
+exporter (``check --config`` validates and ignores them); with modules, ``targets`` may be left
+out (an exporter of ad-hoc probes only). A module holds no ``password_env``: a scrape names the
+host it goes to, and a password must never go to a host the file does not name.
 
 The keys are the ``config`` names of the check options (``maildiag.options``): a target may hold
 every option of one mailbox, ``defaults`` those that may be shared; each value goes through the
@@ -28,25 +39,49 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from maildiag.errors import UsageError
-from maildiag.options import CHECK, Option, OptionError, Scope, conflict
+from maildiag.options import (
+    CHECK,
+    EXPORTER,
+    Option,
+    OptionError,
+    Scope,
+    conflict,
+    parse_env_name,
+    parse_text,
+)
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_TARGETS = 500
 MAX_PARALLEL = 64
 DEFAULT_PARALLEL = 4
+# an exporter answers one target per scrape: its file may list a fleet
+EXPORTER_MAX_BYTES = 16 * 1024 * 1024
+EXPORTER_MAX_TARGETS = 50_000
 
-TOP_KEYS = ("targets", "defaults", "max_parallel")
+TOP_KEYS = ("targets", "defaults", "max_parallel", "modules", "exporter")
+NAME_KEY = "name"
 # the options a targets file may hold, by their key there
 TARGET_OPTIONS: dict[str, Option] = {
     o.config: o for o in CHECK.options if o.config is not None and o.scope is not Scope.RUN
 }
 DEFAULT_OPTIONS: dict[str, Option] = {
     key: o for key, o in TARGET_OPTIONS.items() if o.scope is Scope.SHARED
+}
+# what names a secret: an environment variable holding a password or token
+CREDENTIAL_OPTIONS: dict[str, Option] = {
+    key: o for key, o in DEFAULT_OPTIONS.items() if o.parse is parse_env_name
+}
+MODULE_OPTIONS: dict[str, Option] = {
+    key: o for key, o in DEFAULT_OPTIONS.items() if key not in CREDENTIAL_OPTIONS
+}
+SERVE_OPTIONS: dict[str, Option] = {
+    o.config: o for o in EXPORTER.options if o.config is not None and o.scope is Scope.SERVE
 }
 
 
@@ -67,10 +102,16 @@ class TargetSpec:
     line: int
     path: str
     values: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None  # the file's ``name``; None: the address names it
 
     @property
     def address(self) -> str:
         return str(self.values["address"])
+
+    @property
+    def label(self) -> str:
+        """What names this target (``/probe?target=...``): its ``name``, else its address."""
+        return self.name if self.name is not None else self.address
 
     @property
     def where(self) -> str:
@@ -97,30 +138,39 @@ class TargetSpec:
 class TargetsConfig:
     targets: tuple[TargetSpec, ...]
     max_parallel: int = DEFAULT_PARALLEL
+    # ad-hoc probes' options by module name: the module's over the defaults' (no credentials)
+    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict)  # ``exporter:``, by option name
 
 
-def load_targets(path: str) -> TargetsConfig:
-    """The targets file, validated; raises ``ConfigError`` (one line) otherwise."""
+def load_targets(path: str, *, exporter: bool = False) -> TargetsConfig:
+    """The targets file, validated; raises ``ConfigError`` (one line) otherwise.
+
+    ``exporter``: read for ``maildiag exporter``, which takes larger files and, when the file
+    has modules, no targets at all."""
+    max_bytes = EXPORTER_MAX_BYTES if exporter else MAX_CONFIG_BYTES
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+            raw = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: the config file is larger than {MAX_CONFIG_BYTES} bytes")
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: the config file is larger than {max_bytes} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: the config file is not UTF-8 text") from exc
-    return _Loader(path, text).load()
+    return _Loader(path, text, exporter=exporter).load()
 
 
 class _Loader:
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, *, exporter: bool = False) -> None:
         self.path = path
         self.text = text
         self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.exporter = exporter
+        self.max_targets = EXPORTER_MAX_TARGETS if exporter else MAX_TARGETS
 
     def fail(self, node: Any, message: str) -> ConfigError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -182,11 +232,21 @@ class _Loader:
         return self.loader.construct_object(node, deep=True)
 
     def check_keys(
-        self, items: list[tuple[str, Any, Any]], allowed: Mapping[str, Option], what: str
+        self,
+        items: list[tuple[str, Any, Any]],
+        allowed: Mapping[str, Option],
+        what: str,
+        also: tuple[str, ...] = (),
     ) -> None:
         for key, key_node, _ in items:
-            if key in allowed:
+            if key in allowed or key in also:
                 continue
+            if what.startswith("module") and key in CREDENTIAL_OPTIONS:
+                raise self.fail(
+                    key_node,
+                    f"'{key}' is not accepted in {what}: a scrape names the host an ad-hoc probe "
+                    "goes to, so a module holds no credentials",
+                )
             if key == "password":
                 raise self.fail(
                     key_node,
@@ -195,15 +255,28 @@ class _Loader:
                 )
             if what == "defaults" and key in TARGET_OPTIONS:
                 raise self.fail(key_node, f"'{key}' cannot be a default: it belongs in a target")
+            if what.startswith("module") and key in TARGET_OPTIONS:
+                raise self.fail(
+                    key_node,
+                    f"'{key}' cannot be in {what}: it belongs in a target (an ad-hoc probe's "
+                    "server is the scrape's target=HOST[:PORT])",
+                )
             hint = difflib.get_close_matches(key, list(allowed), n=1)
             extra = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise self.fail(key_node, f"unknown key '{key}' in {what}{extra}")
 
-    def values(self, node: Any, allowed: Mapping[str, Option], what: str) -> dict[str, Any]:
-        """The option values of a mapping node, by option name, each parsed."""
+    def values(
+        self, node: Any, allowed: Mapping[str, Option], what: str, also: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """The option values of a mapping node, by option name, each parsed (``also``: keys
+        that are not options, left for the caller)."""
         items = self.mapping(node, what)
-        self.check_keys(items, allowed, what)
-        return {allowed[key].name: self.value(allowed[key], value, what) for key, _, value in items}
+        self.check_keys(items, allowed, what, also)
+        return {
+            allowed[key].name: self.value(allowed[key], value, what)
+            for key, _, value in items
+            if key not in also
+        }
 
     def value(self, option: Option, node: Any, what: str) -> Any:
         key = option.config
@@ -253,18 +326,27 @@ class _Loader:
         defaults: dict[str, Any] = {}
         if "defaults" in by_key:
             defaults = self.values(by_key["defaults"], DEFAULT_OPTIONS, "defaults")
+        modules = self.modules(by_key["modules"], defaults) if "modules" in by_key else {}
+        serve = (
+            self.values(by_key["exporter"], SERVE_OPTIONS, "exporter")
+            if ("exporter" in by_key)
+            else {}
+        )
 
         if "targets" not in by_key:
+            if self.exporter and modules:
+                return TargetsConfig((), max_parallel, modules, serve)
             raise self.fail(root, "no 'targets' list: name at least one target")
         t_node = by_key["targets"]
         if not isinstance(t_node, yaml.SequenceNode) or not t_node.value:
             raise self.fail(t_node, "'targets' must be a list with at least one target")
-        if len(t_node.value) > MAX_TARGETS:
+        if len(t_node.value) > self.max_targets:
             count = len(t_node.value)
-            raise self.fail(t_node, f"too many targets ({count}; at most {MAX_TARGETS})")
+            raise self.fail(t_node, f"too many targets ({count}; at most {self.max_targets})")
 
         specs: list[TargetSpec] = []
         first_seen: dict[str, int] = {}
+        labels: dict[str, int] = {}
         for index, node in enumerate(t_node.value, start=1):
             spec = self.target(index, node, defaults)
             from maildiag.address import parse_address
@@ -276,25 +358,75 @@ class _Loader:
                     f"target {index} repeats the address {spec.address!r} of target "
                     f"{first_seen[key]}: one target per address (narrow it with 'only')",
                 )
+            if spec.label in labels:
+                raise self.fail(
+                    node,
+                    f"target {index} is named {spec.label!r} like target {labels[spec.label]}: "
+                    "each target needs a name of its own",
+                )
             first_seen[key] = index
+            labels[spec.label] = index
             specs.append(spec)
-        return TargetsConfig(tuple(specs), max_parallel)
+        return TargetsConfig(tuple(specs), max_parallel, modules, serve)
 
     def target(self, index: int, node: Any, defaults: Mapping[str, Any]) -> TargetSpec:
         what = f"target {index}"
+        name = None
         if isinstance(node, self.yaml.ScalarNode):
             values = {"address": self.value(CHECK.option("address"), node, what)}
         elif isinstance(node, self.yaml.MappingNode):
-            values = self.values(node, TARGET_OPTIONS, what)
+            values = self.values(node, TARGET_OPTIONS, what, also=(NAME_KEY,))
             if "address" not in values:
                 raise self.fail(node, f"{what} has no 'address'")
+            name = self.name(node, what)
         else:
             raise self.fail(node, f"{what} must be an address or a mapping of options")
         merged = {**defaults, **values}
         problem = conflict(merged, lambda o: f"'{o.config}'")
         if problem:
             raise self.fail(node, f"{what}: {problem}")
-        return TargetSpec(index, node.start_mark.line + 1, self.path, merged)
+        return TargetSpec(index, node.start_mark.line + 1, self.path, merged, name)
+
+    def name(self, node: Any, what: str) -> str | None:
+        """A target's ``name``: one line of printable text. ``node`` went through ``mapping``
+        (merge keys flattened: the last of a key wins)."""
+        for key_node, value in reversed(node.value):
+            if self.key(key_node, what) != NAME_KEY:
+                continue
+            raw = self.scalar(value) if isinstance(value, self.yaml.ScalarNode) else None
+            try:
+                text = parse_text(raw)
+            except OptionError as exc:
+                raise self.fail(value, f"'{NAME_KEY}' in {what}: {exc}") from exc
+            if any(not c.isprintable() for c in text):
+                raise self.fail(value, f"'{NAME_KEY}' in {what}: must be one line of text")
+            return text
+        return None
+
+    def modules(self, node: Any, defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """``modules:``: each module's options over the defaults' (without credentials)."""
+        shared = {
+            key: value
+            for key, value in defaults.items()
+            if key not in {o.name for o in CREDENTIAL_OPTIONS.values()}
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for name, key_node, value in self.mapping(node, "modules"):
+            if not _MODULE_NAME.match(name):
+                raise self.fail(
+                    key_node,
+                    f"module name {name!r}: use letters, digits, '_', '-' and '.' only",
+                )
+            what = f"module '{name}'"
+            merged = {**shared, **self.values(value, MODULE_OPTIONS, what)}
+            problem = conflict(merged, lambda o: f"'{o.config}'")
+            if problem:
+                raise self.fail(value, f"{what}: {problem}")
+            out[name] = merged
+        return out
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def _kind(node: Any) -> str:

@@ -1,0 +1,129 @@
+"""``maildiag exporter``: serve the checks of a targets file to Prometheus (``maildiag.exporter``).
+
+Everything is validated before the server listens: the file (targets, modules, the
+``exporter:`` section), every password a target names (``password_env``: the variable must be
+set), the rule base and the provider database (loaded once, shared by every probe). Bad input
+is one line and exit 3, as for every command. The settings come from the command line, else
+from the file's ``exporter:`` section, else their defaults. SIGTERM or Ctrl-C stops the server
+(exit 0).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from maildiag.errors import UsageError
+from maildiag.options import Command, Scope, check_config, secret_from_env
+
+
+def main(command: Command, raw: Mapping[str, Any]) -> int:
+    from maildiag.commands.check import load_rules
+    from maildiag.discovery.providers import ProviderError, load_providers
+    from maildiag.exporter import Exporter, Settings, make_server
+    from maildiag.scheduler import HostLimiter
+    from maildiag.targets import load_targets
+
+    values = command.checked(raw)
+    if not values.get("config"):
+        raise UsageError("exporter needs --config FILE: the targets file it serves")
+    loaded = load_targets(values["config"], exporter=True)
+    chosen = {
+        o.name: next(
+            (v for v in (values.get(o.name), loaded.serve.get(o.name)) if v is not None),
+            o.default,
+        )
+        for o in command.options
+        if o.scope is Scope.SERVE
+    }
+    if chosen["listen"] is None:
+        raise UsageError(
+            "exporter needs --listen ADDR:PORT (or 'listen' in the file's exporter section)"
+        )
+    rules_dirs = tuple(values.get("rules") or ())
+    targets = {}
+    passwords = []
+    for spec in loaded.targets:
+        try:
+            target_values = spec.check_values({"rules": rules_dirs})
+            env = target_values.get("password_env")
+            password = secret_from_env(env) if env else None
+            targets[spec.label] = check_config(target_values, password=password)
+        except UsageError as exc:
+            raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
+        if password:
+            passwords.append(password)
+    rules = load_rules(rules_dirs)
+    try:
+        providers = load_providers(rules_dirs)
+    except ProviderError as exc:
+        raise UsageError(f"cannot load the provider database: {exc}") from exc
+
+    settings = Settings(
+        allow_adhoc=bool(chosen["allow_adhoc"]),
+        max_probes=chosen["max_probes"],
+        per_host=chosen["per_host"],
+        probe_timeout=chosen["probe_timeout"],
+        timeout_offset=chosen["timeout_offset"],
+    )
+    exporter = Exporter(
+        targets,
+        modules=loaded.modules,
+        settings=settings,
+        rules=rules,
+        providers=providers,
+        limiter=HostLimiter(settings.per_host),
+        scrub=scrubber(passwords),
+    )
+    host, port = chosen["listen"]
+    try:
+        server = make_server(exporter, host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {_url(host, port)}: {exc.strerror or exc}") from exc
+    bound = server.server_address[1]
+    sys.stderr.write(
+        f"maildiag exporter: {len(targets)} targets, {len(loaded.modules)} modules; serving "
+        f"{_url(host, bound)}/probe?target=NAME and /metrics\n"
+    )
+    sys.stderr.flush()
+    return serve(server)
+
+
+def serve(server: Any) -> int:
+    """Serve until SIGTERM or SIGINT; exit code 0."""
+    import signal
+
+    class _Stop(Exception):
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+    return 0
+
+
+def scrubber(passwords: Sequence[str]) -> Callable[[str], str]:
+    """Masks every form of every password in a text (``maildiag.redact``): for log lines."""
+    from maildiag.redact import Redactor
+
+    redactors = [Redactor(p) for p in dict.fromkeys(passwords)]
+
+    def scrub(text: str) -> str:
+        for redactor in redactors:
+            text = redactor.reply(text)
+        return text
+
+    return scrub
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
