@@ -332,6 +332,8 @@ def parse_directory(value: Any) -> str:
 
 def parse_listen(value: Any) -> tuple[str, int]:
     """``ADDR:PORT`` or ``[IPv6]:PORT`` to serve on; port 0 takes a free one (it is printed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # ``listen: 9467`` in YAML: a port without its address
     text = parse_text(value)
     head, colon, port_text = text.rpartition(":")
     if not colon or not port_text.isdigit() or int(port_text) > 65535:

@@ -12,20 +12,43 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maildiag.errors import UsageError
 from maildiag.options import Command, Scope, check_config, secret_from_env
 
+if TYPE_CHECKING:
+    from maildiag.exporter import Exporter
+
 
 def main(command: Command, raw: Mapping[str, Any]) -> int:
+    from maildiag.exporter import make_server
+
+    exporter, (host, port) = build(command, command.checked(raw))
+    try:
+        server = make_server(exporter, host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {_url(host, port)}: {exc.strerror or exc}") from exc
+    bound = server.server_address[1]
+    sys.stderr.write(
+        f"maildiag exporter: {len(exporter.targets)} targets, {len(exporter.modules)} modules; "
+        f"serving {_url(host, bound)}/probe?target=NAME and /metrics\n"
+    )
+    sys.stderr.flush()
+    return serve(server)
+
+
+def build(
+    command: Command, values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> tuple[Exporter, tuple[str, int]]:
+    """The exporter of these checked option values, and the address to listen on; every
+    problem is a ``UsageError`` (``environ``: where passwords are read, default os.environ)."""
     from maildiag.commands.check import load_rules
     from maildiag.discovery.providers import ProviderError, load_providers
-    from maildiag.exporter import Exporter, Settings, make_server
+    from maildiag.exporter import Exporter, Settings
     from maildiag.scheduler import HostLimiter
     from maildiag.targets import load_targets
 
-    values = command.checked(raw)
     if not values.get("config"):
         raise UsageError("exporter needs --config FILE: the targets file it serves")
     loaded = load_targets(values["config"], exporter=True)
@@ -48,12 +71,14 @@ def main(command: Command, raw: Mapping[str, Any]) -> int:
         try:
             target_values = spec.check_values({"rules": rules_dirs})
             env = target_values.get("password_env")
-            password = secret_from_env(env) if env else None
-            targets[spec.label] = check_config(target_values, password=password)
+            password = secret_from_env(env, environ) if env else None
+            config = check_config(target_values, password=password)
         except UsageError as exc:
             raise UsageError(f"{spec.where}: target {spec.index}: {exc}") from exc
+        targets[spec.label] = config
         if password:
-            passwords.append(password)
+            local = config.address.rpartition("@")[0]
+            passwords.append((password, (config.login or config.address, config.address, local)))
     rules = load_rules(rules_dirs)
     try:
         providers = load_providers(rules_dirs)
@@ -76,18 +101,7 @@ def main(command: Command, raw: Mapping[str, Any]) -> int:
         limiter=HostLimiter(settings.per_host),
         scrub=scrubber(passwords),
     )
-    host, port = chosen["listen"]
-    try:
-        server = make_server(exporter, host, port)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {_url(host, port)}: {exc.strerror or exc}") from exc
-    bound = server.server_address[1]
-    sys.stderr.write(
-        f"maildiag exporter: {len(targets)} targets, {len(loaded.modules)} modules; serving "
-        f"{_url(host, bound)}/probe?target=NAME and /metrics\n"
-    )
-    sys.stderr.flush()
-    return serve(server)
+    return exporter, chosen["listen"]
 
 
 def serve(server: Any) -> int:
@@ -111,11 +125,27 @@ def serve(server: Any) -> int:
     return 0
 
 
-def scrubber(passwords: Sequence[str]) -> Callable[[str], str]:
-    """Masks every form of every password in a text (``maildiag.redact``): for log lines."""
+def scrubber(secrets: Sequence[tuple[str, Sequence[str]]]) -> Callable[[str], str]:
+    """Masks every form of every password in a text (``maildiag.redact``): for log lines.
+
+    ``secrets``: each password with the logins it may go out with, for the encoded SASL PLAIN
+    responses (the login stage chooses the login form; each one it may choose is here)."""
+    import base64
+
     from maildiag.redact import Redactor
 
-    redactors = [Redactor(p) for p in dict.fromkeys(passwords)]
+    redactors = []
+    for password, logins in secrets:
+        redactor = Redactor(password)
+        for login in dict.fromkeys(logins):
+            for sasl in (
+                f"\0{login}\0{password}",
+                f"{login}\0{login}\0{password}",
+                f"{login}\0{password}",
+            ):
+                encoded = base64.b64encode(sasl.encode("utf-8", "surrogateescape")).decode()
+                redactor.add(encoded, encoded.rstrip("="))
+        redactors.append(redactor)
 
     def scrub(text: str) -> str:
         for redactor in redactors:
