@@ -546,3 +546,24 @@ def test_serves_until_sigterm(tmp_path: Path, imaps: LineServer, certs: Any) -> 
     assert proc.returncode == 0, err
     assert out == "" and err == ""
     assert PASSWORD not in first
+
+
+def test_tls_contexts_are_loaded_once_for_all_probes(
+    start: Start, imaps: LineServer, certs: Any, closed_port: int
+) -> None:
+    running = start(fleet(imaps, certs, closed_port))
+    made: list[str | None] = []
+    real = running.exporter.tls.verify
+
+    def counted(ca_file: str | None) -> Any:
+        made.append(ca_file)
+        return real(ca_file)
+
+    running.exporter.tls.verify = counted  # type: ignore[method-assign]
+    for target in ("alice", BOB, "alice"):
+        assert running.probe(target).status == 200
+    # every probe asked the shared contexts; certifi and the CA file were read once
+    assert made == [str(certs.ca_pem)] * 3
+    assert running.exporter.tls.verify(str(certs.ca_pem)) is running.exporter.tls.verify(
+        str(certs.ca_pem)
+    )

@@ -25,8 +25,8 @@ most (discovery may take two steps, the checks at least one more: see ``pipeline
 still running at its limit is answered as failed; it finishes in the background, and holds its
 slot until it does.
 
-Shared by every probe: the rule base and the provider database (loaded once, read-only), the
-cap on probes at once (``max_probes``) and on connections to one host and service
+Shared by every probe: the rule base, the provider database and the TLS contexts (loaded once,
+read-only), the cap on probes at once (``max_probes``) and on connections to one host and service
 (``per_host``, ``scheduler.HostLimiter``). Passwords come only from the exporter's environment,
 through the ``password_env`` a target names; the exporter reads them at start (a missing one
 stops it with one line, exit 3). Ad-hoc probes never carry a password (a scrape names their
@@ -51,6 +51,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from maildiag.config import DEFAULT_PORTS, RunConfig
 from maildiag.models import Report, Security, Service, Status
+from maildiag.net import TlsContexts
 from maildiag.options import OptionError, check_config, parse_server, split_host_port
 from maildiag.report.prometheus import Family, families, registry
 
@@ -135,6 +136,7 @@ class Exporter:
         self.rules = rules
         self.providers = providers
         self.limiter = limiter
+        self.tls = TlsContexts()  # certifi and each CA file loaded once, not once a probe
         self.scrub = scrub
         self.now = now
         self.log = log or _stderr_line
@@ -268,7 +270,11 @@ class Exporter:
         def work() -> None:
             try:
                 box["report"] = self.check(
-                    config, rules=self.rules, limiter=self.limiter, providers=self.providers
+                    config,
+                    rules=self.rules,
+                    limiter=self.limiter,
+                    providers=self.providers,
+                    tls=self.tls,
                 )
             except BaseException as exc:  # noqa: BLE001 - answered below, the thread ends quietly
                 box["error"] = exc
@@ -425,6 +431,9 @@ class _Server(ThreadingMixIn, WSGIServer):
     own ``ThreadingWSGIServer``; errors outside the application are one line, not a traceback."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: Prometheus opening more connections at once than
+    # that would have its SYNs dropped, and each retried a second later
+    request_queue_size = 1024
     log: Callable[[str], None] = staticmethod(lambda line: _stderr_line(line))
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -67,6 +67,33 @@ def make_tls_context(ca_file: str | None = None, *, verify: bool = True) -> ssl.
     return ctx
 
 
+class TlsContexts:
+    """TLS contexts built once per CA file and shared by many runs (an ``SSLContext`` may wrap
+    sockets from several threads): loading certifi's bundle costs more CPU than a whole check of
+    a server that answers at once, which a process running thousands of checks (the exporter)
+    should pay once. Thread-safe; a CA file is read the first time it is asked for."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._verify: dict[str | None, ssl.SSLContext] = {}
+        self._noverify: ssl.SSLContext | None = None
+
+    def verify(self, ca_file: str | None) -> ssl.SSLContext:
+        with self._lock:
+            ctx = self._verify.get(ca_file)
+            if ctx is None:
+                ctx = self._verify[ca_file] = make_tls_context(ca_file)
+            return ctx
+
+    def noverify(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._noverify is None:
+                self._noverify = make_tls_context(verify=False)
+            return self._noverify
+
+
 def resolve(host: str, port: int, dns: Dns | None, timeout: float) -> list[tuple[int, str]]:
     """(family, ip) pairs for host: IP literals as is; names as discovery already found them,
     else through ``--resolver``, else the system's resolver — every way bounded by ``timeout``."""

@@ -16,7 +16,7 @@ from maildiag.address import parse_address
 from maildiag.config import RunConfig
 from maildiag.diagnose import diagnose, overall
 from maildiag.models import Discovery, MultiReport, Observation, Problem, Report, Source
-from maildiag.net import make_tls_context
+from maildiag.net import TlsContexts, make_tls_context
 from maildiag.probes.session import Env
 from maildiag.redact import Redactor
 from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
@@ -38,10 +38,12 @@ def check_mailbox(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
     providers: ProviderDb | None = None,
+    tls: TlsContexts | None = None,
 ) -> Report:
     """Check one address. ``limiter``: the per-host connection cap shared with the other runs
     of a ``--config`` run (else this run has its own); ``providers``: the provider database of
-    ``config.rules_dirs`` when the caller has loaded it already (the exporter loads it once)."""
+    ``config.rules_dirs`` when the caller has loaded it already, ``tls`` the TLS contexts shared
+    with other runs (the exporter loads both once)."""
     from maildiag.discovery import discover
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
@@ -94,8 +96,10 @@ def check_mailbox(
     # the contexts load certifi once (an SSLContext may wrap sockets from several threads)
     redact = Redactor(config.password)
     login_stage = auth.make_login_stage(config, address, found.provider, redact)
-    verify_ctx = make_tls_context(config.ca_file)
-    noverify_ctx = make_tls_context(verify=False)
+    if tls is not None:
+        verify_ctx, noverify_ctx = tls.verify(config.ca_file), tls.noverify()
+    else:
+        verify_ctx, noverify_ctx = make_tls_context(config.ca_file), make_tls_context(verify=False)
 
     interception = tuple(rules.interception)
 
