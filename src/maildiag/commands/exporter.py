@@ -129,28 +129,41 @@ def scrubber(secrets: Sequence[tuple[str, Sequence[str]]]) -> Callable[[str], st
     """Masks every form of every password in a text (``maildiag.redact``): for log lines.
 
     ``secrets``: each password with the logins it may go out with, for the encoded SASL PLAIN
-    responses (the login stage chooses the login form; each one it may choose is here)."""
-    import base64
+    responses (the login stage chooses the login form; each one it may choose is here). Built at
+    its first use, in one pattern: a file of thousands of targets starts without compiling
+    thousands of patterns that only an internal error would need."""
+    import threading
 
-    from maildiag.redact import Redactor
+    lock = threading.Lock()
+    built: list[Callable[[str], str]] = []
 
-    redactors = []
-    for password, logins in secrets:
-        redactor = Redactor(password)
-        for login in dict.fromkeys(logins):
-            for sasl in (
-                f"\0{login}\0{password}",
-                f"{login}\0{login}\0{password}",
-                f"{login}\0{password}",
-            ):
-                encoded = base64.b64encode(sasl.encode("utf-8", "surrogateescape")).decode()
-                redactor.add(encoded, encoded.rstrip("="))
-        redactors.append(redactor)
+    def build() -> Callable[[str], str]:
+        import base64
+
+        from maildiag.redact import Redactor, echo_forms
+
+        forms: set[str] = set()
+        for password, logins in dict.fromkeys((p, tuple(ls)) for p, ls in secrets):
+            forms.update(echo_forms(password))
+            for login in dict.fromkeys(logins):
+                for sasl in (
+                    f"\0{login}\0{password}",
+                    f"{login}\0{login}\0{password}",
+                    f"{login}\0{password}",
+                ):
+                    encoded = base64.b64encode(sasl.encode("utf-8", "surrogateescape")).decode()
+                    forms.update((encoded, encoded.rstrip("=")))
+        redactor = Redactor(None)
+        redactor.add(*forms)
+        return redactor.reply
 
     def scrub(text: str) -> str:
-        for redactor in redactors:
-            text = redactor.reply(text)
-        return text
+        if not secrets:
+            return text
+        with lock:
+            if not built:
+                built.append(build())
+        return built[0](text)
 
     return scrub
 
