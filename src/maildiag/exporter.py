@@ -58,7 +58,7 @@ from maildiag.report.prometheus import Family, families, registry
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
-    from maildiag.discovery.providers import ProviderDb
+    from maildiag.discovery.providerdb import ProviderDb
     from maildiag.rulebase import RuleBase
     from maildiag.scheduler import HostLimiter
 

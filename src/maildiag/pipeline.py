@@ -24,7 +24,7 @@ from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from maildiag.discovery.providers import ProviderDb
+    from maildiag.discovery.providerdb import ProviderDb
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 

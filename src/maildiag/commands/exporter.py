@@ -44,7 +44,8 @@ def build(
     """The exporter of these checked option values, and the address to listen on; every
     problem is a ``UsageError`` (``environ``: where passwords are read, default os.environ)."""
     from maildiag.commands.check import load_rules
-    from maildiag.discovery.providers import ProviderError, load_providers
+    from maildiag.discovery.providerdb import ProviderError
+    from maildiag.discovery.providers import load_providers
     from maildiag.exporter import Exporter, Settings
     from maildiag.scheduler import HostLimiter
     from maildiag.targets import load_targets
