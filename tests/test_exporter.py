@@ -270,7 +270,7 @@ def test_deadline_follows_the_scrape_timeout(
         "defaults": {**DEFAULTS, "timeout": 20},
         "targets": [{"address": ALICE, "imap": f"127.0.0.1:{silent.port}/plain"}],
     }
-    running = start(doc, probe_timeout="10")
+    running = start(doc, probe_timeout="2")
     answer = running.probe(ALICE, timeout="1.5")
     assert answer.status == 200
     assert answer.value("maildiag_probe_timeout_seconds") == 1.0  # 1.5 less the 0.5 offset
@@ -281,7 +281,7 @@ def test_deadline_follows_the_scrape_timeout(
         "maildiag_findings", address=ALICE, category="connection_timeout", severity="fail"
     )
     capped = running.probe(ALICE, timeout="3000")
-    assert capped.value("maildiag_probe_timeout_seconds") == 10  # probe_timeout caps it
+    assert capped.value("maildiag_probe_timeout_seconds") == 2  # probe_timeout caps it
 
     for bad in ("soon", "0", "-1", "nan", "0.4"):
         refused = running.probe(ALICE, timeout=bad)

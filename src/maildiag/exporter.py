@@ -20,10 +20,11 @@ they are off, 404 for an unknown target or path, 405 for a method other than GET
 a bug in us. Nothing is ever a traceback.
 
 Time: a probe gets the scrape's timeout (Prometheus sends ``X-Prometheus-Scrape-Timeout-Seconds``)
-less ``timeout_offset``, at most ``probe_timeout``. Each network step gets a third of that at
-most (discovery may take two steps, the checks at least one more: see ``pipeline``), and a probe
-still running at its limit is answered as failed; it finishes in the background, and holds its
-slot until it does.
+less ``timeout_offset``, at most ``probe_timeout``. The check's own deadline is a tenth (at most
+half a second) earlier, so that what did not finish by then is reported as such (``pipeline``);
+each network step gets a third of it at most (discovery may take two steps, the checks at least
+one more). A probe still running at its limit is answered as failed; it finishes in the
+background, and holds its slot until it does.
 
 Shared by every probe: the rule base, the provider database and the TLS contexts (loaded once,
 read-only), the cap on probes at once (``max_probes``) and on connections to one host and service
@@ -88,6 +89,9 @@ _PARAMS = ("target", "module")
 # a network step gets at most this share of a probe's time: discovery may take two steps'
 # worth (its budget), the checks at least one more (pipeline.check_mailbox)
 _STEP_SHARE = 3
+# of a probe's time, what is kept for the report after the check's own deadline: the pipeline
+# reports what did not finish by then, the diagnosis and the exposition take milliseconds
+_RESERVE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +248,9 @@ class Exporter:
                 f"{self.settings.max_probes} probes are running already (max_probes)",
                 "overload",
             )
+        run = limit - min(_RESERVE, limit * 0.1)  # the check's own deadline, then the answer
         config = dataclasses.replace(
-            config, timeout=min(config.timeout, limit / _STEP_SHARE), run_limit=limit
+            config, timeout=min(config.timeout, run / _STEP_SHARE), run_limit=run
         )
         report = self._run(config, limit)
         elapsed = time.monotonic() - started
