@@ -4,6 +4,10 @@
 # (SMTP) and Cyrus IMAP/POP3, whose packages conflict with Postfix's and Dovecot's as installed
 # packages, unpacked (apt-get download + dpkg-deb -x, with the libraries this machine lacks) into
 # a private prefix, $MAILDIAG_IT_PREFIX (default /opt/maildiag-it), from where the suite runs them.
+# Debian's prometheus package (the server that scrapes `maildiag exporter` in the suite, and
+# promtool for examples/prometheus) is unpacked the same way into $MAILDIAG_PROMETHEUS_PREFIX
+# (default /opt/maildiag-prometheus): installed, it would start a Prometheus service listening on
+# every interface. A prometheus and promtool already on PATH are used instead.
 # Does nothing when everything is already there. Needs root to install; quiet on success.
 # Exits non-zero with one line on stderr when the servers are missing and cannot be installed.
 set -u
@@ -20,6 +24,7 @@ RUNS=(usr/sbin/exim4 usr/lib/cyrus/bin/master usr/lib/cyrus/bin/imapd usr/lib/cy
     usr/sbin/saslpasswd2)
 # Exim's Debian build looks its user up by name at start: the user its package would create.
 EXIM_USER=Debian-exim
+PROMETHEUS_PREFIX=${MAILDIAG_PROMETHEUS_PREFIX:-/opt/maildiag-prometheus}
 
 fail() {
     echo "integration-deps: $*" >&2
@@ -55,7 +60,12 @@ have_prefix() {
         [ -z "$(missing_libs "$PREFIX")" ]
 }
 
-have_system && have_prefix && exit 0
+have_prometheus() {
+    { [ -x "$PROMETHEUS_PREFIX/usr/bin/prometheus" ] && [ -x "$PROMETHEUS_PREFIX/usr/bin/promtool" ]; } ||
+        { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
+}
+
+have_system && have_prefix && have_prometheus && exit 0
 
 [ "$(id -u)" = 0 ] || fail "servers missing and not root, cannot install"
 command -v apt-get >/dev/null 2>&1 || fail "servers missing and apt-get not available"
@@ -85,6 +95,27 @@ getent passwd "$EXIM_USER" >/dev/null ||
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin "$EXIM_USER" >>"$log" 2>&1 ||
     fail "could not create the user $EXIM_USER that Exim runs as"
+
+# Debian's prometheus: Go binaries that need only libc, unpacked whole into their own prefix.
+install_prometheus() {
+    local dir=$work/prometheus
+    mkdir -p "$dir/debs"
+    chmod 755 "$work" "$dir" "$dir/debs"
+    if ! (cd "$dir/debs" && apt-get download prometheus) >>"$log" 2>&1; then
+        apt_update && (cd "$dir/debs" && apt-get download prometheus) >>"$log" 2>&1 ||
+            fail "apt-get download prometheus failed: $(grep -E '^(E|W):' "$log" | tail -1)"
+    fi
+    dpkg-deb -x "$dir"/debs/prometheus_*.deb "$dir/root" || fail "dpkg-deb -x prometheus failed"
+    "$dir/root/usr/bin/prometheus" --version >>"$log" 2>&1 ||
+        fail "unpacked prometheus but it does not run: $(tail -1 "$log")"
+    rm -rf "$PROMETHEUS_PREFIX.new"
+    mkdir -p "$(dirname "$PROMETHEUS_PREFIX")"
+    cp -a "$dir/root" "$PROMETHEUS_PREFIX.new" || fail "could not write $PROMETHEUS_PREFIX.new"
+    chmod 755 "$PROMETHEUS_PREFIX.new"
+    rm -rf "$PROMETHEUS_PREFIX" && mv "$PROMETHEUS_PREFIX.new" "$PROMETHEUS_PREFIX" ||
+        fail "could not move $PROMETHEUS_PREFIX.new to $PROMETHEUS_PREFIX"
+}
+have_prometheus || install_prometheus
 have_prefix && exit 0
 
 # Download into $work/debs (apt needs an index: update once if it has none), unpack into

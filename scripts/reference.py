@@ -50,6 +50,8 @@ def options_table(command_name: str) -> str:
             where = ""
         elif option.scope is Scope.SHARED:
             where = f"`{option.config}` (a target or `defaults`)"
+        elif option.scope is Scope.SERVE:
+            where = f"`{option.config}` (the `exporter` section)"
         else:
             where = f"`{option.config}` (a target)"
         rows.append(f"| {name} | {_cell(value)} | {_cell(meaning)} | {where} |")

@@ -9,6 +9,7 @@ warn_days, and one whose port is closed.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_nagios import STATUS_LINE
 
-from maildiag.report.prometheus import _FAMILIES
+from maildiag.report.prometheus import FAMILIES
 from maildiag.targets import load_targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,10 +408,129 @@ def test_textfile_script_writes_atomically_and_keeps_old_file_on_error(
 
 def test_alert_rules_use_only_published_metrics() -> None:
     doc = yaml.safe_load((EXAMPLES / "node_exporter" / "maildiag-alerts.yml").read_text())
-    names = {name for name, _ in _FAMILIES}
+    names = {name for name, _ in FAMILIES}
     rules = [r for group in doc["groups"] for r in group["rules"]]
     assert len(rules) == 5
     for rule in rules:
         used = set(re.findall(r"\bmaildiag_[a-z_]+", rule["expr"]))
         assert used and used <= names, rule["expr"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
+
+
+# --- the exporter: prometheus/ and systemd/maildiag-exporter.service ---------------------------
+
+PROM = EXAMPLES / "prometheus"
+
+
+def example_exporter() -> Any:
+    from maildiag.commands.exporter import build
+    from maildiag.options import EXPORTER
+
+    values = EXPORTER.checked({"config": str(PROM / "exporter.yaml")})
+    return build(EXPORTER, values, environ={"ALERTS_PASSWORD": PASSWORD})
+
+
+def published_metrics() -> set[str]:
+    """Every metric name the exporter can answer with, and Prometheus's own ``up``."""
+    from maildiag.exporter import PROBE_FAMILIES
+
+    exporter, _ = example_exporter()
+    names = {name for name, _ in FAMILIES} | set(PROBE_FAMILIES) | {"up"}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    for metric in exporter.registry.collect():
+        names |= {metric.name + s for s in suffixes.get(metric.type, ("",))}
+    return names
+
+
+def test_promtool_checks_the_rules_their_unit_tests_and_the_scrape_config() -> None:
+    from prombin import require
+
+    promtool = require("promtool")
+    for args in (
+        ["check", "rules", "maildiag-alerts.yml"],
+        ["test", "rules", "maildiag-alerts.test.yml"],
+        ["check", "config", "prometheus.yml"],
+    ):
+        result = subprocess.run(
+            [str(promtool), *args], cwd=PROM, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_exporter_file_and_scrape_config_agree() -> None:
+    from maildiag.exporter import server_config
+
+    exporter, listen = example_exporter()
+    assert listen == ("0.0.0.0", 9467)
+    assert exporter.settings.allow_adhoc and exporter.settings.max_probes == 64
+    scrape = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    # every target the scrape names is a target of the file, by name
+    assert set(jobs["maildiag"]["static_configs"][0]["targets"]) == set(exporter.targets)
+    module = jobs["maildiag-servers"]["params"]["module"][0]
+    for target in jobs["maildiag-servers"]["static_configs"][0]["targets"]:
+        server_config(target, exporter.modules[module])  # raises for a target it cannot probe
+    # hashmod over three exporters, each of which is also scraped for its own metrics
+    relabel = jobs["maildiag"]["relabel_configs"]
+    modulus = next(r["modulus"] for r in relabel if r.get("action") == "hashmod")
+    shards = [r["replacement"] for r in relabel if r.get("source_labels") == ["__tmp_shard"]]
+    assert len(shards) == modulus == 3
+    assert set(shards) == set(jobs["maildiag-exporter"]["static_configs"][0]["targets"])
+    assert all(p["module"] for p in [jobs["maildiag-servers"]["params"]])
+
+
+def test_exporter_alerts_and_dashboard_use_only_published_metrics() -> None:
+    names = published_metrics()
+    doc = yaml.safe_load((PROM / "maildiag-alerts.yml").read_text())
+    alerts = {r["alert"]: r for group in doc["groups"] for r in group["rules"]}
+    for wanted in ("MailCertificateExpiresSoon", "MailLoginFailing", "MailPortBlocked"):
+        assert wanted in alerts
+    assert "MailClockSkew" in alerts
+    exprs = [r["expr"] for r in alerts.values()]
+    dashboard = json.loads((PROM / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert all({"x", "y", "w", "h"} <= set(p["gridPos"]) for p in panels)
+    assert dashboard["templating"]["list"][0]["name"] == "instance"
+    exprs += [t["expr"] for p in panels for t in p["targets"]]
+    for expr in exprs:
+        used = set(re.findall(r"\b(?:maildiag|process)_[a-z_]+\b", expr))
+        used |= {"up"} if re.search(r"\bup\{", expr) else set()
+        assert used and used <= names, (expr, used - names)
+
+
+def test_exporter_unit_serves_and_stops_on_sigterm(peers: Peers, tmp_path: Path) -> None:
+    import signal
+
+    from test_exporter import Running
+
+    service = unit("maildiag-exporter.service")["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert Path(argv[0]).name == "maildiag" and argv[1] == "exporter"
+    argv[0] = str(BIN / "maildiag")
+    config = tmp_path / "exporter.yaml"
+    argv[argv.index("--config") + 1] = str(config)
+    doc = yaml.safe_load(peers.targets("ok", "fail"))
+    doc["exporter"] = {"listen": "127.0.0.1:0"}
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    proc = subprocess.Popen(argv, env=shell_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        port = re.search(r"http://127\.0\.0\.1:(\d+)/", first)
+        assert port, first
+        running = Running(f"http://127.0.0.1:{port.group(1)}", None)  # type: ignore[arg-type]
+        assert running.probe("ok@example.test").value("maildiag_probe_success") == 1
+        assert running.probe("fail@example.test").value("maildiag_probe_success") == 0
+        proc.send_signal(signal.SIGTERM)  # systemd's stop
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and err == ""
+    # a bad file stops it with 3, which the unit does not restart
+    config.write_text("targets:\n  - address: ok@example.test\n    pasword_env: X\n")
+    result = run_argv(argv)
+    assert result.returncode == 3 and "unknown key 'pasword_env'" in result.stderr
+    assert str(result.returncode) in service["RestartPreventExitStatus"].split()

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_multi_fixtures import check, ok_report, report, sample_report, target
 
 from maildiag.models import MultiReport
-from maildiag.report.prometheus import escape_label_value, render_prometheus
+from maildiag.report.prometheus import FAMILIES, render_prometheus
 
 NOW = 1_700_000_000.5
 
@@ -58,6 +58,16 @@ def test_parses_and_carries_every_metric() -> None:
     assert get(data, "maildiag_run_status", address="alice@example.test", status="ok") == 0
     assert get(data, "maildiag_run_duration_seconds", address="alice@example.test") == 0.42
     assert get(data, "maildiag_last_run_timestamp_seconds", address="alice@example.test") == NOW
+    alice = {"address": "alice@example.test"}
+    assert get(data, "maildiag_findings", category="auth_failed", severity="fail", **alice) == 1
+    assert get(data, "maildiag_findings", category="cert_expired", severity="warn", **alice) == 1
+    assert get(data, "maildiag_findings", category="auth_required", severity="info", **alice) == 1
+    # only the categories found: no series of zeros for the other twenty-odd
+    assert {dict(labels)["category"] for name, labels in data if name == "maildiag_findings"} == {
+        "auth_failed",
+        "cert_expired",
+        "auth_required",
+    }
 
 
 def test_one_hot_status_sums_to_one_per_check() -> None:
@@ -85,7 +95,7 @@ def test_text_format_shape_for_the_textfile_collector() -> None:
             # samples follow their own family's HELP/TYPE: families are contiguous
             assert re.match(r"^[a-z_]+", line)
             assert re.match(r"^[a-z_]+", line).group() == seen[-1]  # type: ignore[union-attr]
-    assert len(seen) == len(set(seen)) == 7
+    assert len(seen) == len(set(seen)) == len(FAMILIES) == 8
 
 
 def test_label_values_are_escaped() -> None:
@@ -107,7 +117,6 @@ def test_label_values_are_escaped() -> None:
         )
         == 1
     )
-    assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 
 
 def test_multi_report_keeps_every_address_apart() -> None:

@@ -35,6 +35,7 @@ MODULES = {
     "settings": "maildiag.commands.settings",
     "rules lint": "maildiag.commands.rules",
     "rules test": "maildiag.commands.rules",
+    "exporter": "maildiag.commands.exporter",
 }
 
 

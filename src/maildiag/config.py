@@ -40,6 +40,9 @@ class RunConfig:
     rules_dirs: tuple[str, ...] = ()
     # concurrent connections to one host and service: mail servers ban eager clients
     max_per_host: int = 2
+    # the whole run's limit in seconds when someone waits for it (the exporter: the scrape's
+    # timeout); None: what the timeouts allow
+    run_limit: float | None = None
     alternatives: bool = True  # try other servers and ports when one fails (--no-alternatives)
     server: bool = False  # ``check HOST[:PORT]``: a server without a mailbox (address = HOST...)
     # server mode: the services that must answer (named by --only, or the one PORT given); the
@@ -53,6 +56,8 @@ class RunConfig:
 
     @property
     def deadline(self) -> float:
+        if self.run_limit is not None:
+            return self.run_limit
         # discovery + the slowest dependent chain (connect, greeting, TLS, STARTTLS,
         # capabilities, auth, sender) can each take one timeout
         return self.timeout * 12 + 5

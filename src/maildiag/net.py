@@ -103,24 +103,25 @@ def trust_certifi(ctx: ssl.SSLContext) -> None:
 
 
 class TlsContexts:
-    """The run's two client contexts, shared by every session, each built once when the first
-    handshake needs it: a run whose ports are all refused or filtered never loads a CA bundle.
-    An ``SSLContext`` may wrap sockets of several threads at once."""
+    """The TLS client contexts of a run, or of many runs (the exporter): each built once, when
+    the first handshake needs it — a run whose ports are all refused or filtered never loads a
+    CA bundle, and a process running thousands of checks loads certifi once per CA file.
+    Thread-safe: an ``SSLContext`` may wrap sockets of several threads at once."""
 
-    def __init__(self, ca_file: str | None = None) -> None:
+    def __init__(self) -> None:
         import threading
 
-        self.ca_file = ca_file
         self._lock = threading.Lock()
-        self._verify: ssl.SSLContext | None = None
+        self._verify: dict[str | None, ssl.SSLContext] = {}
         self._noverify: ssl.SSLContext | None = None
 
-    def verify(self) -> ssl.SSLContext:
-        """certifi's bundle plus ``--ca-file``, verifying the chain and the host name."""
+    def verify(self, ca_file: str | None = None) -> ssl.SSLContext:
+        """certifi's bundle plus ``ca_file``, verifying the chain and the host name."""
         with self._lock:
-            if self._verify is None:
-                self._verify = make_tls_context(self.ca_file)
-            return self._verify
+            ctx = self._verify.get(ca_file)
+            if ctx is None:
+                ctx = self._verify[ca_file] = make_tls_context(ca_file)
+            return ctx
 
     def noverify(self) -> ssl.SSLContext:
         """No verification: to fetch a chain that failed and judge it."""

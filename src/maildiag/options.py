@@ -52,6 +52,7 @@ class Scope(StrEnum):
     RUN = "run"  # the whole run: command line only
     TARGET = "target"  # one mailbox: the command line, or a target of a targets file
     SHARED = "shared"  # also a file-wide default (``defaults:`` of a targets file)
+    SERVE = "serve"  # the exporter process: its command line, or ``exporter:`` of its file
 
 
 class Option(NamedTuple):
@@ -437,6 +438,48 @@ def parse_directory(value: Any) -> str:
     return text
 
 
+def parse_listen(value: Any) -> tuple[str, int]:
+    """``ADDR:PORT`` or ``[IPv6]:PORT`` to serve on; port 0 takes a free one (it is printed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # ``listen: 9467`` in YAML: a port without its address
+    text = parse_text(value)
+    head, colon, port_text = text.rpartition(":")
+    if not colon or not port_text.isdigit() or int(port_text) > 65535:
+        raise OptionError("expected ADDR:PORT, e.g. 127.0.0.1:9467 or [::1]:9467")
+    bracketed = head.startswith("[") and head.endswith("]")
+    host = head[1:-1] if bracketed else head
+    if not host or any(c.isspace() or c in "[]" for c in host):
+        raise OptionError("expected an address before the port, e.g. 127.0.0.1:9467")
+    if ":" in host and not bracketed:
+        raise OptionError("an IPv6 address goes in brackets: [::1]:9467")
+    return host, int(port_text)
+
+
+def parse_count(low: int, high: int) -> Callable[[Any], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise OptionError(f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    return parse
+
+
+def parse_offset(value: Any) -> float:
+    """Seconds taken off a scrape's timeout: 0 or more, below a minute."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError as exc:
+            raise OptionError(f"must be a number of seconds, not {value!r}") from exc
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 60:
+        raise OptionError(f"must be a number of seconds from 0 to below 60, not {value!r}")
+    return float(value)
+
+
 def parse_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"must be true or false, not {value!r}")
@@ -752,7 +795,86 @@ RULES_TEST = Command(
     examples=("maildiag rules test", "maildiag rules test ./my-rules"),
 )
 
-COMMANDS: tuple[Command, ...] = (CHECK, EXPLAIN, SETTINGS, RULES_LINT, RULES_TEST)
+EXPORTER = Command(
+    "exporter",
+    "serve checks to Prometheus: /probe?target=NAME checks a target of --config, /metrics "
+    "tells about the exporter",
+    (
+        Option(
+            "listen",
+            ("--listen",),
+            "address and port to serve HTTP on (port 0: a free one)",
+            metavar="ADDR:PORT",
+            parse=parse_listen,
+            config="listen",
+            scope=Scope.SERVE,
+        ),
+        Option(
+            "config",
+            ("--config",),
+            "the targets file: its targets, modules and exporter settings (see docs/reference.md)",
+            metavar="FILE",
+            parse=parse_text,
+        ),
+        Option(
+            "allow_adhoc",
+            ("--allow-adhoc",),
+            "also probe servers a scrape names: /probe?target=HOST[:PORT]&module=M",
+            parse=parse_bool,
+            config="allow_adhoc",
+            scope=Scope.SERVE,
+        ),
+        Option(
+            "max_probes",
+            ("--max-probes",),
+            "probes running at once; a scrape beyond them gets 503",
+            metavar="N",
+            default=64,
+            parse=parse_count(1, 10000),
+            config="max_probes",
+            scope=Scope.SERVE,
+        ),
+        Option(
+            "per_host",
+            ("--per-host",),
+            "connections at once to one host and service, over all probes",
+            metavar="N",
+            default=2,
+            parse=parse_count(1, 1000),
+            config="per_host",
+            scope=Scope.SERVE,
+        ),
+        Option(
+            "probe_timeout",
+            ("--probe-timeout",),
+            "longest time a probe may take; a scrape's own timeout, less --timeout-offset, when "
+            "shorter",
+            metavar="SECONDS",
+            default=30.0,
+            parse=parse_seconds,
+            config="probe_timeout",
+            scope=Scope.SERVE,
+        ),
+        Option(
+            "timeout_offset",
+            ("--timeout-offset",),
+            "taken off Prometheus's scrape timeout, to leave time for the answer",
+            metavar="SECONDS",
+            default=0.5,
+            parse=parse_offset,
+            config="timeout_offset",
+            scope=Scope.SERVE,
+        ),
+        RULES,
+    ),
+    examples=(
+        "maildiag exporter --listen 127.0.0.1:9467 --config /etc/maildiag/targets.yaml",
+        "MAIL_PASSWORD=... maildiag exporter --listen [::1]:9467 --config targets.yaml",
+        "maildiag exporter --listen 127.0.0.1:9467 --config servers.yaml --allow-adhoc",
+    ),
+)
+
+COMMANDS: tuple[Command, ...] = (CHECK, EXPLAIN, SETTINGS, RULES_LINT, RULES_TEST, EXPORTER)
 _BY_NAME = {o.name: o for o in CHECK.options}
 
 

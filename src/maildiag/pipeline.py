@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from maildiag.alternatives import Finder
+    from maildiag.discovery.providerdb import ProviderDb
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 
@@ -57,11 +58,15 @@ def check_mailbox(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     limiter: HostLimiter | None = None,
     on_event: Callable[[RunEvent], None] | None = None,
+    providers: ProviderDb | None = None,
+    tls: TlsContexts | None = None,
 ) -> Report:
     """Check one address, or with ``config.server`` one server without a mailbox (its servers
     are ``config.explicit``). ``limiter``: the per-host connection cap shared with the other runs
     of a ``--config`` run (else this run has its own). ``on_event``: told how many checks the
-    run will report and as each network step begins (a progress display)."""
+    run will report and as each network step begins (a progress display). ``providers``: the
+    provider database of ``config.rules_dirs`` when the caller has loaded it already, ``tls`` the
+    TLS contexts shared with other runs (the exporter loads both once)."""
     from maildiag.discovery import discover, discover_servers
     from maildiag.discovery.providerdb import ProviderError
     from maildiag.discovery.providers import load_providers
@@ -79,10 +84,11 @@ def check_mailbox(
     tell(Planned(planned[0]))
     if dns is None:
         dns = Dns(config.resolver, timeout=config.timeout)
-    try:
-        providers = load_providers(config.rules_dirs) if address is not None else None
-    except ProviderError as exc:
-        raise UsageError(f"cannot load the provider database: {exc}") from exc
+    if providers is None and address is not None:
+        try:
+            providers = load_providers(config.rules_dirs)
+        except ProviderError as exc:
+            raise UsageError(f"cannot load the provider database: {exc}") from exc
 
     from maildiag.alternatives import Finder
     from maildiag.probes import auth, clock
@@ -162,7 +168,8 @@ def check_mailbox(
     else:
         login_stage = auth.make_login_stage(config, address, found.provider, redact)
         login_for = auth.make_plan(config, address, found.provider, redact).login
-    tls = TlsContexts(config.ca_file)
+    if tls is None:
+        tls = TlsContexts()
 
     interception = tuple(rules.interception)
 

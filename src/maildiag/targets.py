@@ -10,7 +10,7 @@ The file::
       - alice@example.test       # an address alone is a target with the defaults
       - mail.example.test        # a server, checked without a mailbox: HOST[:PORT][/MODE]
       - address: support@example.test
-        name: support-smtp                  # optional: its name in reports (default: address)
+        name: support-smtp                  # optional: its name in reports and for the exporter
         smtp: smtp.example.test:465/ssl     # HOST[:PORT][/ssl|starttls|plain], like --smtp
         only: [smtp]                        # or "smtp,imap"
         login: support
@@ -19,6 +19,16 @@ The file::
         oauth2_token_env: ALICE_TOKEN       # or an OAuth2 access token (a target's own choice
                                             # of the two wins over the one in defaults)
         ca_file: private-ca.pem             # relative paths are relative to this file
+    modules:                     # optional, for ``maildiag exporter``: options of ad-hoc probes
+      smtps: {only: smtp, timeout: 5}       # the defaults' keys, except credentials
+    exporter:                    # optional: settings of ``maildiag exporter`` (its options)
+      allow_adhoc: true
+
+A target's ``name`` (default: its address) is what ``maildiag exporter`` selects it by
+(``/probe?target=NAME``); names are unique. ``modules`` and ``exporter`` are read only by the
+exporter (``check --config`` validates and ignores them); with modules, ``targets`` may be left
+out (an exporter of ad-hoc probes only). A module holds no ``password_env``: a scrape names the
+host it goes to, and a password must never go to a host the file does not name.
 
 The keys are the ``config`` names of the check options (``maildiag.options``): a target may hold
 every option of one mailbox, ``defaults`` those that may be shared; each value goes through the
@@ -37,25 +47,48 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from maildiag.errors import UsageError
-from maildiag.options import CHECK, Option, OptionError, Scope, conflict, is_server
+from maildiag.options import (
+    CHECK,
+    EXPORTER,
+    Option,
+    OptionError,
+    Scope,
+    conflict,
+    is_server,
+    parse_env_name,
+)
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_TARGETS = 500
 MAX_PARALLEL = 64
 DEFAULT_PARALLEL = 4
+# an exporter answers one target per scrape: its file may list a fleet
+EXPORTER_MAX_BYTES = 16 * 1024 * 1024
+EXPORTER_MAX_TARGETS = 50_000
 
-TOP_KEYS = ("targets", "defaults", "max_parallel")
+TOP_KEYS = ("targets", "defaults", "max_parallel", "modules", "exporter")
 # the options a targets file may hold, by their key there
 TARGET_OPTIONS: dict[str, Option] = {
     o.config: o for o in CHECK.options if o.config is not None and o.scope is not Scope.RUN
 }
 DEFAULT_OPTIONS: dict[str, Option] = {
     key: o for key, o in TARGET_OPTIONS.items() if o.scope is Scope.SHARED
+}
+# what names a secret: an environment variable holding a password or token
+CREDENTIAL_OPTIONS: dict[str, Option] = {
+    key: o for key, o in DEFAULT_OPTIONS.items() if o.parse is parse_env_name
+}
+MODULE_OPTIONS: dict[str, Option] = {
+    key: o for key, o in DEFAULT_OPTIONS.items() if key not in CREDENTIAL_OPTIONS
+}
+SERVE_OPTIONS: dict[str, Option] = {
+    o.config: o for o in EXPORTER.options if o.config is not None and o.scope is Scope.SERVE
 }
 
 
@@ -116,30 +149,39 @@ class TargetSpec:
 class TargetsConfig:
     targets: tuple[TargetSpec, ...]
     max_parallel: int = DEFAULT_PARALLEL
+    # ad-hoc probes' options by module name: the module's over the defaults' (no credentials)
+    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict)  # ``exporter:``, by option name
 
 
-def load_targets(path: str) -> TargetsConfig:
-    """The targets file, validated; raises ``ConfigError`` (one line) otherwise."""
+def load_targets(path: str, *, exporter: bool = False) -> TargetsConfig:
+    """The targets file, validated; raises ``ConfigError`` (one line) otherwise.
+
+    ``exporter``: read for ``maildiag exporter``, which takes larger files and, when the file
+    has modules, no targets at all."""
+    max_bytes = EXPORTER_MAX_BYTES if exporter else MAX_CONFIG_BYTES
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+            raw = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: the config file is larger than {MAX_CONFIG_BYTES} bytes")
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: the config file is larger than {max_bytes} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: the config file is not UTF-8 text") from exc
-    return _Loader(path, text).load()
+    return _Loader(path, text, exporter=exporter).load()
 
 
 class _Loader:
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, *, exporter: bool = False) -> None:
         self.path = path
         self.text = text
         self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.exporter = exporter
+        self.max_targets = EXPORTER_MAX_TARGETS if exporter else MAX_TARGETS
 
     def fail(self, node: Any, message: str) -> ConfigError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -206,6 +248,12 @@ class _Loader:
         for key, key_node, _ in items:
             if key in allowed:
                 continue
+            if what.startswith("module") and key in CREDENTIAL_OPTIONS:
+                raise self.fail(
+                    key_node,
+                    f"'{key}' is not accepted in {what}: a scrape names the host an ad-hoc probe "
+                    "goes to, so a module holds no credentials",
+                )
             if key == "password":
                 raise self.fail(
                     key_node,
@@ -220,6 +268,12 @@ class _Loader:
                 )
             if what == "defaults" and key in TARGET_OPTIONS:
                 raise self.fail(key_node, f"'{key}' cannot be a default: it belongs in a target")
+            if what.startswith("module") and key in TARGET_OPTIONS:
+                raise self.fail(
+                    key_node,
+                    f"'{key}' cannot be in {what}: it belongs in a target (an ad-hoc probe's "
+                    "server is the scrape's target=HOST[:PORT])",
+                )
             hint = difflib.get_close_matches(key, list(allowed), n=1)
             extra = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise self.fail(key_node, f"unknown key '{key}' in {what}{extra}")
@@ -278,38 +332,44 @@ class _Loader:
         defaults: dict[str, Any] = {}
         if "defaults" in by_key:
             defaults = self.values(by_key["defaults"], DEFAULT_OPTIONS, "defaults")
+        modules = self.modules(by_key["modules"], defaults) if "modules" in by_key else {}
+        serve = (
+            self.values(by_key["exporter"], SERVE_OPTIONS, "exporter")
+            if ("exporter" in by_key)
+            else {}
+        )
 
         if "targets" not in by_key:
+            if self.exporter and modules:
+                return TargetsConfig((), max_parallel, modules, serve)
             raise self.fail(root, "no 'targets' list: name at least one target")
         t_node = by_key["targets"]
         if not isinstance(t_node, yaml.SequenceNode) or not t_node.value:
             raise self.fail(t_node, "'targets' must be a list with at least one target")
-        if len(t_node.value) > MAX_TARGETS:
+        if len(t_node.value) > self.max_targets:
             count = len(t_node.value)
-            raise self.fail(t_node, f"too many targets ({count}; at most {MAX_TARGETS})")
+            raise self.fail(t_node, f"too many targets ({count}; at most {self.max_targets})")
 
         specs: list[TargetSpec] = []
-        first_seen: dict[str, int] = {}
+        first_seen: dict[str, tuple[int, bool]] = {}
         for index, node in enumerate(t_node.value, start=1):
             spec = self.target(index, node, defaults)
             # one mailbox may be listed twice (two servers for it): the names tell them apart
             named = "name" in spec.values
             key = spec.values["name"] if named else _target_key(spec.address)
             if key in first_seen:
-                if named:
-                    why = (
-                        f"has the same name {key!r} as target {first_seen[key]}: "
-                        "give it another 'name'"
-                    )
+                other, other_named = first_seen[key]
+                if named or other_named:
+                    why = f"has the same name {key!r} as target {other}: give it another 'name'"
                 else:
                     why = (
-                        f"repeats the address {spec.address!r} of target {first_seen[key]}: "
+                        f"repeats the address {spec.address!r} of target {other}: "
                         "give it a 'name' of its own (or narrow one with 'only')"
                     )
                 raise self.fail(node, f"target {index} {why}")
-            first_seen[key] = index
+            first_seen[key] = (index, named)
             specs.append(spec)
-        return TargetsConfig(tuple(specs), max_parallel)
+        return TargetsConfig(tuple(specs), max_parallel, modules, serve)
 
     def target(self, index: int, node: Any, defaults: Mapping[str, Any]) -> TargetSpec:
         what = f"target {index}"
@@ -332,6 +392,31 @@ class _Loader:
         if problem:
             raise self.fail(node, f"{what}: {problem}")
         return TargetSpec(index, node.start_mark.line + 1, self.path, merged)
+
+    def modules(self, node: Any, defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """``modules:``: each module's options over the defaults' (without credentials)."""
+        shared = {
+            key: value
+            for key, value in defaults.items()
+            if key not in {o.name for o in CREDENTIAL_OPTIONS.values()}
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for name, key_node, value in self.mapping(node, "modules"):
+            if not _MODULE_NAME.match(name):
+                raise self.fail(
+                    key_node,
+                    f"module name {name!r}: use letters, digits, '_', '-' and '.' only",
+                )
+            what = f"module '{name}'"
+            merged = {**shared, **self.values(value, MODULE_OPTIONS, what)}
+            problem = conflict(merged, lambda o: f"'{o.config}'")
+            if problem:
+                raise self.fail(value, f"{what}: {problem}")
+            out[name] = merged
+        return out
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def _target_key(text: str) -> str:

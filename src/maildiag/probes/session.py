@@ -75,12 +75,12 @@ class Env:
         if self.redact is None:
             self.redact = Redactor(self.config.password, self.config.oauth2_token)
         if self.tls is None:
-            self.tls = TlsContexts(self.config.ca_file)
+            self.tls = TlsContexts()
 
     @property
     def verify_ctx(self) -> ssl.SSLContext:
         assert self.tls is not None
-        return self.tls.verify()
+        return self.tls.verify(self.config.ca_file)
 
     @property
     def noverify_ctx(self) -> ssl.SSLContext:
