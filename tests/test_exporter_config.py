@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from maildiag.errors import UsageError
 from maildiag.exporter import server_config
 from maildiag.models import Security, Service
-from maildiag.errors import UsageError
 from maildiag.targets import ConfigError, load_targets
 
 
