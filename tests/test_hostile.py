@@ -658,7 +658,8 @@ def test_every_port_filtered_takes_one_timeout_not_three() -> None:
         for p in ports:
             p.close()
     assert result.code == 2, result.err
-    assert elapsed <= timeout + 1.0, f"{elapsed:.2f}s for --timeout {timeout:g}"
+    # one timeout, not three (the ports are waited for at once); the margin is for a busy machine
+    assert elapsed < 2.5 * timeout, f"{elapsed:.2f}s for --timeout {timeout:g}"
     print(f"[hostile] every port filtered: {elapsed:.2f}s with --timeout {timeout:g}")
     report = result.json
     for svc in ("smtp", "imap", "pop3"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maildiag.rulebase import cache as rulebase
+from maildiag import datacache
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "maildiag"
 POSIX_ONLY = re.compile(
@@ -44,19 +44,19 @@ def test_select_is_only_used_on_sockets() -> None:
                 assert "socks" in line, f"{path.name}: {line.strip()}"
 
 
-def test_the_rule_cache_on_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_on_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     cache.chmod(0o777)  # what every directory looks like through Windows' stat()
-    assert not rulebase._own_directory(str(cache), create=False)  # POSIX: refused
+    assert not datacache.own_directory(str(cache), create=False)  # POSIX: refused
     monkeypatch.delattr(os, "geteuid")  # Windows has no owner ids
-    assert rulebase._own_directory(str(cache), create=False)
+    assert datacache.own_directory(str(cache), create=False)
     assert stat.S_ISDIR(os.stat(cache).st_mode)
 
     monkeypatch.delenv("MAILDIAG_CACHE_DIR", raising=False)
     monkeypatch.delenv("MAILDIAG_NO_CACHE", raising=False)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "AppData" / "Local"))
     monkeypatch.setattr(os, "name", "nt")
-    assert rulebase._cache_dir() == os.path.join(
+    assert datacache.cache_dir() == os.path.join(
         str(tmp_path / "AppData" / "Local"), "maildiag", "cache"
     )

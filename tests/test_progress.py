@@ -102,6 +102,7 @@ def test_a_run_announces_every_step_it_takes(
         "ca_file": str(certs.ca_pem),
         "clock": False,
         "timeout": 4.0,
+        "alternatives": False,
     }
     config: RunConfig = check_config(values, password=None)
     events: list[RunEvent] = []
@@ -126,6 +127,15 @@ def test_a_run_announces_every_step_it_takes(
     assert [e.timeout for e in steps if e.lane.startswith("smtp://")] == [4, 3, 4, 4, 4, 4]
     pop3 = [e.check for e in steps if e.lane.startswith("pop3://")]
     assert pop3 == ["pop3.connect"]  # refused: nothing more is waited for
+
+    # an alternative tried for the refused POP3 port (the other standard port, 110) adds its
+    # checks to the plan: the count always ends at what the report holds
+    events.clear()
+    config = check_config({**values, "alternatives": True}, password=None)
+    report = check_mailbox(config, rules=RuleBase.load(), on_event=events.append)
+    planned = [e.checks for e in events if isinstance(e, Planned)]
+    tried = sum(len(a.checks) for a in report.alternatives)
+    assert tried and planned == [13, 13, 13 + tried] == [13, 13, len(report.checks) + tried]
 
 
 def run_on_a_terminal(args: list[str]) -> tuple[int, str, str]:

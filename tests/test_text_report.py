@@ -58,7 +58,8 @@ def test_a_healthy_run_ends_with_one_line_and_keeps_its_notes_brief(
     assert lines[0].startswith(f"✔ {ALICE}: all fine (took ")
     assert lines[-1] == "Everything checked is fine."
     assert "What is wrong and what to do" not in result.out
-    notes = lines[lines.index("Notes") + 1 : -2]
+    after = lines[lines.index("Notes") + 1 :]
+    notes = after[: after.index("")]
     # the note is its title and where, no steps
     assert len(notes) <= 2 and notes[0].startswith("  • The server accepts mail only after SMTP")
     assert not any(re.match(r"\s*\d\) ", line) for line in lines)
@@ -292,7 +293,7 @@ def test_a_config_run_ends_with_one_line_per_target_named(
     junit = run_cli("check", "--config", str(config), "--format", "junit").out
     assert 'name="alice-main"' in junit and 'name="alice-backup smtp://' in junit
     prometheus = run_cli("check", "--config", str(config), "--format", "prometheus").out
-    assert 'maildiag_run_status{name="alice-backup",address="alice@example.test",' in prometheus
+    assert 'maildiag_run_status{address="alice@example.test",name="alice-backup",' in prometheus
 
 
 # -- the writer ------------------------------------------------------------------------------------
@@ -338,35 +339,34 @@ def test_render_text_of_a_multi_report_from_fixtures() -> None:
     assert last[1].startswith("  ✔ ") and last[2].startswith("  ✖ ")
 
 
-class _Recommended:
-    """A report with the ``recommended`` settings another branch adds to ``Report``."""
-
-    def __init__(self, report: Any, recommended: list[dict[str, Any]]) -> None:
-        self._report, self.recommended = report, recommended
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._report, name)
-
-
 def test_settings_that_work_are_shown_when_the_report_has_them() -> None:
+    import dataclasses
+
     from test_multi_fixtures import ok_report
 
-    rows = [
-        {"service": "smtp", "host": "smtp.example.test", "port": 465, "security": "ssl",
-         "login": "alice@example.test"},
-        {"service": "imap", "host": "::1", "port": 993, "security": "ssl", "login": None},
-    ]  # fmt: skip
+    from maildiag.models import Recommended, Security, Service, Source, Target
+
+    servers = (
+        Target(Service.SMTP, "smtp.example.test", 465, Security.SSL, Source.PROVIDER),
+        Target(Service.IMAP, "::1", 993, Security.SSL, Source.PROVIDER),
+        Target(Service.POP3, "pop.example.test", 995, Security.SSL, Source.PROVIDER),
+    )
+    recommended = (
+        Recommended(Service.SMTP, "smtp.example.test", 465, Security.SSL, "alice@example.test"),
+        Recommended(Service.IMAP, "::1", 993, Security.SSL, None),
+    )
+    report = dataclasses.replace(ok_report(), servers=servers, recommended=recommended)
     out = io.StringIO()
-    report = _Recommended(ok_report(), rows)
-    render_text(report, rules=RuleBase.load(), out=out, width=None)  # type: ignore[arg-type]
+    render_text(report, rules=RuleBase.load(), out=out, width=None)
     lines = out.getvalue().splitlines()
     at = lines.index("Settings that work")
-    assert lines[at + 1 : at + 3] == [
+    assert lines[at + 1 : at + 4] == [
         "  SMTP  smtp.example.test:465 SSL/TLS Login: alice@example.test",
         "  IMAP  [::1]:993 SSL/TLS",
+        "  POP3  ✖ nothing that works was found",
     ]
     assert lines[-1] == "Everything checked is fine."
     from maildiag.report.html import render_html
 
-    page = render_html(report, rules=RuleBase.load(), lang="ru")  # type: ignore[arg-type]
+    page = render_html(report, rules=RuleBase.load(), lang="ru")
     assert "Работающие настройки" in page and "smtp.example.test" in page

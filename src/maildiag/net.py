@@ -348,6 +348,12 @@ def _race(rec: ConnectRecord, real_port: int) -> tuple[socket.socket, Attempt] |
         a.done.set()
         events.put(a)
 
+    if len(rec.attempts) == 1:  # nothing to race: connect in this thread
+        only = rec.attempts[0]
+        only.started, only.result = time.monotonic(), "pending"
+        attempt_one(only)
+        return winner[0] if winner else None
+
     started = running = 0
     next_at = time.monotonic()
     while True:

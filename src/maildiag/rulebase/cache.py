@@ -15,7 +15,9 @@ from maildiag.rulebase.base import _ID_RE, CACHE_FORMAT, SEVERITIES
 
 
 def _cache_path(dirs: Sequence[str]) -> str | None:
-    pass
+    from maildiag.datacache import cache_file
+
+    return cache_file("rules", "\0".join(os.path.abspath(d) for d in dirs))
 
 
 def _stamp(listing: Sequence[tuple[str, list[tuple[str, int, int]]]]) -> list[Any]:
