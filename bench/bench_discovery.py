@@ -56,8 +56,8 @@ def bench_providers(repeat: int = 40) -> Result:
 
 
 def bench_ispdb() -> Result:
+    from maildiag.commands.settings import run_settings
     from maildiag.discovery.providers import load_providers
-    from maildiag.settings_cli import run_settings
 
     db = load_providers()
     shipped = json.loads((ROOT / "rules/providers/ispdb/ispdb.json").read_text(encoding="utf-8"))
@@ -78,7 +78,6 @@ def bench_ispdb() -> Result:
                     resolver=resolver,
                     timeout=1,
                     out=out,
-                    err=io.StringIO(),
                     providers=db,
                 )
                 doc = json.loads(out.getvalue())

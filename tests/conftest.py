@@ -119,6 +119,18 @@ def english(obs: Any) -> str:
     return render(obs.summary)
 
 
+def as_command(fn: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+    """A command's function called as the CLI calls it: its ``UsageError`` becomes one
+    ``maildiag: ...`` line on stderr and exit 3 (``cli.main``)."""
+    from maildiag.errors import ExitCode, UsageError
+
+    try:
+        return int(fn(*args, **kwargs))
+    except UsageError as exc:
+        sys.stderr.write(f"maildiag: {exc}\n")
+        return ExitCode.ERROR
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     from maildiag.__main__ import main
 

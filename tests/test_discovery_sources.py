@@ -545,10 +545,10 @@ def test_explicit_targets_keep_their_source_and_certainty(
 def settings(address: str, **kwargs: Any) -> tuple[int, str]:
     import io
 
-    from maildiag.settings_cli import run_settings
+    from maildiag.commands.settings import run_settings
 
     out = io.StringIO()
-    code = run_settings(address, timeout=2, out=out, err=io.StringIO(), **kwargs)
+    code = run_settings(address, timeout=2, out=out, **kwargs)
     return code, out.getvalue()
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import as_command
 
 import maildiag
 from maildiag import explaining
@@ -100,7 +101,7 @@ def test_explain_text_with_custom_rules() -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    rc = run_explain(*args)  # type: ignore[arg-type]
+    rc = as_command(run_explain, *args)
     out, err = capsys.readouterr()
     return rc, out, err
 

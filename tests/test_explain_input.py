@@ -12,6 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import as_command
 
 from maildiag import explaining
 from maildiag.explaining import run_explain, text_lang
@@ -54,7 +55,7 @@ class _Stdin(io.TextIOWrapper):
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    rc = run_explain(*args)  # type: ignore[arg-type]
+    rc = as_command(run_explain, *args)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -163,7 +164,7 @@ def test_empty_input_is_a_usage_error(
         Path(file).write_bytes(b"")
     rc, out, err = run(capsys, text, file, False, "en", ())
     assert rc == 3 and out == "" and err.count("\n") == 1
-    assert err.startswith("maildiag explain: nothing to explain")
+    assert err.startswith("maildiag: nothing to explain")
 
 
 def test_no_input_on_a_terminal_is_a_usage_error(

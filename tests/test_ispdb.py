@@ -16,11 +16,11 @@ from conftest import ROOT
 from dnsserver import SilentResolver
 
 from maildiag.address import parse_address
+from maildiag.commands.settings import run_settings
 from maildiag.discovery import ispdb
 from maildiag.discovery.providerdb import ProviderDb, ProviderError
 from maildiag.discovery.providers import load_providers
 from maildiag.models import Service
-from maildiag.settings_cli import run_settings
 
 SHIPPED = ROOT / "rules" / "providers" / "ispdb"
 

@@ -8,10 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import as_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maildiag import rules_cli
+from maildiag.commands import rules as rules_cli
 from maildiag.models import Category, Finding, Severity
 from maildiag.rulebase import (
     RuleBase,
@@ -206,8 +207,9 @@ def test_lint_and_test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad = write_rules(
         tmp_path / "bad", good("a", "zz", "zz").replace("category: relay_denied", "category: x")
     )
-    assert rules_cli.lint([str(bad.parent)]) == 3
-    assert "t.a" in capsys.readouterr().err
+    assert as_command(rules_cli.lint, [str(bad.parent)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("maildiag: ") and "t.a" in err and err.count("\n") == 1
     failing = write_rules(tmp_path / "fail", good("b", "zebra", "no stripes here"))
     assert rules_cli.test([str(failing.parent)]) == 2
     assert "FAIL" in capsys.readouterr().out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import dnsserver
+from conftest import as_command, run_cli
 from dnsserver import DnsServer
 
-from maildiag.settings_cli import run_settings
+from maildiag.commands.settings import run_settings
 
 dns_zone = dnsserver.dns_zone  # the fixture: a loopback DNS server per test
 
@@ -27,16 +29,17 @@ def settings(
     rules_dirs: tuple[str, ...] = (),
 ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run_settings(
-        address,
-        as_json=as_json,
-        lang=lang,
-        resolver=resolver,
-        timeout=timeout,
-        rules_dirs=rules_dirs,
-        out=out,
-        err=err,
-    )
+    with redirect_stderr(err):
+        code = as_command(
+            run_settings,
+            address,
+            as_json=as_json,
+            lang=lang,
+            resolver=resolver,
+            timeout=timeout,
+            rules_dirs=rules_dirs,
+            out=out,
+        )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -198,15 +201,15 @@ def test_nothing_found_exits_2(dns_zone: Callable[..., DnsServer]) -> None:
 
 
 def test_bad_input_is_one_line_and_exit_3(tmp_path: Path) -> None:
-    for kwargs in (
-        {"address": "not-an-address"},
-        {"address": "a@b.test", "resolver": "dns.test"},
-        {"address": "a@b.test", "lang": "de"},
-        {"address": "a@b.test", "timeout": 0},
+    for args in (
+        ["not-an-address"],
+        ["a@b.test", "--resolver", "dns.test"],
+        ["a@b.test", "--lang", "de"],
+        ["a@b.test", "--timeout", "0"],
     ):
-        code, out, err = settings(**kwargs)  # type: ignore[arg-type]
-        assert code == 3 and out == ""
-        assert err.startswith("maildiag: ") and err.count("\n") == 1, err
+        result = run_cli("settings", *args)
+        assert result.code == 3 and result.out == ""
+        assert result.err.startswith("maildiag: ") and result.err.count("\n") == 1, result.err
     broken = tmp_path / "providers"
     broken.mkdir()
     (broken / "bad.yaml").write_text("id: bad\nname: Bad\nsurprise: 1\n", encoding="utf-8")

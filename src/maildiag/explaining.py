@@ -35,6 +35,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from maildiag.errors import ExitCode, UsageError
 from maildiag.lang import LANGS, locale_lang
 from maildiag.rulebase import Match, RuleBase, RuleBaseError, extract_codes
 from maildiag.sniff import looks_like_email
@@ -47,7 +48,6 @@ EXPLAIN_SCHEMA = "maildiag.explain/1"  # == models.EXPLAIN_SCHEMA (a test keeps 
 MAX_INPUT = 1 << 20  # characters of TEXT (stdin: textinput.MAX_INPUT bytes)
 MAX_LOG_LINE = 4096  # characters of one log line we look at
 MAX_MEMO = 200_000  # distinct normalised log messages remembered
-EXIT_OK, EXIT_USAGE = 0, 3
 
 _RULES: dict[tuple[str, ...], RuleBase] = {}
 # The raw environment (bytes on POSIX), read without os.environ's per-call decoding: the
@@ -146,17 +146,18 @@ def run_explain(
     lang: str | None,
     rules_dirs: Sequence[str],
 ) -> int:
-    """Print the diagnosis of TEXT (``-`` or piped stdin) or of ``file`` (a log or mailbox)."""
+    """Print the diagnosis of TEXT (``-`` or piped stdin) or of ``file`` (a log or mailbox);
+    ``UsageError`` when there is nothing to explain or it cannot be read."""
     if lang is not None and lang not in LANGS:
-        return _usage(f"--lang must be en or ru, not {lang!r}")
+        raise UsageError(f"--lang must be en or ru, not {lang!r}")
     if text is not None and file is not None:
-        return _usage("give either TEXT (or -) or --file LOG, not both")
+        raise UsageError("give either TEXT (or -) or --file LOG, not both")
     if text is None and file is None and _stdin_is_terminal():
-        return _usage(NOTHING)
+        raise UsageError(NOTHING)
     try:
         rules = _rules(tuple(rules_dirs))
     except RuleBaseError as exc:
-        return _usage(str(exc))
+        raise UsageError(str(exc)) from exc
     if file is not None:
         return _run_file(rules, file, as_json, lang)
     decoded: tuple[str, str, bool]  # textinput.Decoded: the text, its encoding, whether cut
@@ -173,8 +174,8 @@ def run_explain(
                 decoded = (raw[:MAX_INPUT], "utf-8", len(raw) > MAX_INPUT)
         except (OSError, ValueError, AttributeError) as exc:
             if text is None:
-                return _usage(NOTHING)
-            return _usage(f"cannot read stdin: {exc}")
+                raise UsageError(NOTHING) from exc
+            raise UsageError(f"cannot read stdin: {exc}") from exc
     elif not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
         from maildiag.textinput import read_argument  # bytes the OS could not decode as UTF-8
 
@@ -185,7 +186,7 @@ def run_explain(
     if len(text) > MAX_INPUT:
         text, truncated = text[:MAX_INPUT], True
     if not text.strip():
-        return _usage(EMPTY)
+        raise UsageError(EMPTY)
     if lang is None:
         lang = locale_lang() or text_lang(text)
     matches, bounce = explain_input(rules, text)
@@ -201,13 +202,13 @@ def run_explain(
         if bounce is not None:
             doc["recipients"] = [row.to_json() for row in bounce.rows]
         out.write(json.dumps(doc, ensure_ascii=not unicode_ok(out), indent=2) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
     notes = _input_notes(rules, lang, encoding, truncated)
     if bounce is not None:
         out.write(safe(notes + render_bounce_text(rules, bounce, lang)))
     else:
         out.write(safe(notes + render_text(rules, text, matches, lang)))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 NOTHING = "nothing to explain: give the error TEXT, - to read stdin, or --file LOG"
@@ -255,9 +256,9 @@ def _run_file(rules: RuleBase, file: str, as_json: bool, lang: str | None) -> in
         try:
             report = explain_mailbox(rules, file, lang or locale_lang() or "en", None)
         except OSError as exc:
-            return _usage(f"cannot read --file {name}: {exc.strerror or exc}")
+            raise UsageError(f"cannot read --file {name}: {exc.strerror or exc}") from exc
         if not report["messages"]:
-            return _usage(f"nothing to explain: no messages in {file}")
+            raise UsageError(f"nothing to explain: no messages in {file}")
         return _print_file_report(rules, file, report, as_json, lang or "en", mailbox=True)
     try:
         if file == "-":
@@ -265,12 +266,13 @@ def _run_file(rules: RuleBase, file: str, as_json: bool, lang: str | None) -> in
         else:
             fh = open(file, "rb")  # noqa: SIM115 - closed below
     except (OSError, AttributeError) as exc:
-        return _usage(f"cannot read --file {name}: {getattr(exc, 'strerror', None) or exc}")
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"cannot read --file {name}: {reason}") from exc
     try:
         reader = LineReader(fh, max_line=MAX_LOG_LINE)
         head = reader.peek()
         if not head.strip():
-            return _usage(f"nothing to explain: {name} is empty")
+            raise UsageError(f"nothing to explain: {name} is empty")
         if lang is None:
             lang = locale_lang() or text_lang(reader.head_text())
         if is_mailbox(file, head):
@@ -287,7 +289,7 @@ def _run_file(rules: RuleBase, file: str, as_json: bool, lang: str | None) -> in
             )
             mailbox = False
     except OSError as exc:
-        return _usage(f"cannot read --file {name}: {exc.strerror or exc}")
+        raise UsageError(f"cannot read --file {name}: {exc.strerror or exc}") from exc
     finally:
         if fh is not getattr(sys.stdin, "buffer", None):
             fh.close()
@@ -305,12 +307,7 @@ def _print_file_report(
         out.write(safe(render_mailbox_text(rules, report, lang)))
     else:
         out.write(safe(render_log_text(rules, report, lang)))
-    return EXIT_OK
-
-
-def _usage(message: str) -> int:
-    sys.stderr.write(f"maildiag explain: {message}\n")
-    return EXIT_USAGE
+    return ExitCode.OK
 
 
 def render_text(rules: RuleBase, text: str, matches: list[Match], lang: str) -> str:
