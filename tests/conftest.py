@@ -43,16 +43,22 @@ def pytest_configure(config: pytest.Config) -> None:
     address outside the loopback range; the session fails if there was one."""
     import tempfile
 
-    log = Path(tempfile.mkstemp(prefix="maildiag-netguard-", suffix=".log")[1])
-    os.environ["MAILDIAG_NETGUARD_LOG"] = str(log)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p
-    )
-    sys.path.insert(0, str(NETGUARD))
+    worker = hasattr(config, "workerinput")  # a pytest-xdist worker: the controller's log
+    if worker and os.environ.get("MAILDIAG_NETGUARD_LOG"):
+        log = Path(os.environ["MAILDIAG_NETGUARD_LOG"])
+    else:
+        log = Path(tempfile.mkstemp(prefix="maildiag-netguard-", suffix=".log")[1])
+        os.environ["MAILDIAG_NETGUARD_LOG"] = str(log)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p
+        )
+        # the process that reports the session (with xdist, the controller) reads the log
+        config.stash[_NETGUARD_KEY] = log
+    if str(NETGUARD) not in sys.path:
+        sys.path.insert(0, str(NETGUARD))
     import netguard_core
 
     netguard_core.install(str(log))
-    config.stash[_NETGUARD_KEY] = log
 
 
 _NETGUARD_KEY = pytest.StashKey[Path]()
