@@ -43,8 +43,10 @@ from maildiag.scheduler import HostLimiter, Scheduler, clock_job, session_job
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from maildiag.address import Address
     from maildiag.alternatives import Finder
-    from maildiag.discovery.providerdb import ProviderDb
+    from maildiag.discovery import DiscoveryResult
+    from maildiag.discovery.providerdb import Provider, ProviderDb
     from maildiag.dnsclient import Dns
     from maildiag.rulebase import RuleBase
 
@@ -67,141 +69,29 @@ def check_mailbox(
     run will report and as each network step begins (a progress display). ``providers``: the
     provider database of ``config.rules_dirs`` when the caller has loaded it already, ``tls`` the
     TLS contexts shared with other runs (the exporter loads both once)."""
-    from maildiag.discovery import discover, discover_servers
-    from maildiag.discovery.providerdb import ProviderError
-    from maildiag.discovery.providers import load_providers
     from maildiag.dnsclient import Dns
-    from maildiag.errors import UsageError
 
-    started = time.monotonic()
+    run = _Run(
+        config,
+        dns if dns is not None else Dns(config.resolver, timeout=config.timeout),
+        now=now,
+        limiter=limiter,
+        on_observation=on_observation,
+        on_event=on_event or _ignore,
+    )
     address = None if config.server else parse_address(config.address)
-    tell = on_event or _ignore
-    planned = [
-        planned_checks(t.service for t in config.explicit)
-        if config.server
-        else planned_checks(config.only)
-    ]
-    tell(Planned(planned[0]))
-    if dns is None:
-        dns = Dns(config.resolver, timeout=config.timeout)
     if providers is None and address is not None:
-        try:
-            providers = load_providers(config.rules_dirs)
-        except ProviderError as exc:
-            raise UsageError(f"cannot load the provider database: {exc}") from exc
-
-    from maildiag.alternatives import Finder
-    from maildiag.probes import auth, clock
-    from maildiag.reachability import HostProbes
-
-    # A failure seen in the stream starts more work at once, in the same scheduler: the failing
-    # server's alternatives, and the port-443 probe of a host whose mail port timed out.
-    probes = HostProbes(timeout=config.timeout, dns=dns)
-    finder: Finder | None = None
-
-    def observed(obs: Observation) -> None:
-        if on_observation is not None:
-            on_observation(obs)
-        more = list(finder.observe(obs)) if finder is not None else []
-        if more:  # alternatives: their checks are reported too
-            planned[0] += sum(len(job.expected) for job in more)
-            tell(Planned(planned[0]))
-        jobs = [*probes.observe(obs), *more]
-        if jobs:
-            scheduler.start(jobs)
-
-    scheduler = Scheduler(
-        max_per_host=config.max_per_host, on_observation=observed, limiter=limiter
-    )
-    if config.check_clock:
-        # the whole measurement, fallbacks included, fits in one timeout (probes.clock.measure)
-        reference = config.time_server or clock.DEFAULT_TIME_SERVER
-        tell(StepStart("clock", reference, config.timeout, time.monotonic(), "clock"))
-    # The clock needs no discovery: it starts at once, so a dead network costs one timeout, not
-    # two. Its HTTPS fallback asks the provider's web host or the servers the user named.
-    scheduler.start(
-        [
-            clock_job(
-                config,
-                now=now,
-                provider=(
-                    providers.by_domain(address.domain)
-                    if providers is not None and address is not None
-                    else None
-                ),
-                targets=config.explicit,
-                dns=dns,
-            )
-        ]
-    )
-    # discovery: every source at once, one timeout plus a grace of at most 2 s (lookups.Budget)
-    where = address.domain if address is not None else config.address
-    grace = config.timeout + min(2.0, config.timeout)
-    tell(StepStart("dns", where, grace, time.monotonic(), "dns"))
-    if address is None:
-        found = discover_servers(config.explicit, dns=dns, timeout=config.timeout)
-    else:
-        found = discover(
-            address,
-            explicit=config.explicit,
-            only=config.only,
-            dns=dns,
-            timeout=config.timeout,
-            ca_file=config.ca_file,
-            providers=providers,
-            port_map=dns.port_map,
-        )
-    if on_observation is not None:
-        on_observation(found.dns)
+        providers = _load_providers(config)
+    provider = providers.by_domain(address.domain) if providers and address else None
+    run.start_clock(provider)  # needs no discovery: a dead network costs one timeout, not two
+    found = run.discover(address, providers)
     targets = tuple(t for t in found.targets if t.service in config.only)
-    planned[0] = planned_checks(t.service for t in targets)
-    tell(Planned(planned[0]))
-    provider_id = found.provider.id if found.provider is not None else None
-
-    # built once and shared by every session: the stage keeps its one-login-per-service state,
-    # the contexts load certifi once, when the first handshake needs it
-    redact = Redactor(config.password, config.oauth2_token)
-    login_for: Callable[[Service], str | None]
-    if address is None:
-        login_stage = auth.make_server_stage()
-        login_for = _no_login
-    else:
-        login_stage = auth.make_login_stage(config, address, found.provider, redact)
-        login_for = auth.make_plan(config, address, found.provider, redact).login
-    if tls is None:
-        tls = TlsContexts()
-
-    interception = tuple(rules.interception)
-
-    def make_env(emit: Callable[[Observation], None]) -> Env:
-        return Env(
-            config,
-            emit,
-            interception=interception,
-            dns=dns,
-            now=now,
-            login_stage=login_stage,
-            tls=tls,
-            redact=redact,
-            on_step=on_event,
-        )
-
-    finder = Finder(
-        targets,
-        found.alternatives,
-        lambda t: session_job(t, make_env),
-        enabled=config.alternatives and not config.server,
+    run.plan(planned_checks(t.service for t in targets))
+    login_for, finder = run.start_sessions(
+        address, found, targets, rules, tls if tls is not None else TlsContexts()
     )
-    scheduler.start([session_job(t, make_env) for t in targets])
-    # The whole run is bounded: what the jobs have not said by then is reported as such.
-    remaining = max(config.deadline - (time.monotonic() - started), config.timeout)
-    observations = scheduler.collect(remaining)
-    observations = probes.apply(observations)  # timeouts explained: ports blocked, host down
-    if config.server:
-        observations = not_offered(observations, targets, config.required)
-    observations = blame_resolver(found.dns, observations)
-    observations = auth.cross_check([found.dns, *observations])
-    observations = clock.reconcile(observations)  # expiry explained by the clock: clock_skew
+    observations = run.collect(found.dns, targets)
+    provider_id = found.provider.id if found.provider is not None else None
     results, findings, recommended, tried = settle(
         observations,
         targets,
@@ -223,11 +113,173 @@ def check_mailbox(
         findings=findings,
         status=status,
         exit_code=exit_code,
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=int((time.monotonic() - run.started) * 1000),
         transcript=config.transcript,
         recommended=tuple(recommended),
         alternatives=tuple(tried),
     )
+
+
+def _load_providers(config: RunConfig) -> ProviderDb:
+    from maildiag.discovery.providerdb import ProviderError
+    from maildiag.discovery.providers import load_providers
+    from maildiag.errors import UsageError
+
+    try:
+        return load_providers(config.rules_dirs)
+    except ProviderError as exc:
+        raise UsageError(f"cannot load the provider database: {exc}") from exc
+
+
+class _Run:
+    """One check's moving parts, in the order they start: the clock, discovery, the sessions
+    (and, as failures stream in, alternatives and port-443 probes in the same scheduler), then
+    the collection of everything they said by the deadline."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        dns: Dns,
+        *,
+        now: Callable[[], dt.datetime],
+        limiter: HostLimiter | None,
+        on_observation: Callable[[Observation], None] | None,
+        on_event: Callable[[RunEvent], None],
+    ) -> None:
+        from maildiag.reachability import HostProbes
+
+        self.started = time.monotonic()
+        self.config, self.dns, self.now = config, dns, now
+        self.on_observation, self.tell = on_observation, on_event
+        self.finder: Finder | None = None
+        # a host whose mail port timed out gets one connection to its port 443: blocked or down
+        self.probes = HostProbes(timeout=config.timeout, dns=dns)
+        self.scheduler = Scheduler(
+            max_per_host=config.max_per_host, on_observation=self.observed, limiter=limiter
+        )
+        services = (t.service for t in config.explicit) if config.server else config.only
+        self.planned = 0
+        self.plan(planned_checks(services))
+
+    def plan(self, checks: int) -> None:
+        """How many checks the report will hold, as far as the run knows now."""
+        self.planned = checks
+        self.tell(Planned(checks))
+
+    def observed(self, obs: Observation) -> None:
+        """A check's outcome, as it comes: a failure may start more work at once."""
+        if self.on_observation is not None:
+            self.on_observation(obs)
+        more = list(self.finder.observe(obs)) if self.finder is not None else []
+        if more:  # alternatives: their checks are reported too
+            self.plan(self.planned + sum(len(job.expected) for job in more))
+        jobs = [*self.probes.observe(obs), *more]
+        if jobs:
+            self.scheduler.start(jobs)
+
+    def start_clock(self, provider: Provider | None) -> None:
+        """The clock check; its HTTPS fallback asks the provider's web host or the servers the
+        user named. The whole measurement fits in one timeout (``probes.clock.measure``)."""
+        from maildiag.probes import clock
+
+        config = self.config
+        if config.check_clock:
+            reference = config.time_server or clock.DEFAULT_TIME_SERVER
+            self.tell(StepStart("clock", reference, config.timeout, time.monotonic(), "clock"))
+        job = clock_job(
+            config, now=self.now, provider=provider, targets=config.explicit, dns=self.dns
+        )
+        self.scheduler.start([job])
+
+    def discover(self, address: Address | None, providers: ProviderDb | None) -> DiscoveryResult:
+        """Every source at once, one timeout plus a grace of at most 2 s (lookups.Budget); the
+        servers of a server check need no discovery, only their addresses."""
+        from maildiag.discovery import discover, discover_servers
+
+        config = self.config
+        where = address.domain if address is not None else config.address
+        grace = config.timeout + min(2.0, config.timeout)
+        self.tell(StepStart("dns", where, grace, time.monotonic(), "dns"))
+        if address is None:
+            found = discover_servers(config.explicit, dns=self.dns, timeout=config.timeout)
+        else:
+            found = discover(
+                address,
+                explicit=config.explicit,
+                only=config.only,
+                dns=self.dns,
+                timeout=config.timeout,
+                ca_file=config.ca_file,
+                providers=providers,
+                port_map=self.dns.port_map,
+            )
+        if self.on_observation is not None:
+            self.on_observation(found.dns)
+        return found
+
+    def start_sessions(
+        self,
+        address: Address | None,
+        found: DiscoveryResult,
+        targets: tuple[Target, ...],
+        rules: RuleBase,
+        tls: TlsContexts,
+    ) -> tuple[Callable[[Service], str | None], Finder]:
+        """A session per server, sharing what is built once: the login stage (one login per
+        service per run), the redactor, the TLS contexts (certifi loaded on the first
+        handshake). Returns the login to recommend per service, and the finder of the
+        alternatives the sessions' failures start."""
+        from maildiag.alternatives import Finder
+        from maildiag.probes import auth
+
+        config = self.config
+        redact = Redactor(config.password, config.oauth2_token)
+        login_for: Callable[[Service], str | None]
+        if address is None:
+            login_stage = auth.make_server_stage()
+            login_for = _no_login
+        else:
+            login_stage = auth.make_login_stage(config, address, found.provider, redact)
+            login_for = auth.make_plan(config, address, found.provider, redact).login
+        interception = tuple(rules.interception)
+
+        def make_env(emit: Callable[[Observation], None]) -> Env:
+            return Env(
+                config,
+                emit,
+                interception=interception,
+                dns=self.dns,
+                now=self.now,
+                login_stage=login_stage,
+                tls=tls,
+                redact=redact,
+                on_step=None if self.tell is _ignore else self.tell,
+            )
+
+        self.finder = Finder(
+            targets,
+            found.alternatives,
+            lambda t: session_job(t, make_env),
+            enabled=config.alternatives and not config.server,
+        )
+        self.scheduler.start([session_job(t, make_env) for t in targets])
+        return login_for, self.finder
+
+    def collect(self, dns_obs: Observation, targets: tuple[Target, ...]) -> list[Observation]:
+        """What every job said by the run's deadline (what did not finish is reported as such),
+        then explained across checks: timeouts by port 443, ports a server does not offer, the
+        resolver, logins across protocols, certificate expiry by the clock."""
+        from maildiag.probes import auth, clock
+
+        config = self.config
+        remaining = max(config.deadline - (time.monotonic() - self.started), config.timeout)
+        observations = self.scheduler.collect(remaining)
+        observations = self.probes.apply(observations)
+        if config.server:
+            observations = not_offered(observations, targets, config.required)
+        observations = blame_resolver(dns_obs, observations)
+        observations = auth.cross_check([dns_obs, *observations])
+        return clock.reconcile(observations)
 
 
 def settle(
@@ -248,7 +300,7 @@ def settle(
     """
     from maildiag import alternatives as alt
 
-    need_login = config.password is not None and not config.server
+    need_login = config.has_secret and not config.server
     recommended = alt.recommend(
         targets, finder.alternatives(), observations, need_login=need_login, login_for=login_for
     )
