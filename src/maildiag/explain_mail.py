@@ -305,34 +305,7 @@ def explain_mailbox(
         budget.read = reader.bytes_read
         budget.reached = reader.budget_reached
         encoding = reader.encoding
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0] or "~"))
-    findings = []
-    out_groups = []
-    for rule_id, g in ordered:
-        if rule_id is None:
-            out_groups.append(
-                {
-                    "rule": None,
-                    "category": None,
-                    "severity": None,
-                    "title": rules.ui_text("log_unmatched", lang),
-                    "count": g["count"],
-                    "sample": g["sample"],
-                }
-            )
-            continue
-        f = rules.finding_json(first[rule_id], lang, evidence=g["sample"])
-        findings.append(f)
-        out_groups.append(
-            {
-                "rule": rule_id,
-                "category": f["category"],
-                "severity": f["severity"],
-                "title": f["title"],
-                "count": g["count"],
-                "sample": g["sample"],
-            }
-        )
+    findings, out_groups = rules.tally(groups, first, lang)
     return {
         "encoding": encoding,
         "messages": messages,

@@ -472,35 +472,7 @@ def explain_log(rules: RuleBase, lines: Any, lang: str) -> dict[str, Any]:
             groups[rule_id] = {"count": 1, "sample": line.strip()}
         else:
             group["count"] += 1
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0] or "~"))
-    out_groups = []
-    findings = []
-    for rule_id, g in ordered:
-        if rule_id is None:
-            out_groups.append(
-                {
-                    "rule": None,
-                    "category": None,
-                    "severity": None,
-                    "title": rules.ui_text("log_unmatched", lang),
-                    "count": g["count"],
-                    "sample": g["sample"],
-                }
-            )
-            continue
-        m = matches[rule_id]
-        f = rules.finding_json(m, lang, evidence=g["sample"])
-        findings.append(f)
-        out_groups.append(
-            {
-                "rule": rule_id,
-                "category": f["category"],
-                "severity": f["severity"],
-                "title": f["title"],
-                "count": g["count"],
-                "sample": g["sample"],
-            }
-        )
+    findings, out_groups = rules.tally(groups, matches, lang)
     return {"lines": total, "errors": errors, "findings": findings, "groups": out_groups}
 
 

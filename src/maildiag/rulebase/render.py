@@ -65,6 +65,37 @@ class Wording:
             "evidence": match.evidence if evidence is None else evidence,
         }
 
+    def tally(
+        self,
+        groups: Mapping[str | None, Mapping[str, Any]],
+        matches: Mapping[str, Match],
+        lang: str,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The findings and the groups of a log or a mailbox: ``groups`` holds per rule id
+        (None: no rule matched) a ``count`` and a ``sample`` line, ``matches`` one match per
+        rule id. Most frequent first; a finding's evidence is its group's sample."""
+        findings: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
+        for rule_id, g in sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0] or "~")):
+            if rule_id is None:
+                title = self.ui_text("log_unmatched", lang)
+                rule = category = severity = None
+            else:
+                f = self.finding_json(matches[rule_id], lang, evidence=g["sample"])
+                findings.append(f)
+                rule, category, severity, title = rule_id, f["category"], f["severity"], f["title"]
+            out.append(
+                {
+                    "rule": rule,
+                    "category": category,
+                    "severity": severity,
+                    "title": title,
+                    "count": g["count"],
+                    "sample": g["sample"],
+                }
+            )
+        return findings, out
+
     def render(
         self, match: Match, *, lang: str, params: Mapping[str, Any] | None = None
     ) -> tuple[str, list[str]]:
