@@ -93,6 +93,18 @@ class Source(StrEnum):
     GUESS = "guess"
 
 
+# how sure an answer is, by where it came from (discovery's certainty; ``settings`` prints it)
+CERTAINTY: dict[Source, str] = {
+    Source.EXPLICIT: "certain",
+    Source.PROVIDER: "certain",
+    Source.SRV: "published",
+    Source.AUTOCONFIG: "published",
+    Source.ISPDB: "certain",
+    Source.AUTODISCOVER: "published",
+    Source.MX: "via_mx",
+    Source.GUESS: "guess",
+}
+
 _STATUS_RANK = {Status.SKIP: 0, Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARN: 1, Severity.FAIL: 2}
 

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from maildiag.errors import ExitCode, UsageError
-from maildiag.models import Discovery, Finding, Observation, Security, Service, Source
+from maildiag.models import (
+    CERTAINTY,
+    Discovery,
+    Finding,
+    Observation,
+    Security,
+    Service,
+    Source,
+)
 from maildiag.terminal import safe, unicode_ok
 
 if TYPE_CHECKING:
@@ -39,18 +47,6 @@ if TYPE_CHECKING:
 
 SETTINGS_SCHEMA = "maildiag.settings/1"
 TABLE_ORDER: tuple[Service, ...] = (Service.IMAP, Service.POP3, Service.SMTP)
-
-# how sure the whole answer is, by the source of its first server
-CERTAINTY: dict[Source, str] = {
-    Source.PROVIDER: "certain",
-    Source.SRV: "published",
-    Source.AUTOCONFIG: "published",
-    Source.ISPDB: "certain",
-    Source.AUTODISCOVER: "published",
-    Source.MX: "via_mx",
-    Source.GUESS: "guess",
-    Source.EXPLICIT: "certain",
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maildiag.discovery.lookups import Budget, Lookups, is_ip
-from maildiag.discovery.steps import CERTAINTY, Context, Offer, Step, build_steps
-from maildiag.models import Discovery, Observation, Service, Source, Target
+from maildiag.discovery.steps import Context, Offer, Step, build_steps
+from maildiag.models import CERTAINTY, Discovery, Observation, Service, Source, Target
 from maildiag.threads import DaemonPool
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maildiag.dnsclient import DnsError
-from maildiag.models import Security, Service, Source, Target
+from maildiag.models import CERTAINTY, Security, Service, Source, Target
 from maildiag.threads import DaemonPool
 
 if TYPE_CHECKING:
@@ -40,17 +40,6 @@ SRV_NAMES: dict[Service, tuple[tuple[str, Security], ...]] = {
     Service.SMTP: (("_submissions._tcp", Security.SSL), ("_submission._tcp", Security.STARTTLS)),
     Service.IMAP: (("_imaps._tcp", Security.SSL), ("_imap._tcp", Security.STARTTLS)),
     Service.POP3: (("_pop3s._tcp", Security.SSL), ("_pop3._tcp", Security.STARTTLS)),
-}
-# how sure an answer is, by where it came from (``settings`` prints it)
-CERTAINTY: dict[Source, str] = {
-    Source.EXPLICIT: "certain",
-    Source.PROVIDER: "certain",
-    Source.SRV: "published",
-    Source.AUTOCONFIG: "published",
-    Source.ISPDB: "certain",
-    Source.AUTODISCOVER: "published",
-    Source.MX: "via_mx",
-    Source.GUESS: "guess",
 }
 EXCHANGE_ONLINE = ("microsoft365", "ispdb:office365.com")  # provider ids, preferred first
 
