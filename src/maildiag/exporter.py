@@ -242,6 +242,8 @@ class Exporter:
             config, timeout=min(config.timeout, run / _STEP_SHARE), run_limit=run
         )
         report = self._run(config, limit)
+        if report is not None and kind == "target":  # its series carry the target's name
+            report = dataclasses.replace(report, name=target)
         elapsed = time.monotonic() - started
         success = report is not None and report.status is not Status.FAIL
         self.probes.labels(kind, "success" if success else "failure").inc()
