@@ -151,7 +151,6 @@ def test_ok_expired_and_wrong_scope_per_protocol(
         for svc in ("smtp", "imap", "pop3"):
             auth = checks[f"{svc}.auth"]
             finding = auth["findings"][0]
-            print(svc, token[:20], auth["summary"], finding["rule"])
             assert auth["status"] == "fail" and finding["rule"] == rule
             assert finding["category"] == "auth_failed"
             assert auth["data"]["oauth2_error"]["status"] == status
