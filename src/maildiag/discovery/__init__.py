@@ -84,10 +84,6 @@ class _Plan:
     needed: tuple[Service, ...]
     home: Provider | None  # the provider database's entry for the address's domain
 
-    @property
-    def all_explicit(self) -> bool:
-        return bool(self.given) and not self.needed
-
 
 @dataclass
 class _Choice:
