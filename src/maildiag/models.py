@@ -392,6 +392,17 @@ class Report:
         """What names this report's target: its ``name``, else its address."""
         return self.name or self.address
 
+    def by_server(self) -> tuple[list[CheckResult], dict[Target, list[CheckResult]]]:
+        """The run-level checks (dns, clock), and each server's checks in the servers' order
+        (a server without checks has an empty list)."""
+        run_level = [c for c in self.checks if c.observation.target is None]
+        servers: dict[Target, list[CheckResult]] = {t: [] for t in self.servers}
+        for check in self.checks:
+            target = check.observation.target
+            if target is not None:
+                servers.setdefault(target, []).append(check)
+        return run_level, servers
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": REPORT_SCHEMA,

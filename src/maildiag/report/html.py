@@ -326,7 +326,8 @@ class _Page:
     def timeline(self, report: Report) -> list[str]:
         """Rows of (label, [(start ms, duration ms, status, step name)]) drawn to one scale."""
         rows: list[tuple[str, list[tuple[int, int, str, str]]]] = []
-        run_level = {c.id: c for c in report.checks if c.observation.target is None}
+        run_checks, servers = report.by_server()
+        run_level = {c.id: c for c in run_checks}
         discovery_ms = 0
         for check_id in ("dns", "clock"):
             check = run_level.get(check_id)
@@ -338,9 +339,7 @@ class _Page:
             if check.status is not Status.SKIP or ms > 0:
                 rows.append((self.check_name(check), [(0, ms, _status(check.status), "")]))
         for target in report.servers:
-            checks = {
-                c.id.rsplit(".", 1)[-1]: c for c in report.checks if c.observation.target == target
-            }
+            checks = {c.id.rsplit(".", 1)[-1]: c for c in servers[target]}
             order = _SSL_ORDER if target.security is Security.SSL else tuple(checks)
             start = discovery_ms  # the sessions start once discovery has found the servers
             segments = []

@@ -86,12 +86,7 @@ class _Words:
 
 
 def _suites(report: Report, words: _Words) -> list[tuple[ET.Element, dict[str, int]]]:
-    run_level = [c for c in report.checks if c.observation.target is None]
-    by_target: dict[Target, list[CheckResult]] = {t: [] for t in report.servers}
-    for check in report.checks:
-        target = check.observation.target
-        if target is not None:
-            by_target.setdefault(target, []).append(check)
+    run_level, by_target = report.by_server()
     out = []
     if run_level or not report.checks:
         out.append(_suite(report, report.label, None, run_level, words))

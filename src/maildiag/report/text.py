@@ -310,12 +310,7 @@ class _View:
         else:
             heading = self.words("report.none", heading=checks)
         out.heading(heading)
-        run_level = [c for c in report.checks if c.observation.target is None]
-        by_server: dict[Target, list[CheckResult]] = {t: [] for t in report.servers}
-        for check in report.checks:
-            target = check.observation.target
-            if target is not None:
-                by_server.setdefault(target, []).append(check)
+        run_level, by_server = report.by_server()
         groups = [(t, self.collapsed(results)) for t, results in by_server.items() if results]
         shown = run_level + [c for _, items in groups for c in items if isinstance(c, CheckResult)]
         column = max((len(self.name(c)) for c in shown), default=0)
